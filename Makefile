@@ -1,0 +1,27 @@
+# Quick start: `make run` (demo job) and `make test` (test suite).
+# Both create .venv on first use and install the pinned requirements into it.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint clean-venv
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) main.py
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(PY) -m pip install --quiet ruff==0.17.6
+	$(VENV)/bin/ruff check detr_irpe tools tests main.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,170 @@
+"""Reading and writing checkpoints: official DETR / DETR-with-iRPE files and ours.
+
+A checkpoint is a ``torch.save``d dict with ``model`` (the state dict) and, when written
+by training, ``optimizer``, ``lr_scheduler``, ``epoch`` and ``args``.  The official
+code stores ``args`` as an ``argparse.Namespace``; we store plain dicts.  Files are
+read with ``torch.load(weights_only=True)``: arbitrary pickled code is never run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import re
+import tempfile
+from dataclasses import dataclass, field, fields
+
+import torch
+
+from .config import DETRConfig
+
+# Types beyond tensors and primitives that official and our checkpoints contain.
+SAFE_GLOBALS = [argparse.Namespace]
+# What the official iRPE ratios give for B = int(2 * ratio); other B map to B / 2.
+_RATIO_FOR_BETA = {3: 1.9, 4: 2.0, 5: 2.5, 6: 3.0}
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint.
+
+    model:    the state dict;  options: model options (``DETRConfig`` field names) read
+    from the stored args, or inferred from tensor shapes where args are missing;
+    inferred: names of the options that were inferred;  raw: the whole loaded dict.
+    """
+
+    model: dict
+    options: dict
+    inferred: list[str] = field(default_factory=list)
+    raw: dict = field(default_factory=dict)
+
+    def config(self, **overrides) -> DETRConfig:
+        """A :class:`DETRConfig` for rebuilding the model (no backbone download: the
+        checkpoint carries the backbone weights)."""
+        opts = {"pretrained_backbone": "none", **self.options, **overrides}
+        return DETRConfig.from_options(opts, strict=False)
+
+
+def _torch_load(path: str, trust: bool):
+    if trust:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        what = found.group(1) if found else "an object type that is not allowed"
+        raise pickle.UnpicklingError(
+            f"{path}: refused to load: the file contains {what}, which is neither a tensor "
+            f"nor plain data, and unpickling it could run arbitrary code. If you trust the "
+            f"file's origin, load it with trust=True (command line: --trust_checkpoint)."
+        ) from None
+
+
+def _infer_options(state: dict) -> dict:
+    """Model options that can be read off the tensor shapes of a DETR state dict."""
+    opts = {}
+    if "class_embed.weight" in state:
+        opts["num_classes"] = state["class_embed.weight"].shape[0] - 1
+    if "query_embed.weight" in state:
+        opts["num_queries"], opts["hidden_dim"] = state["query_embed.weight"].shape
+    enc = {int(m.group(1)) for k in state if (m := re.match(r"transformer\.encoder\.layers\.(\d+)\.", k))}
+    dec = {int(m.group(1)) for k in state if (m := re.match(r"transformer\.decoder\.layers\.(\d+)\.", k))}
+    if enc:
+        opts["enc_layers"] = max(enc) + 1
+    if dec:
+        opts["dec_layers"] = max(dec) + 1
+    if "transformer.encoder.layers.0.linear1.weight" in state:
+        opts["dim_feedforward"] = state["transformer.encoder.layers.0.linear1.weight"].shape[0]
+    opts["pre_norm"] = "transformer.encoder.norm.weight" in state
+    opts["position_embedding"] = "learned" if "backbone.1.row_embed.weight" in state else "sine"
+    body = "backbone.0.body."
+    if f"{body}layer1.0.conv1.weight" in state:
+        blocks3 = {int(m.group(1)) for k in state if (m := re.match(rf"{re.escape(body)}layer3\.(\d+)\.", k))}
+        bottleneck = f"{body}layer1.0.conv3.weight" in state
+        if bottleneck:
+            opts["backbone"] = "resnet101" if max(blocks3) + 1 == 23 else "resnet50"
+        else:
+            opts["backbone"] = "resnet34" if max(blocks3) + 1 == 6 else "resnet18"
+    opts["enc_rpe2d"] = _infer_irpe(state)
+    return opts
+
+
+def _infer_irpe(state: dict) -> str:
+    """The iRPE string of the encoder's first layer, read off its table names and shapes."""
+    prefix = "transformer.encoder.layers.0.self_attn."
+    tables = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix + "rpe_")}
+    if not tables:
+        return ""
+    rpe_on = "".join(w for w in "qkv" if any(k.startswith(f"rpe_{w}.") for k in tables))
+    mode = "bias" if any(k.endswith("lookup_table_bias") for k in tables) else "ctx"
+    name, table = sorted(tables.items())[0]
+    # Bucket axis: last for q/k ctx tables, 1 for bias tables and v tables.
+    n = table.shape[-1] if (mode == "ctx" and not name.startswith("rpe_v")) else table.shape[1]
+    if any(".rp_rows." in k for k in tables):
+        method, side = "cross", n
+    else:
+        # product holds S^2 buckets (S odd), euc/quant hold S.  A perfect square is read as
+        # product: every published checkpoint is product.
+        root = round(n**0.5)
+        method, side = ("product", root) if root * root == n and root % 2 else ("euc", n)
+    beta_int = (side - 1) // 2
+    ratio = _RATIO_FOR_BETA.get(beta_int, beta_int / 2)
+    return f"rpe-{ratio}-{method}-{mode}-{int(table.shape[0] == 1)}-{rpe_on}"
+
+
+def _options_from_args(args) -> dict:
+    if isinstance(args, argparse.Namespace):
+        args = vars(args)
+    if not isinstance(args, dict):
+        return {}
+    known = {f.name for f in fields(DETRConfig)}
+    return {k: v for k, v in args.items() if k in known and v is not None}
+
+
+def load_checkpoint(path: str, trust: bool = False) -> Checkpoint:
+    """Read an official or our own checkpoint safely.
+
+    Options come from the stored ``config``/``args`` where present; the rest (number of
+    classes, queries, layers, iRPE configuration, ...) is inferred from tensor shapes.
+    The iRPE ratio can only be inferred up to its bucket count (1.9/2.0/2.5/3.0 for the
+    published counts); stored args always win.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {path!r} does not exist")
+    raw = _torch_load(path, trust)
+    if isinstance(raw, dict) and "model" in raw and isinstance(raw["model"], dict):
+        state = raw["model"]
+    elif isinstance(raw, dict) and all(isinstance(v, torch.Tensor) for v in raw.values()):
+        state, raw = raw, {"model": raw}
+    else:
+        raise ValueError(f"{path}: not a DETR checkpoint (expected a dict with a 'model' entry)")
+    inferred = _infer_options(state)
+    stored = _options_from_args(raw.get("config", raw.get("args")))
+    options = {**inferred, **stored}
+    # A stored option that contradicts the tensors means the args are stale: trust shapes.
+    for key in ("num_classes", "num_queries", "hidden_dim", "enc_layers", "dec_layers"):
+        if key in inferred:
+            options[key] = inferred[key]
+    if "enc_rpe2d" in stored and bool(stored["enc_rpe2d"]) != bool(inferred["enc_rpe2d"]):
+        options["enc_rpe2d"] = inferred["enc_rpe2d"]
+    return Checkpoint(state, options, sorted(set(inferred) - set(stored)), raw)
+
+
+def save_checkpoint(obj: dict, path: str) -> None:
+    """Write atomically: a temporary file in the same directory, fsync, then rename, so
+    an interruption leaves either the old or the new file, never a partial one."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

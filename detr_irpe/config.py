@@ -1,0 +1,73 @@
+"""Typed model configuration.  Field names are the official command-line names."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from .models.irpe import IRPEConfig, parse_irpe
+
+PAPER_IRPE = "rpe-2.0-product-ctx-1-k"
+
+
+@dataclass
+class DETRConfig:
+    """Everything :func:`detr_irpe.build_detr` needs; defaults are the paper's recipe.
+
+    ``num_classes`` is "largest label + 1" (91 for COCO, whose ids run to 90), and the
+    class head has ``num_classes + 1`` outputs, the last one meaning "no object".
+    ``enc_rpe2d`` is the official iRPE string ('' = plain DETR).
+    ``pretrained_backbone``: 'imagenet' (torchvision IMAGENET1K_V1), 'none' (random
+    init) or the path of a torchvision ResNet state dict.
+    """
+
+    num_classes: int = 91
+    enc_rpe2d: str = PAPER_IRPE
+    backbone: str = "resnet50"
+    dilation: bool = False
+    position_embedding: str = "sine"
+    hidden_dim: int = 256
+    nheads: int = 8
+    enc_layers: int = 6
+    dec_layers: int = 6
+    dim_feedforward: int = 2048
+    dropout: float = 0.1
+    num_queries: int = 100
+    pre_norm: bool = False
+    aux_loss: bool = True
+    set_cost_class: float = 1.0
+    set_cost_bbox: float = 5.0
+    set_cost_giou: float = 2.0
+    bbox_loss_coef: float = 5.0
+    giou_loss_coef: float = 2.0
+    eos_coef: float = 0.1
+    lr_backbone: float = 1e-5
+    pretrained_backbone: str = "imagenet"
+
+    def __post_init__(self):
+        self.irpe  # parse now: a bad string fails at construction, naming the flag
+        if self.num_classes < 1:
+            raise ValueError(
+                f"num_classes={self.num_classes}: must be >= 1 (largest label + 1; 91 for COCO)"
+            )
+        for name in ("hidden_dim", "nheads", "enc_layers", "dec_layers", "num_queries"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.hidden_dim % self.nheads:
+            raise ValueError(f"hidden_dim={self.hidden_dim} is not divisible by nheads={self.nheads}")
+
+    @property
+    def irpe(self) -> IRPEConfig | None:
+        return parse_irpe(self.enc_rpe2d)
+
+    @classmethod
+    def from_options(cls, options: dict, strict: bool = True) -> DETRConfig:
+        """Build from a dict of options (e.g. ``vars(args)``); unknown names are an error
+        when ``strict``, else ignored."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if strict and unknown:
+            raise TypeError(f"unknown model options {unknown}; valid options: {sorted(known)}")
+        return cls(**{k: v for k, v in options.items() if k in known})
+
+    def to_dict(self) -> dict:
+        return asdict(self)

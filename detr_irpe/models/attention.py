@@ -1,0 +1,138 @@
+"""Multi-head attention with optional iRPE, for DETR's encoder self-attention.
+
+Parameter names are those of ``torch.nn.MultiheadAttention`` (``in_proj_weight`` with
+rows ordered q, k, v, ``in_proj_bias``, ``out_proj``) plus the iRPE tables ``rpe_q``,
+``rpe_k``, ``rpe_v`` (spec/irpe.md section 5), so official checkpoints load unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .irpe import IRPEConfig, build_tables
+
+BACKENDS = ("auto", "sdpa", "explicit")
+
+
+class IRPEMultiheadAttention(nn.Module):
+    """Sequence-first multi-head attention, (L, B, E) in and out, like DETR calls it.
+
+    logits = (s q) k^T + RPE_K + RPE_Q;  key padding -> -inf;  softmax;  dropout;
+    out = attn v + RPE_V;  then ``out_proj``.  With ``irpe=None`` this is exactly
+    ``nn.MultiheadAttention`` (without its rarely used options).
+
+    ``backend``: ``"explicit"`` writes the attention out (needed for RPE_V, which uses
+    the attention weights); ``"sdpa"`` hands the iRPE terms and the padding to
+    ``F.scaled_dot_product_attention`` as an additive mask; ``"auto"`` picks sdpa
+    whenever it applies.
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        dropout: float = 0.0,
+        irpe: IRPEConfig | None = None,
+        backend: str = "auto",
+    ):
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend {backend!r} not in {BACKENDS}")
+        self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        self.scale = self.head_dim**-0.5
+        self.dropout = dropout
+        self.irpe = irpe
+        self.backend = backend
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * embed_dim, embed_dim))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * embed_dim))
+        self.out_proj = nn.Linear(embed_dim, embed_dim)
+        for name, table in build_tables(irpe, self.head_dim, num_heads).items():
+            self.add_module(name, table)
+        self._reset_parameters()
+
+    def _reset_parameters(self):
+        # The same initialisation as nn.MultiheadAttention.
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        nn.init.zeros_(self.in_proj_bias)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def _split_heads(self, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        # (L, B, E) -> (B, H, L, d)
+        L, B, _ = x.shape
+        return F.linear(x, weight, bias).view(L, B, self.num_heads, self.head_dim).permute(
+            1, 2, 0, 3
+        )
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        key_padding_mask: Tensor | None = None,
+        hw: tuple[int, int] | None = None,
+    ) -> Tensor:
+        """query, key, value: (L, B, E); key_padding_mask: bool (B, L), True on padding;
+        hw: the (h, w) feature map the L = h * w tokens come from (needed with iRPE).
+        Returns (L, B, E)."""
+        rpe_q = getattr(self, "rpe_q", None)
+        rpe_k = getattr(self, "rpe_k", None)
+        rpe_v = getattr(self, "rpe_v", None)
+        has_rpe = rpe_q is not None or rpe_k is not None or rpe_v is not None
+        if has_rpe:
+            if hw is None or hw[0] * hw[1] != query.shape[0] or query.shape[0] != key.shape[0]:
+                raise ValueError(
+                    f"iRPE self-attention needs hw=(h, w) with h * w = sequence length; "
+                    f"got hw={hw} for query length {query.shape[0]}, key length {key.shape[0]}"
+                )
+            h, w = hw
+
+        w_q, w_k, w_v = self.in_proj_weight.chunk(3)
+        b_q, b_k, b_v = self.in_proj_bias.chunk(3)
+        q = self._split_heads(query, w_q, b_q) * self.scale  # (B, H, Lq, d), scaled
+        k = self._split_heads(key, w_k, b_k)  # (B, H, Lk, d)
+        v = self._split_heads(value, w_v, b_v)  # (B, H, Lk, d)
+        p = self.dropout if self.training else 0.0
+
+        # Additive terms on the logits, (B or 1, H or 1, Lq, Lk).
+        extra = None
+        if rpe_k is not None:
+            extra = rpe_k.logits(q, h, w)
+        if rpe_q is not None:
+            term = rpe_q.logits(k * self.scale, h, w).transpose(-2, -1)
+            extra = term if extra is None else extra + term
+
+        use_sdpa = rpe_v is None and self.backend != "explicit"
+        if self.backend == "sdpa" and rpe_v is not None:
+            raise ValueError("backend 'sdpa' cannot compute iRPE on values; use 'explicit'")
+        if use_sdpa:
+            mask = extra
+            if key_padding_mask is not None:
+                pad = torch.zeros(
+                    key_padding_mask.shape, dtype=q.dtype, device=q.device
+                ).masked_fill(key_padding_mask, float("-inf"))[:, None, None, :]
+                mask = pad if mask is None else mask + pad
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, scale=1.0)
+        else:
+            logits = q @ k.transpose(-2, -1)  # (B, H, Lq, Lk)
+            if extra is not None:
+                logits = logits + extra
+            if key_padding_mask is not None:
+                logits = logits.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
+            attn = F.dropout(logits.softmax(dim=-1), p=p, training=self.training)
+            out = attn @ v  # (B, H, Lq, d)
+            if rpe_v is not None:
+                out = out + rpe_v.values(attn, h, w)
+
+        Lq, B = query.shape[:2]
+        out = out.permute(2, 0, 1, 3).reshape(Lq, B, self.embed_dim)
+        return self.out_proj(out)
+
+    def extra_repr(self) -> str:
+        irpe = self.irpe.to_string() if self.irpe else "off"
+        return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, irpe={irpe}"

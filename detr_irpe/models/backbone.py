@@ -1,0 +1,143 @@
+"""ResNet backbone with frozen batch norm, the padded image batch and the Joiner.
+
+State-dict names match DETR: ``backbone.0.body.<resnet names>`` for the ResNet (stem,
+layer1..layer4; no fc), ``backbone.1.*`` for a learned position embedding.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import Tensor, nn
+from torchvision.models._utils import IntermediateLayerGetter
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
+
+
+@dataclass
+class ImageBatch:
+    """Images padded bottom/right with zeros to a common size.
+
+    tensors: (B, 3, H, W) float; mask: bool (B, H, W), True on padding.
+    """
+
+    tensors: Tensor
+    mask: Tensor
+
+    @classmethod
+    def from_images(cls, images: Sequence[Tensor] | Tensor) -> ImageBatch:
+        if isinstance(images, Tensor):
+            if images.dim() != 4:
+                raise ValueError(f"expected a (B, 3, H, W) tensor, got shape {tuple(images.shape)}")
+            B, _, H, W = images.shape
+            mask = torch.zeros(B, H, W, dtype=torch.bool, device=images.device)
+            return cls(images, mask)
+        if len(images) == 0:
+            raise ValueError("expected at least one image")
+        for n, img in enumerate(images):
+            if img.dim() != 3 or img.shape[0] != 3:
+                raise ValueError(f"image {n}: expected a (3, H, W) tensor, got {tuple(img.shape)}")
+        H = max(img.shape[1] for img in images)
+        W = max(img.shape[2] for img in images)
+        first = images[0]
+        tensors = first.new_zeros(len(images), 3, H, W)
+        mask = torch.ones(len(images), H, W, dtype=torch.bool, device=first.device)
+        for n, img in enumerate(images):
+            tensors[n, :, : img.shape[1], : img.shape[2]].copy_(img)
+            mask[n, : img.shape[1], : img.shape[2]] = False
+        return cls(tensors, mask)
+
+    def to(self, device) -> ImageBatch:
+        return ImageBatch(self.tensors.to(device), self.mask.to(device))
+
+
+def _load_backbone_weights(net: nn.Module, name: str, pretrained: str | None) -> None:
+    """Fill ``net`` (a torchvision ResNet) from ImageNet weights or a local file."""
+    if pretrained in (None, "", "none"):
+        return
+    if pretrained == "imagenet":
+        weights = torchvision.models.get_model_weights(name).IMAGENET1K_V1
+        try:
+            state = weights.get_state_dict(progress=False)
+        except Exception as err:  # offline, proxy, corrupt cache...
+            raise RuntimeError(
+                f"could not load ImageNet weights for {name} ({weights.url}): {err}. "
+                f"Put the file in the torch hub cache ({torch.hub.get_dir()}/checkpoints), "
+                f"pass a local file with pretrained_backbone=<path>, or train from random "
+                f"init with pretrained_backbone='none'"
+            ) from err
+    else:
+        if not os.path.isfile(pretrained):
+            raise FileNotFoundError(
+                f"pretrained_backbone={pretrained!r}: no such file; expected 'imagenet', "
+                f"'none' or the path of a torchvision {name} state dict"
+            )
+        state = torch.load(pretrained, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+            state = state["model"]
+        prefix = "backbone.0.body."
+        if any(k.startswith(prefix) for k in state):
+            state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("fc.")]
+    if missing:
+        raise RuntimeError(
+            f"pretrained_backbone={pretrained!r} does not fit {name}: missing {missing[:5]}"
+        )
+
+
+class Backbone(nn.Module):
+    """Frozen-BN ResNet returning layer4 features (stride 32, or 16 with dilation)."""
+
+    def __init__(
+        self,
+        name: str = "resnet50",
+        train_backbone: bool = True,
+        dilation: bool = False,
+        pretrained: str | None = None,
+    ):
+        super().__init__()
+        if name not in RESNETS:
+            raise ValueError(f"backbone={name!r} is not one of {RESNETS}")
+        if dilation and name in ("resnet18", "resnet34"):
+            raise ValueError(
+                f"dilation (DC5) needs a bottleneck ResNet: use backbone resnet50 or resnet101, "
+                f"not {name}"
+            )
+        net = getattr(torchvision.models, name)(
+            weights=None,
+            replace_stride_with_dilation=[False, False, dilation],
+            norm_layer=FrozenBatchNorm2d,
+        )
+        _load_backbone_weights(net, name, pretrained)
+        for pname, param in net.named_parameters():
+            trainable = train_backbone and pname.startswith(("layer2", "layer3", "layer4"))
+            param.requires_grad_(trainable)
+        self.body = IntermediateLayerGetter(net, return_layers={"layer4": "0"})
+        self.num_channels = 512 if name in ("resnet18", "resnet34") else 2048
+
+    def forward(self, batch: ImageBatch) -> tuple[Tensor, Tensor]:
+        """Returns features (B, C, h, w) and their mask (B, h, w), True on padding."""
+        feats = self.body(batch.tensors)["0"]
+        mask = F.interpolate(batch.mask[None].float(), size=feats.shape[-2:])[0].to(torch.bool)
+        return feats, mask
+
+
+class Joiner(nn.Sequential):
+    """``[backbone, position_embedding]`` -- DETR's module layout (``backbone.0``/``.1``)."""
+
+    def __init__(self, backbone: Backbone, position_embedding: nn.Module):
+        super().__init__(backbone, position_embedding)
+        self.num_channels = backbone.num_channels
+
+    def forward(self, batch: ImageBatch) -> tuple[Tensor, Tensor, Tensor]:
+        """Returns features (B, C, h, w), mask (B, h, w) and position (B, D, h, w)."""
+        feats, mask = self[0](batch)
+        pos = self[1](mask).to(feats.dtype)
+        return feats, mask, pos

@@ -1,0 +1,120 @@
+"""DETR's set criterion: Hungarian matching, then classification and box losses."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import box_convert, generalized_box_iou
+
+from .matcher import HungarianMatcher, check_target_boxes
+
+
+class SetCriterion(nn.Module):
+    """Losses of one DETR forward pass.
+
+    ``forward(outputs, targets)`` returns the *unweighted* losses ``loss_ce``,
+    ``loss_bbox``, ``loss_giou``, ``cardinality_error``, ``class_error`` and, for every
+    auxiliary decoder output n, the same with suffix ``_n`` (no class_error).  The
+    training loss is ``sum(losses[k] * weight_dict[k] for k in weight_dict)``.
+
+    targets: per image ``{"labels": int64 (n,), "boxes": float (n, 4) normalised cxcywh}``.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        matcher: HungarianMatcher,
+        eos_coef: float = 0.1,
+        bbox_loss_coef: float = 5.0,
+        giou_loss_coef: float = 2.0,
+        num_aux: int = 5,
+    ):
+        super().__init__()
+        self.num_classes = num_classes
+        self.matcher = matcher
+        self.eos_coef = eos_coef
+        empty_weight = torch.ones(num_classes + 1)
+        empty_weight[-1] = eos_coef
+        self.register_buffer("empty_weight", empty_weight, persistent=False)
+        weights = {"loss_ce": 1.0, "loss_bbox": bbox_loss_coef, "loss_giou": giou_loss_coef}
+        self.weight_dict = dict(weights)
+        for n in range(num_aux):
+            self.weight_dict.update({f"{k}_{n}": v for k, v in weights.items()})
+
+    def _check_labels(self, targets: list[dict]) -> None:
+        for n, t in enumerate(targets):
+            labels = t["labels"]
+            if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
+                image = t.get("image_id", None)
+                where = f"image_id {int(image)}" if image is not None else f"batch image {n}"
+                raise ValueError(
+                    f"{where}: label {int(labels.max() if labels.max() >= 0 else labels.min())} "
+                    f"is outside [0, num_classes={self.num_classes}); num_classes must be the "
+                    f"largest label + 1"
+                )
+
+    def _losses(self, out: dict, targets: list[dict], num_boxes: Tensor, log: bool) -> dict:
+        indices = self.matcher(out, targets)
+        logits, boxes = out["pred_logits"], out["pred_boxes"]
+        batch_idx = torch.cat([torch.full_like(src, n) for n, (src, _) in enumerate(indices)])
+        src_idx = torch.cat([src for src, _ in indices])
+        batch_idx, src_idx = batch_idx.to(logits.device), src_idx.to(logits.device)
+        matched_labels = torch.cat(
+            [t["labels"][j.to(t["labels"].device)] for t, (_, j) in zip(targets, indices)]
+        ).to(logits.device)
+
+        target_classes = torch.full(
+            logits.shape[:2], self.num_classes, dtype=torch.int64, device=logits.device
+        )
+        target_classes[batch_idx, src_idx] = matched_labels
+        losses = {
+            "loss_ce": F.cross_entropy(
+                logits.transpose(1, 2).float(), target_classes, self.empty_weight.to(logits.device)
+            )
+        }
+        if log:
+            if matched_labels.numel():
+                correct = (logits[batch_idx, src_idx].argmax(-1) == matched_labels).float().mean()
+                losses["class_error"] = 100.0 - 100.0 * correct
+            else:
+                losses["class_error"] = torch.tensor(100.0, device=logits.device)
+
+        with torch.no_grad():
+            counts = torch.as_tensor([len(t["labels"]) for t in targets], device=logits.device)
+            predicted = (logits.argmax(-1) != self.num_classes).sum(1)
+            losses["cardinality_error"] = F.l1_loss(predicted.float(), counts.float())
+
+        src_boxes = boxes[batch_idx, src_idx].float()
+        tgt_boxes = torch.cat(
+            [t["boxes"][j.to(t["boxes"].device)] for t, (_, j) in zip(targets, indices)]
+        ).to(src_boxes)
+        losses["loss_bbox"] = F.l1_loss(src_boxes, tgt_boxes, reduction="none").sum() / num_boxes
+        giou = torch.diag(
+            generalized_box_iou(
+                box_convert(src_boxes, "cxcywh", "xyxy"), box_convert(tgt_boxes, "cxcywh", "xyxy")
+            )
+        )
+        losses["loss_giou"] = (1 - giou).sum() / num_boxes
+        return losses
+
+    def forward(self, outputs: dict, targets: list[dict]) -> dict[str, Tensor]:
+        check_target_boxes(targets)
+        self._check_labels(targets)
+        device = outputs["pred_logits"].device
+        # Number of target boxes, averaged over processes, at least 1.
+        num_boxes = torch.as_tensor(
+            float(sum(len(t["labels"]) for t in targets)), dtype=torch.float32, device=device
+        )
+        world = 1
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(num_boxes)
+            world = dist.get_world_size()
+        num_boxes = torch.clamp(num_boxes / world, min=1)
+
+        losses = self._losses(outputs, targets, num_boxes, log=True)
+        for n, aux in enumerate(outputs.get("aux_outputs", [])):
+            aux_losses = self._losses(aux, targets, num_boxes, log=False)
+            losses.update({f"{k}_{n}": v for k, v in aux_losses.items()})
+        return losses

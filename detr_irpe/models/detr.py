@@ -1,0 +1,143 @@
+"""The DETR detector, its post-processor and the builder ``build_detr``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import box_convert
+
+from ..config import DETRConfig
+from .backbone import Backbone, ImageBatch, Joiner
+from .criterion import SetCriterion
+from .matcher import HungarianMatcher
+from .position_encoding import build_position_encoding
+from .transformer import Transformer
+
+
+class MLP(nn.Module):
+    """Linear layers with ReLU between them (not after the last)."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int):
+        super().__init__()
+        dims = [in_dim] + [hidden_dim] * (num_layers - 1)
+        self.layers = nn.ModuleList(
+            nn.Linear(a, b) for a, b in zip(dims, dims[1:] + [out_dim])
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        for n, layer in enumerate(self.layers):
+            x = layer(x) if n == len(self.layers) - 1 else F.relu(layer(x))
+        return x
+
+
+class DETR(nn.Module):
+    """DETR: backbone -> 1x1 input projection -> transformer -> class and box heads.
+
+    ``forward(images)`` takes a list of normalised (3, H, W) float tensors of any sizes,
+    an :class:`ImageBatch`, or a (B, 3, H, W) tensor, and returns
+
+    - ``pred_logits``: (B, Q, num_classes + 1); the last class is "no object";
+    - ``pred_boxes``:  (B, Q, 4), normalised (cx, cy, w, h) in [0, 1] relative to each
+      image's own (unpadded) size;
+    - ``aux_outputs``: with ``aux_loss``, a list of the same two keys for every
+      decoder layer but the last.
+    """
+
+    def __init__(
+        self,
+        backbone: Joiner,
+        transformer: Transformer,
+        num_classes: int,
+        num_queries: int = 100,
+        aux_loss: bool = True,
+    ):
+        super().__init__()
+        hidden = transformer.d_model
+        self.num_queries = num_queries
+        self.num_classes = num_classes
+        self.transformer = transformer
+        self.class_embed = nn.Linear(hidden, num_classes + 1)
+        self.bbox_embed = MLP(hidden, hidden, 4, 3)
+        self.query_embed = nn.Embedding(num_queries, hidden)
+        self.input_proj = nn.Conv2d(backbone.num_channels, hidden, kernel_size=1)
+        self.backbone = backbone
+        self.aux_loss = aux_loss
+
+    def forward(self, images: Sequence[Tensor] | ImageBatch | Tensor) -> dict:
+        batch = images if isinstance(images, ImageBatch) else ImageBatch.from_images(images)
+        feats, mask, pos = self.backbone(batch)
+        hs = self.transformer(self.input_proj(feats), mask, self.query_embed.weight, pos)[0]
+        logits = self.class_embed(hs)  # (layers, B, Q, C + 1)
+        boxes = self.bbox_embed(hs).sigmoid()  # (layers, B, Q, 4)
+        out = {"pred_logits": logits[-1], "pred_boxes": boxes[-1]}
+        if self.aux_loss:
+            out["aux_outputs"] = [
+                {"pred_logits": a, "pred_boxes": b} for a, b in zip(logits[:-1], boxes[:-1])
+            ]
+        return out
+
+
+class PostProcess(nn.Module):
+    """Model output -> per image detections in absolute xyxy pixels of a given size.
+
+    Every query is a detection: score = max probability over real classes, label = its
+    argmax (a model label; map it to dataset ids outside).
+    """
+
+    @torch.no_grad()
+    def forward(self, outputs: dict, target_sizes: Tensor) -> list[dict[str, Tensor]]:
+        """target_sizes: (B, 2) as (height, width), usually the original image sizes."""
+        logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
+        if len(logits) != len(target_sizes):
+            raise ValueError(
+                f"{len(target_sizes)} target sizes for a batch of {len(logits)} images"
+            )
+        scores, labels = logits.softmax(-1)[..., :-1].max(-1)
+        xyxy = box_convert(boxes, "cxcywh", "xyxy")
+        h, w = target_sizes.to(xyxy).unbind(1)
+        xyxy = xyxy * torch.stack([w, h, w, h], dim=1)[:, None, :]
+        return [{"scores": s, "labels": lab, "boxes": b} for s, lab, b in zip(scores, labels, xyxy)]
+
+
+def build_detr(config: DETRConfig | None = None, **options) -> tuple[DETR, SetCriterion, dict]:
+    """Build ``(model, criterion, postprocessors)``.
+
+    Options use the official command-line names (``num_classes``, ``enc_rpe2d``,
+    ``backbone``, ...) and default to the paper's recipe; see :class:`DETRConfig`.
+    ``postprocessors["bbox"]`` is a :class:`PostProcess`.
+    """
+    if config is None:
+        config = DETRConfig.from_options(options)
+    elif options:
+        config = DETRConfig.from_options({**config.to_dict(), **options})
+    backbone = Backbone(
+        config.backbone,
+        train_backbone=config.lr_backbone > 0,
+        dilation=config.dilation,
+        pretrained=config.pretrained_backbone,
+    )
+    joiner = Joiner(backbone, build_position_encoding(config.position_embedding, config.hidden_dim))
+    transformer = Transformer(
+        d_model=config.hidden_dim,
+        nhead=config.nheads,
+        num_encoder_layers=config.enc_layers,
+        num_decoder_layers=config.dec_layers,
+        dim_feedforward=config.dim_feedforward,
+        dropout=config.dropout,
+        pre_norm=config.pre_norm,
+        irpe=config.irpe,
+    )
+    model = DETR(joiner, transformer, config.num_classes, config.num_queries, config.aux_loss)
+    matcher = HungarianMatcher(config.set_cost_class, config.set_cost_bbox, config.set_cost_giou)
+    criterion = SetCriterion(
+        config.num_classes,
+        matcher,
+        eos_coef=config.eos_coef,
+        bbox_loss_coef=config.bbox_loss_coef,
+        giou_loss_coef=config.giou_loss_coef,
+        num_aux=config.dec_layers - 1 if config.aux_loss else 0,
+    )
+    return model, criterion, {"bbox": PostProcess()}

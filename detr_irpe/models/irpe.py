@@ -1,0 +1,345 @@
+"""Image relative position encoding (iRPE), as defined in ``spec/irpe.md``.
+
+Three layers, from pure functions to modules:
+
+1. :class:`IRPEConfig` / :func:`parse_irpe` -- the official configuration string
+   ``rpe-{ratio}-{method}-{mode}-{shared_head}-{rpe_on}`` parsed once into a typed value.
+2. :func:`piecewise_index`, :func:`bucket_ids` and :func:`bucket_map` -- pure functions
+   of ``(h, w, method, ratio)`` giving the bucket of every (query, key) token pair on an
+   ``h x w`` feature map (tokens row-major).  :func:`bucket_map` is cached per shape.
+3. :class:`RelativePositionTable` (one table, attached to q, k or v) and
+   :class:`CrossRelativePositionTable` (row table + column table for ``cross``).
+
+The two primitives that touch an ``L x L`` map are :func:`lookup` (table values per
+bucket -> per token pair) and its transpose :func:`aggregate` (per token pair -> per
+bucket).  For ``product`` both run as two small dense matrix products through one-hot
+row and column maps (spec section 6), so their backward passes are matrix products too
+instead of an atomic scatter-add with heavy contention.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+METHODS = ("euc", "quant", "cross", "product")
+MODES = ("bias", "ctx")
+FORMAT_HELP = (
+    "expected 'rpe-{ratio}-{method}-{mode}-{shared_head}-{rpe_on}', e.g. "
+    "'rpe-2.0-product-ctx-1-k', or '' for no iRPE; ratio is a positive number "
+    "(1.9, 2.0, 2.5, 3.0, ...), method one of euc|quant|cross|product, mode one of "
+    "bias|ctx, shared_head 0|1, rpe_on a combination of q, k, v (q, k, v, qk, qkv, ...)"
+)
+
+
+@dataclass(frozen=True)
+class IRPEConfig:
+    """Typed iRPE configuration (one per attention; the same for q, k and v)."""
+
+    ratio: float = 2.0
+    method: str = "product"
+    mode: str = "ctx"
+    shared_head: bool = True
+    rpe_on: str = "k"
+
+    def __post_init__(self):
+        if not (math.isfinite(self.ratio) and self.ratio > 0):
+            raise ValueError(f"iRPE ratio must be a positive number, got {self.ratio}")
+        if self.method not in METHODS:
+            raise ValueError(f"iRPE method {self.method!r} not in {METHODS}")
+        if self.mode not in MODES:
+            raise ValueError(f"iRPE mode {self.mode!r} not in {MODES}")
+        if not self.rpe_on or set(self.rpe_on) - set("qkv") or len(set(self.rpe_on)) != len(
+            self.rpe_on
+        ):
+            raise ValueError(f"iRPE rpe_on {self.rpe_on!r} must be a combination of q, k, v")
+        if self.mode == "bias" and "v" in self.rpe_on:
+            raise ValueError("iRPE on values needs mode 'ctx': a bias on values is not defined")
+
+    # Coefficients of the piecewise index function (paper Eq. 18).
+    @property
+    def alpha(self) -> float:
+        return 1 * self.ratio
+
+    @property
+    def beta(self) -> float:
+        return 2 * self.ratio
+
+    @property
+    def gamma(self) -> float:
+        return 8 * self.ratio
+
+    @property
+    def beta_int(self) -> int:
+        return int(self.beta)
+
+    @property
+    def side(self) -> int:
+        """Buckets along one axis: 2B + 1."""
+        return 2 * self.beta_int + 1
+
+    @property
+    def num_buckets(self) -> int:
+        """Buckets of one table (for cross: of each of the row and column tables)."""
+        return self.side**2 if self.method == "product" else self.side
+
+    def to_string(self) -> str:
+        return (
+            f"rpe-{self.ratio}-{self.method}-{self.mode}-{int(self.shared_head)}-{self.rpe_on}"
+        )
+
+
+_PATTERN = re.compile(r"^rpe-([0-9]*\.?[0-9]+)-([a-z]+)-([a-z]+)-([0-9]+)-([a-z]+)$")
+
+
+def parse_irpe(spec: str | IRPEConfig | None, flag: str = "--enc_rpe2d") -> IRPEConfig | None:
+    """Parse the official iRPE string; ``''`` or ``None`` means no iRPE.
+
+    Raises ``ValueError`` naming the flag, the bad value and the valid format.
+    """
+    if spec is None or isinstance(spec, IRPEConfig):
+        return spec
+    text = spec.strip()
+    if text == "":
+        return None
+    match = _PATTERN.match(text)
+    if match is None:
+        raise ValueError(f"{flag}={spec!r} is not a valid iRPE configuration: {FORMAT_HELP}")
+    ratio, method, mode, shared, rpe_on = match.groups()
+    if mode == "contextual":
+        mode = "ctx"
+    if shared not in ("0", "1"):
+        raise ValueError(f"{flag}={spec!r}: shared_head must be 0 or 1; {FORMAT_HELP}")
+    try:
+        return IRPEConfig(float(ratio), method, mode, shared == "1", rpe_on)
+    except ValueError as err:
+        raise ValueError(f"{flag}={spec!r}: {err}; {FORMAT_HELP}") from None
+
+
+# ----------------------------------------------------------------------------------------
+# Bucket maps: pure functions of (h, w, method, ratio).
+
+
+@torch.no_grad()
+def piecewise_index(x: Tensor, alpha: float, beta: float, gamma: float) -> Tensor:
+    """g(x) of paper Eq. 18, elementwise, as int64 in [-int(beta), int(beta)].
+
+    |x| <= alpha keeps round(x); beyond, the distance is compressed logarithmically
+    (float32 logs, round-half-to-even, clipped at beta), then truncated toward zero.
+    """
+    x_abs = x.abs()
+    near = x_abs <= alpha
+    far_value = alpha + torch.log(x_abs.float() / alpha) / math.log(gamma / alpha) * (
+        beta - alpha
+    )
+    far = torch.sign(x).float() * far_value.round().clamp(max=beta)
+    near_value = x.round() if x.is_floating_point() else x
+    return torch.where(near, near_value.to(torch.float64), far.to(torch.float64)).to(torch.long)
+
+
+def _grid_offsets(h: int, w: int) -> tuple[Tensor, Tensor]:
+    """(L, L) row and column offsets (query minus key), tokens row-major."""
+    rows = torch.arange(h).repeat_interleave(w)
+    cols = torch.arange(w).repeat(h)
+    return rows[:, None] - rows[None, :], cols[:, None] - cols[None, :]
+
+
+@torch.no_grad()
+def bucket_ids(method: str, ratio: float, h: int, w: int) -> Tensor:
+    """Bucket id of every (query i, key j) pair: int64 (L, L), L = h * w.
+
+    ``method`` is one of euc, quant, product, cross_rows, cross_cols (the two halves
+    of cross).  Ids lie in ``[0, num_buckets)``.
+    """
+    cfg = IRPEConfig(ratio=ratio)  # alpha, beta, gamma and B from the ratio alone
+    a, b, g, bint = cfg.alpha, cfg.beta, cfg.gamma, cfg.beta_int
+    dr, dc = _grid_offsets(h, w)
+    if method == "euc":
+        dist = (dr * dr + dc * dc).float().sqrt().round()
+        return piecewise_index(dist, a, b, g) + bint
+    if method == "quant":
+        return piecewise_index(dr * dr + dc * dc, a, b, g) + bint
+    if method == "cross_rows":
+        return piecewise_index(dr, a, b, g) + bint
+    if method == "cross_cols":
+        return piecewise_index(dc, a, b, g) + bint
+    if method == "product":
+        side = 2 * bint + 1
+        return (piecewise_index(dr, a, b, g) + bint) * side + piecewise_index(dc, a, b, g) + bint
+    raise ValueError(f"unknown bucket method {method!r}")
+
+
+@dataclass(frozen=True)
+class BucketMap:
+    """Everything a lookup needs for one (method, ratio, h, w, device).
+
+    ids:     int64 (L, L) bucket ids.
+    row_hot: (h, h, S) one-hot of the row bucket of (row_i, row_j), product only.
+    col_hot: (w, w, S) one-hot of the column bucket of (col_i, col_j), product only.
+    """
+
+    ids: Tensor
+    h: int
+    w: int
+    num_buckets: int
+    row_hot: Tensor | None = None
+    col_hot: Tensor | None = None
+
+
+BUCKET_CACHE_SIZE = 64
+
+
+@functools.lru_cache(maxsize=BUCKET_CACHE_SIZE)
+def bucket_map(
+    method: str, ratio: float, h: int, w: int, device: torch.device, dtype: torch.dtype
+) -> BucketMap:
+    """Cached :class:`BucketMap`; shared by every layer and every table of a model.
+
+    The cache holds at most ``BUCKET_CACHE_SIZE`` maps.  One map costs 8 * L^2 bytes
+    (int64 ids): 7.2 MB at DETR's typical 25 x 38 map, so at most about 0.5 GB in the
+    unlikely case of 64 distinct large shapes; clear with ``bucket_map.cache_clear()``.
+    """
+    ids = bucket_ids(method, ratio, h, w).to(device)
+    side = 2 * int(2 * ratio) + 1
+    if method != "product":
+        return BucketMap(ids, h, w, side)
+    one = torch.eye(side, dtype=dtype, device=device)
+    # On the grid, the row bucket depends only on (row_i, row_j): read it off ids // S.
+    rid = ids.view(h, w, h, w)[:, 0, :, 0] // side  # (h, h)
+    cid = ids.view(h, w, h, w)[0, :, 0, :] % side  # (w, w)
+    return BucketMap(ids, h, w, side * side, one[rid], one[cid])
+
+
+# ----------------------------------------------------------------------------------------
+# lookup / aggregate: the only L x L operations.
+
+
+def lookup(table: Tensor, bmap: BucketMap) -> Tensor:
+    """out[..., i, j] = table[..., i, bucket(i, j)].
+
+    table: (..., L, n_buckets) -> (..., L, L).
+    """
+    lead = table.shape[:-2]
+    L = bmap.h * bmap.w
+    if bmap.row_hot is not None:
+        side = bmap.row_hot.shape[-1]
+        t = table.reshape(-1, bmap.h, bmap.w, side, side)  # (N, ri, ci, sr, sc)
+        # Row step: pick the row bucket for every key row rj -> (N, ri, ci, rj, sc).
+        u = torch.einsum("nxysc,xrs->nxyrc", t, bmap.row_hot.to(t.dtype))
+        # Column step: pick the column bucket for every key column cj -> (N, ri, ci, rj, cj).
+        v = torch.einsum("nxyrc,ywc->nxyrw", u, bmap.col_hot.to(t.dtype))
+        return v.reshape(*lead, L, L)
+    index = bmap.ids.expand(*lead, L, L)
+    return torch.gather(table, -1, index)
+
+
+def aggregate(weights: Tensor, bmap: BucketMap) -> Tensor:
+    """out[..., i, n] = sum of weights[..., i, j] over keys j with bucket(i, j) = n.
+
+    weights: (..., L, L) -> (..., L, n_buckets).  The transpose of :func:`lookup`.
+    """
+    lead = weights.shape[:-2]
+    L = bmap.h * bmap.w
+    if bmap.row_hot is not None:
+        side = bmap.row_hot.shape[-1]
+        a = weights.reshape(-1, bmap.h, bmap.w, bmap.h, bmap.w)  # (N, ri, ci, rj, cj)
+        u = torch.einsum("nxyrw,ywc->nxyrc", a, bmap.col_hot.to(a.dtype))
+        t = torch.einsum("nxyrc,xrs->nxysc", u, bmap.row_hot.to(a.dtype))
+        return t.reshape(*lead, L, side * side)
+    out = weights.new_zeros(*lead, L, bmap.num_buckets)
+    return out.scatter_add(-1, bmap.ids.expand(*lead, L, L), weights)
+
+
+# ----------------------------------------------------------------------------------------
+# Modules.
+
+
+class RelativePositionTable(nn.Module):
+    """One iRPE table attached to queries, keys or values.
+
+    Parameter names follow the official checkpoints: ``lookup_table_weight`` of shape
+    (H', head_dim, n_buckets) for ctx on q/k, (H', n_buckets, head_dim) for ctx on v,
+    ``lookup_table_bias`` (H', n_buckets) for bias.  H' = 1 when shared across heads.
+    Tables start at zero, so a fresh model computes plain attention.
+    """
+
+    def __init__(
+        self, cfg: IRPEConfig, head_dim: int, num_heads: int, on_value: bool, method: str
+    ):
+        super().__init__()
+        self.cfg = cfg
+        self.method = method  # euc, quant, product, cross_rows or cross_cols
+        self.on_value = on_value
+        heads = 1 if cfg.shared_head else num_heads
+        n = cfg.side**2 if method == "product" else cfg.side
+        if cfg.mode == "bias":
+            self.lookup_table_bias = nn.Parameter(torch.zeros(heads, n))
+        elif on_value:
+            self.lookup_table_weight = nn.Parameter(torch.zeros(heads, n, head_dim))
+        else:
+            self.lookup_table_weight = nn.Parameter(torch.zeros(heads, head_dim, n))
+
+    def _map(self, h: int, w: int, like: Tensor) -> BucketMap:
+        return bucket_map(self.method, self.cfg.ratio, h, w, like.device, like.dtype)
+
+    def logits(self, x: Tensor, h: int, w: int) -> Tensor:
+        """Term added to the attention logits (for q/k tables).
+
+        x: (B, H, L, d), already scaled (s*q for a key table, s*k for a query table).
+        Returns out[b, h, i, j] = x[b, h, i] . W[h', :, bucket(i, j)]  (ctx)
+        or B[h', bucket(i, j)] (bias, shape (1, H', L, L)).
+        """
+        bmap = self._map(h, w, x)
+        if self.cfg.mode == "bias":
+            return self.lookup_table_bias[:, bmap.ids].unsqueeze(0)  # (1, H', L, L)
+        table = torch.matmul(x, self.lookup_table_weight.unsqueeze(0))  # (B, H, L, n)
+        return lookup(table, bmap)
+
+    def values(self, attn: Tensor, h: int, w: int) -> Tensor:
+        """Term added to the attention output (for the v table).
+
+        attn: (B, H, L, L) attention after softmax and dropout.
+        Returns out[b, h, i] = sum_j attn[b, h, i, j] * W[h', bucket(i, j), :], (B, H, L, d).
+        """
+        per_bucket = aggregate(attn, self._map(h, w, attn))  # (B, H, L, n)
+        return torch.matmul(per_bucket, self.lookup_table_weight.unsqueeze(0))
+
+
+class CrossRelativePositionTable(nn.Module):
+    """``cross`` method: a row table and a column table whose terms are summed."""
+
+    def __init__(self, cfg: IRPEConfig, head_dim: int, num_heads: int, on_value: bool):
+        super().__init__()
+        self.rp_rows = RelativePositionTable(cfg, head_dim, num_heads, on_value, "cross_rows")
+        self.rp_cols = RelativePositionTable(cfg, head_dim, num_heads, on_value, "cross_cols")
+
+    def logits(self, x: Tensor, h: int, w: int) -> Tensor:
+        return self.rp_rows.logits(x, h, w) + self.rp_cols.logits(x, h, w)
+
+    def values(self, attn: Tensor, h: int, w: int) -> Tensor:
+        return self.rp_rows.values(attn, h, w) + self.rp_cols.values(attn, h, w)
+
+
+def build_tables(
+    cfg: IRPEConfig | None, head_dim: int, num_heads: int
+) -> dict[str, nn.Module]:
+    """The tables named ``rpe_q``, ``rpe_k``, ``rpe_v`` for the configured positions."""
+    if cfg is None:
+        return {}
+    tables = {}
+    for where in "qkv":
+        if where not in cfg.rpe_on:
+            continue
+        on_value = where == "v"
+        if cfg.method == "cross":
+            tables[f"rpe_{where}"] = CrossRelativePositionTable(cfg, head_dim, num_heads, on_value)
+        else:
+            tables[f"rpe_{where}"] = RelativePositionTable(
+                cfg, head_dim, num_heads, on_value, cfg.method
+            )
+    return tables

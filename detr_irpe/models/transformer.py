@@ -1,0 +1,158 @@
+"""DETR's encoder-decoder transformer; the encoder self-attention carries iRPE.
+
+Sequence-first layout throughout: (L, B, D).  Post-norm by default, ``pre_norm``
+optional (then the encoder ends with a LayerNorm, as in DETR).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .attention import IRPEMultiheadAttention
+from .irpe import IRPEConfig
+
+
+def _with_pos(x: Tensor, pos: Tensor | None) -> Tensor:
+    return x if pos is None else x + pos
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, d_model, nhead, dim_feedforward, dropout, pre_norm, irpe):
+        super().__init__()
+        self.self_attn = IRPEMultiheadAttention(d_model, nhead, dropout=dropout, irpe=irpe)
+        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.dropout1 = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(dropout)
+        self.pre_norm = pre_norm
+
+    def _ffn(self, x: Tensor) -> Tensor:
+        return self.linear2(self.dropout(F.relu(self.linear1(x))))
+
+    def forward(self, src, key_padding_mask, pos, hw):
+        if self.pre_norm:
+            x = self.norm1(src)
+            qk = _with_pos(x, pos)
+            src = src + self.dropout1(self.self_attn(qk, qk, x, key_padding_mask, hw))
+            return src + self.dropout2(self._ffn(self.norm2(src)))
+        qk = _with_pos(src, pos)
+        src = self.norm1(src + self.dropout1(self.self_attn(qk, qk, src, key_padding_mask, hw)))
+        return self.norm2(src + self.dropout2(self._ffn(src)))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, d_model, nhead, dim_feedforward, dropout, pre_norm):
+        super().__init__()
+        self.self_attn = IRPEMultiheadAttention(d_model, nhead, dropout=dropout)
+        self.multihead_attn = IRPEMultiheadAttention(d_model, nhead, dropout=dropout)
+        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.norm3 = nn.LayerNorm(d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.dropout1 = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(dropout)
+        self.dropout3 = nn.Dropout(dropout)
+        self.pre_norm = pre_norm
+
+    def _ffn(self, x: Tensor) -> Tensor:
+        return self.linear2(self.dropout(F.relu(self.linear1(x))))
+
+    def forward(self, tgt, memory, memory_key_padding_mask, pos, query_pos):
+        mem_k = _with_pos(memory, pos)
+        if self.pre_norm:
+            x = self.norm1(tgt)
+            qk = _with_pos(x, query_pos)
+            tgt = tgt + self.dropout1(self.self_attn(qk, qk, x))
+            x = self.norm2(tgt)
+            tgt = tgt + self.dropout2(
+                self.multihead_attn(_with_pos(x, query_pos), mem_k, memory, memory_key_padding_mask)
+            )
+            return tgt + self.dropout3(self._ffn(self.norm3(tgt)))
+        qk = _with_pos(tgt, query_pos)
+        tgt = self.norm1(tgt + self.dropout1(self.self_attn(qk, qk, tgt)))
+        attn = self.multihead_attn(
+            _with_pos(tgt, query_pos), mem_k, memory, memory_key_padding_mask
+        )
+        tgt = self.norm2(tgt + self.dropout2(attn))
+        return self.norm3(tgt + self.dropout3(self._ffn(tgt)))
+
+
+class TransformerEncoder(nn.Module):
+    def __init__(self, layer: EncoderLayer, num_layers: int, norm: nn.Module | None):
+        super().__init__()
+        self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in range(num_layers))
+        self.norm = norm
+
+    def forward(self, src, key_padding_mask, pos, hw):
+        for layer in self.layers:
+            src = layer(src, key_padding_mask, pos, hw)
+        return src if self.norm is None else self.norm(src)
+
+
+class TransformerDecoder(nn.Module):
+    def __init__(self, layer: DecoderLayer, num_layers: int, norm: nn.Module):
+        super().__init__()
+        self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in range(num_layers))
+        self.norm = norm
+
+    def forward(self, tgt, memory, memory_key_padding_mask, pos, query_pos) -> Tensor:
+        """Returns the normed output of every layer, (num_layers, Q, B, D)."""
+        outputs = []
+        for layer in self.layers:
+            tgt = layer(tgt, memory, memory_key_padding_mask, pos, query_pos)
+            outputs.append(self.norm(tgt))
+        return torch.stack(outputs)
+
+
+class Transformer(nn.Module):
+    def __init__(
+        self,
+        d_model: int = 256,
+        nhead: int = 8,
+        num_encoder_layers: int = 6,
+        num_decoder_layers: int = 6,
+        dim_feedforward: int = 2048,
+        dropout: float = 0.1,
+        pre_norm: bool = False,
+        irpe: IRPEConfig | None = None,
+    ):
+        super().__init__()
+        enc = EncoderLayer(d_model, nhead, dim_feedforward, dropout, pre_norm, irpe)
+        self.encoder = TransformerEncoder(
+            enc, num_encoder_layers, nn.LayerNorm(d_model) if pre_norm else None
+        )
+        dec = DecoderLayer(d_model, nhead, dim_feedforward, dropout, pre_norm)
+        self.decoder = TransformerDecoder(dec, num_decoder_layers, nn.LayerNorm(d_model))
+        self.d_model = d_model
+        self.nhead = nhead
+        self._reset_parameters()
+
+    def _reset_parameters(self):
+        # DETR: xavier on every matrix.  The iRPE tables stay at zero (spec/irpe.md
+        # section 4), so a fresh model starts as plain DETR.
+        for name, p in self.named_parameters():
+            if p.dim() > 1 and ".rpe_" not in name:
+                nn.init.xavier_uniform_(p)
+
+    def forward(self, src, mask, query_embed, pos_embed) -> tuple[Tensor, Tensor]:
+        """src: (B, D, h, w); mask: bool (B, h, w); query_embed: (Q, D); pos: (B, D, h, w).
+
+        Returns decoder outputs (num_dec_layers, B, Q, D) and memory (B, D, h, w).
+        """
+        B, D, h, w = src.shape
+        src = src.flatten(2).permute(2, 0, 1)  # (hw, B, D)
+        pos = pos_embed.flatten(2).permute(2, 0, 1)
+        query_pos = query_embed.unsqueeze(1).expand(-1, B, -1)  # (Q, B, D)
+        mask = mask.flatten(1)
+        memory = self.encoder(src, mask, pos, (h, w))
+        hs = self.decoder(torch.zeros_like(query_pos), memory, mask, pos, query_pos)
+        return hs.transpose(1, 2), memory.permute(1, 2, 0).view(B, D, h, w)

@@ -1,0 +1,144 @@
+"""Hungarian matcher, set criterion and post-processing against hand-derived values."""
+
+import itertools
+
+import pytest
+import torch
+from torchvision.ops import box_convert, generalized_box_iou
+
+from detr_irpe.models.criterion import SetCriterion
+from detr_irpe.models.detr import PostProcess
+from detr_irpe.models.matcher import HungarianMatcher
+
+
+def _random_outputs(B=3, Q=6, C=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {"pred_logits": torch.randn(B, Q, C + 1, generator=g),
+            "pred_boxes": torch.rand(B, Q, 4, generator=g) * 0.5 + 0.2}
+
+
+def _targets(sizes, C=4, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return [{"labels": torch.randint(0, C, (n,), generator=g),
+             "boxes": torch.rand(n, 4, generator=g) * 0.4 + 0.1} for n in sizes]
+
+
+def _cost(out, t, b):
+    prob = out["pred_logits"][b].softmax(-1)
+    l1 = torch.cdist(out["pred_boxes"][b], t["boxes"], p=1)
+    giou = generalized_box_iou(box_convert(out["pred_boxes"][b], "cxcywh", "xyxy"),
+                               box_convert(t["boxes"], "cxcywh", "xyxy"))
+    return -prob[:, t["labels"]] + 5 * l1 - 2 * giou
+
+
+def test_matcher_is_optimal_against_brute_force():
+    out, targets = _random_outputs(B=2, Q=5), _targets([3, 2])
+    matcher = HungarianMatcher(1, 5, 2)
+    for b, (i, j) in enumerate(matcher(out, targets)):
+        C = _cost(out, targets[b], b)
+        n = len(targets[b]["labels"])
+        best = min(sum(C[q, k] for k, q in enumerate(perm))
+                   for perm in itertools.permutations(range(5), n))
+        assert torch.isclose(C[i, j].sum(), torch.as_tensor(best), atol=1e-5)
+        assert len(i) == n and sorted(j.tolist()) == list(range(n))
+
+
+def test_matcher_batched_equals_per_image_and_handles_empty():
+    out, targets = _random_outputs(B=3), _targets([2, 0, 4])
+    matcher = HungarianMatcher(1, 5, 2)
+    batched = matcher(out, targets)
+    for b in range(3):
+        single = matcher({k: v[b : b + 1] for k, v in out.items()}, [targets[b]])[0]
+        assert torch.equal(batched[b][0], single[0]) and torch.equal(batched[b][1], single[1])
+    assert len(batched[1][0]) == 0
+    none = matcher(out, _targets([0, 0, 0]))
+    assert all(len(i) == 0 and len(j) == 0 for i, j in none)
+
+
+def test_losses_hand_computed_single_box():
+    # One image, two queries, one target (label 1 of C = 2).  Query 0 is a perfect match.
+    logits = torch.tensor([[[0.0, 2.0, 0.0], [1.0, 0.0, 3.0]]])
+    boxes = torch.tensor([[[0.5, 0.5, 0.2, 0.2], [0.3, 0.3, 0.1, 0.1]]])
+    target = [{"labels": torch.tensor([1]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]])}]
+    crit = SetCriterion(2, HungarianMatcher(1, 5, 2), eos_coef=0.1, num_aux=0)
+    losses = crit({"pred_logits": logits, "pred_boxes": boxes}, target)
+    # CE with weights: query 0 -> class 1 (weight 1), query 1 -> no-object (weight 0.1).
+    ce0 = -torch.log_softmax(logits[0, 0], -1)[1]
+    ce1 = -torch.log_softmax(logits[0, 1], -1)[2]
+    expected = (1.0 * ce0 + 0.1 * ce1) / 1.1
+    assert torch.isclose(losses["loss_ce"], expected, atol=1e-6)
+    assert losses["loss_bbox"].abs() < 1e-6 and losses["loss_giou"].abs() < 1e-6
+    assert losses["class_error"] == 0
+    # Query 0 predicts class 1, query 1 predicts no-object: 1 predicted for 1 target.
+    assert losses["cardinality_error"] == 0
+
+
+def test_box_losses_hand_computed_offset():
+    # Target box (0.5, 0.5, 0.2, 0.2); prediction shifted by 0.1 in cx.
+    out = {"pred_logits": torch.zeros(1, 1, 3), "pred_boxes": torch.tensor([[[0.6, 0.5, 0.2, 0.2]]])}
+    t = [{"labels": torch.tensor([0]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]])}]
+    losses = SetCriterion(2, HungarianMatcher(), num_aux=0)(out, t)
+    assert torch.isclose(losses["loss_bbox"], torch.tensor(0.1), atol=1e-6)
+    # xyxy: [0.5,0.4,0.7,0.6] vs [0.4,0.4,0.6,0.6]: inter 0.1*0.2, union 0.06, hull 0.3*0.2.
+    iou = 0.02 / 0.06
+    giou = iou - (0.06 - 0.06) / 0.06
+    assert torch.isclose(losses["loss_giou"], torch.tensor(1 - giou), atol=1e-6)
+
+
+def test_empty_targets_and_aux_losses():
+    out = _random_outputs(B=2, Q=4, C=3)
+    out["aux_outputs"] = [_random_outputs(B=2, Q=4, C=3, seed=s) for s in (5, 6)]
+    crit = SetCriterion(3, HungarianMatcher(), num_aux=2)
+    empty = [{"labels": torch.zeros(0, dtype=torch.long), "boxes": torch.zeros(0, 4)}] * 2
+    losses = crit(out, empty)
+    assert losses["loss_bbox"] == 0 and losses["loss_giou"] == 0
+    # All queries learn "no object": plain mean CE towards the last class.
+    expected = -torch.log_softmax(out["pred_logits"], -1)[..., -1].mean()
+    assert torch.isclose(losses["loss_ce"], expected, atol=1e-6)
+    assert {"loss_ce_0", "loss_bbox_1", "loss_giou_1", "cardinality_error_0"} <= set(losses)
+    assert "class_error_0" not in losses
+    assert set(crit.weight_dict) == {f"{k}{s}" for k in ("loss_ce", "loss_bbox", "loss_giou")
+                                     for s in ("", "_0", "_1")}
+    assert crit.weight_dict["loss_bbox_1"] == 5 and crit.weight_dict["loss_giou"] == 2
+
+
+def test_losses_normalised_by_number_of_boxes_and_differentiable():
+    out = _random_outputs(B=2, Q=5)
+    out["pred_boxes"].requires_grad_(True)
+    targets = _targets([2, 3])
+    crit = SetCriterion(4, HungarianMatcher(), num_aux=0)
+    losses = crit(out, targets)
+    indices = crit.matcher(out, targets)
+    total_l1 = sum((out["pred_boxes"][b][i] - targets[b]["boxes"][j]).abs().sum()
+                   for b, (i, j) in enumerate(indices))
+    assert torch.isclose(losses["loss_bbox"], total_l1 / 5, atol=1e-6)
+    sum(losses[k] * w for k, w in crit.weight_dict.items()).backward()
+    assert out["pred_boxes"].grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("bad_box", [[0.5, 0.5, 0.0, 0.2], [0.5, 0.5, -0.1, 0.2],
+                                     [float("nan"), 0.5, 0.1, 0.1]])
+def test_degenerate_target_box_names_the_image(bad_box):
+    out = _random_outputs(B=1, Q=3)
+    t = [{"labels": torch.tensor([0, 1]), "boxes": torch.tensor([[0.5, 0.5, 0.1, 0.1], bad_box]),
+          "image_id": 4242}]
+    with pytest.raises(ValueError, match=r"image_id 4242: target box 1"):
+        SetCriterion(4, HungarianMatcher(), num_aux=0)(out, t)
+
+
+def test_label_out_of_range_explains_num_classes():
+    out = _random_outputs(B=1, Q=3, C=4)
+    t = [{"labels": torch.tensor([4]), "boxes": torch.tensor([[0.5, 0.5, 0.1, 0.1]])}]
+    with pytest.raises(ValueError, match="largest label \\+ 1"):
+        SetCriterion(4, HungarianMatcher(), num_aux=0)(out, t)
+
+
+def test_postprocess_scales_to_absolute_xyxy():
+    logits = torch.tensor([[[0.0, 3.0, 1.0], [2.0, 0.0, 5.0]]])  # C = 2, last = no object
+    boxes = torch.tensor([[[0.5, 0.5, 0.5, 0.25], [0.25, 0.75, 0.1, 0.1]]])
+    res = PostProcess()({"pred_logits": logits, "pred_boxes": boxes}, torch.tensor([[200, 400]]))
+    # Box 0: cx=200, cy=100, w=200, h=50 in a 400 wide, 200 high image.
+    torch.testing.assert_close(res[0]["boxes"][0], torch.tensor([100.0, 75.0, 300.0, 125.0]))
+    assert res[0]["labels"].tolist() == [1, 0]
+    p = logits.softmax(-1)[0]
+    torch.testing.assert_close(res[0]["scores"], torch.stack([p[0, 1], p[1, 0]]))

@@ -1,0 +1,211 @@
+"""The whole DETR model: state-dict compatibility, forward against an independent
+float64 reference, backbone details, position embeddings and checkpoints."""
+
+import argparse
+import json
+import os
+import pickle
+
+import pytest
+import torch
+from conftest import FIXTURES
+from reference import reference_detr, sine_position_reference
+
+import detr_irpe
+from detr_irpe.models.backbone import ImageBatch
+from detr_irpe.models.position_encoding import PositionEmbeddingSine
+
+
+def _randomise(model, seed=0):
+    """Non-trivial values everywhere (iRPE tables and frozen BN stats included)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if "running_var" in name:
+                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
+            elif "rpe_" in name or "running_mean" in name or name.endswith("bn1.bias"):
+                t.copy_(torch.randn(t.shape, generator=g) * 0.1)
+
+
+@pytest.mark.parametrize("key,enc", [("detr_r50_rpe-2.0-product-ctx-1-k", "rpe-2.0-product-ctx-1-k"),
+                                     ("detr_r50", "")])
+def test_state_dict_matches_official_names_and_shapes(key, enc):
+    with open(os.path.join(FIXTURES, "official_state_dict_keys.json")) as f:
+        expected = {name: shape for name, shape in json.load(f)[key]}
+    model, _, _ = detr_irpe.build_detr(enc_rpe2d=enc, pretrained_backbone="none")
+    got = {name: list(t.shape) for name, t in model.state_dict().items()}
+    assert got == expected
+    # ... so a published checkpoint loads with strict=True.
+    fake = {n: torch.zeros(s) for n, s in expected.items()}
+    model.load_state_dict(fake, strict=True)
+
+
+CASES = [
+    dict(enc_rpe2d="rpe-2.0-product-ctx-1-k"),
+    dict(enc_rpe2d="rpe-2.0-product-ctx-1-k", dilation=True),
+    dict(enc_rpe2d="rpe-2.0-product-ctx-1-k", pre_norm=True),
+    dict(enc_rpe2d="rpe-1.9-cross-ctx-0-qkv"),
+    dict(enc_rpe2d="rpe-2.5-quant-bias-0-qk", pre_norm=True),
+    dict(enc_rpe2d=""),
+]
+
+
+@pytest.mark.parametrize("opts", CASES, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
+def test_forward_matches_float64_reference(opts):
+    torch.manual_seed(0)
+    common = dict(backbone="resnet50", enc_layers=2, dec_layers=2, num_queries=7,
+                  num_classes=5, pretrained_backbone="none", dim_feedforward=64)
+    model, _, _ = detr_irpe.build_detr(**common, **opts)
+    _randomise(model)
+    model = model.double().eval()
+    images = [torch.randn(3, 96, 130, dtype=torch.float64), torch.randn(3, 70, 160, dtype=torch.float64)]
+    out = model(images)
+    ref = reference_detr(
+        model.state_dict(), images,
+        dict(backbone="resnet50", hidden_dim=256, nheads=8, enc_layers=2, dec_layers=2,
+             pre_norm=opts.get("pre_norm", False), dilation=opts.get("dilation", False),
+             irpe=detr_irpe.parse_irpe(opts["enc_rpe2d"])),
+    )
+    assert out["pred_logits"].shape == (2, 7, 6) and out["pred_boxes"].shape == (2, 7, 4)
+    torch.testing.assert_close(out["pred_logits"], ref["pred_logits"], rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(out["pred_boxes"], ref["pred_boxes"], rtol=1e-5, atol=1e-7)
+    assert len(out["aux_outputs"]) == 1
+    torch.testing.assert_close(out["aux_outputs"][0]["pred_boxes"], ref["aux_outputs"][0]["pred_boxes"])
+
+
+def test_input_types_agree_and_no_aux():
+    torch.manual_seed(0)
+    model, _, _ = detr_irpe.build_detr(backbone="resnet18", hidden_dim=32, nheads=2, enc_layers=1,
+                                       dec_layers=2, dim_feedforward=32, num_queries=5,
+                                       num_classes=3, aux_loss=False, pretrained_backbone="none")
+    model.eval()
+    imgs = torch.randn(2, 3, 64, 64)
+    a = model(imgs)
+    b = model([imgs[0], imgs[1]])
+    c = model(ImageBatch.from_images([imgs[0], imgs[1]]))
+    assert "aux_outputs" not in a
+    torch.testing.assert_close(a["pred_boxes"], b["pred_boxes"])
+    torch.testing.assert_close(a["pred_logits"], c["pred_logits"])
+    assert ((a["pred_boxes"] > 0) & (a["pred_boxes"] < 1)).all()
+
+
+def test_image_batch_padding_and_mask():
+    batch = ImageBatch.from_images([torch.ones(3, 4, 6), torch.ones(3, 5, 3)])
+    assert batch.tensors.shape == (2, 3, 5, 6)
+    assert batch.mask[0, 4].all() and not batch.mask[0, :4].any()
+    assert batch.mask[1, :, 3:].all() and not batch.mask[1, :, :3].any()
+    assert batch.tensors[1, :, :, 3:].abs().sum() == 0
+    with pytest.raises(ValueError, match="image 1"):
+        ImageBatch.from_images([torch.ones(3, 4, 4), torch.ones(4, 4)])
+
+
+def test_sine_position_embedding_against_per_channel_formula():
+    mask = torch.zeros(2, 5, 7, dtype=torch.bool)
+    mask[1, 3:, :] = True
+    mask[1, :, 4:] = True
+    ours = PositionEmbeddingSine(16)(mask)
+    torch.testing.assert_close(ours.double(), sine_position_reference(mask, 16), rtol=1e-5, atol=1e-6)
+    # Hand value: image 0, pixel (row 0, col 0), channel 0 is sin(y) with y = 1/5 * 2pi.
+    assert abs(ours[0, 0, 0, 0].item() - torch.sin(torch.tensor(2 * torch.pi / 5)).item()) < 1e-5
+    # Padding does not shift positions: the valid 3x4 corner of image 1 equals an unpadded 3x4 map.
+    alone = PositionEmbeddingSine(16)(torch.zeros(1, 3, 4, dtype=torch.bool))
+    torch.testing.assert_close(ours[1, :, :3, :4], alone[0])
+
+
+def test_backbone_trainable_layers_and_dilation():
+    model, _, _ = detr_irpe.build_detr(backbone="resnet18", pretrained_backbone="none",
+                                       hidden_dim=32, nheads=2, enc_layers=1, dec_layers=1)
+    trainable = {n.split(".")[3] for n, p in model.named_parameters()
+                 if n.startswith("backbone.0.body.") and p.requires_grad}
+    assert trainable == {"layer2", "layer3", "layer4"}
+    frozen, _, _ = detr_irpe.build_detr(backbone="resnet18", pretrained_backbone="none", lr_backbone=0,
+                                        hidden_dim=32, nheads=2, enc_layers=1, dec_layers=1)
+    assert not any(p.requires_grad for n, p in frozen.named_parameters() if n.startswith("backbone."))
+    x = ImageBatch.from_images(torch.zeros(1, 3, 64, 96))
+    f32, m32 = model.backbone[0](x)
+    assert f32.shape == (1, 512, 2, 3) and m32.shape == (1, 2, 3)
+    dc5, _, _ = detr_irpe.build_detr(pretrained_backbone="none", dilation=True,
+                                     hidden_dim=32, nheads=2, enc_layers=1, dec_layers=1)
+    assert dc5.backbone[0](x)[0].shape == (1, 2048, 4, 6)  # stride 16
+    with pytest.raises(ValueError, match="resnet50 or resnet101"):
+        detr_irpe.build_detr(backbone="resnet18", dilation=True, pretrained_backbone="none")
+
+
+def test_pretrained_backbone_local_file_and_clear_errors(tmp_path):
+    import torchvision
+
+    net = torchvision.models.resnet18(weights=None)
+    with torch.no_grad():
+        net.conv1.weight.fill_(0.25)
+    path = tmp_path / "r18.pth"
+    torch.save(net.state_dict(), path)
+    model, _, _ = detr_irpe.build_detr(backbone="resnet18", pretrained_backbone=str(path),
+                                       hidden_dim=32, nheads=2, enc_layers=1, dec_layers=1)
+    assert (model.backbone[0].body.conv1.weight == 0.25).all()
+    with pytest.raises(FileNotFoundError, match="pretrained_backbone"):
+        detr_irpe.build_detr(backbone="resnet18", pretrained_backbone=str(tmp_path / "nope.pth"))
+    with pytest.raises(ValueError, match="backbone='resnet99'"):
+        detr_irpe.build_detr(backbone="resnet99", pretrained_backbone="none")
+
+
+def test_bad_options_fail_clearly():
+    with pytest.raises(ValueError, match="--enc_rpe2d"):
+        detr_irpe.build_detr(enc_rpe2d="rpe-2.0-product", pretrained_backbone="none")
+    with pytest.raises(TypeError, match="num_clases"):
+        detr_irpe.build_detr(num_clases=3)
+    with pytest.raises(ValueError, match="num_classes"):
+        detr_irpe.build_detr(num_classes=0)
+
+
+def _official_style_checkpoint(path, enc, **model_opts):
+    torch.manual_seed(0)
+    model, _, _ = detr_irpe.build_detr(enc_rpe2d=enc, pretrained_backbone="none", **model_opts)
+    _randomise(model, seed=3)
+    args = argparse.Namespace(enc_rpe2d=enc, lr=1e-4, output_dir="out", device="cuda",
+                              **model_opts)
+    torch.save({"model": model.state_dict(), "args": args, "epoch": 3}, path)
+    return model.eval()
+
+
+def test_load_official_checkpoint_rebuilds_identical_model(tmp_path):
+    path = tmp_path / "ckpt.pth"
+    small = dict(backbone="resnet18", hidden_dim=32, nheads=2, enc_layers=2, dec_layers=2,
+                 dim_feedforward=32, num_queries=6, num_classes=7)
+    orig = _official_style_checkpoint(path, "rpe-1.9-product-ctx-0-k", **small)
+    ckpt = detr_irpe.load_checkpoint(str(path))
+    assert ckpt.options["enc_rpe2d"] == "rpe-1.9-product-ctx-0-k"
+    model, _, _ = detr_irpe.build_detr(ckpt.config())
+    model.load_state_dict(ckpt.model, strict=True)
+    x = [torch.randn(3, 64, 80)]
+    torch.testing.assert_close(model.eval()(x)["pred_boxes"], orig(x)["pred_boxes"])
+
+
+@pytest.mark.parametrize("enc", ["rpe-2.0-product-ctx-1-k", "rpe-1.9-product-bias-0-qk",
+                                 "rpe-3.0-cross-ctx-1-qkv", ""])
+def test_options_inferred_from_shapes_without_args(tmp_path, enc):
+    model, _, _ = detr_irpe.build_detr(enc_rpe2d=enc, backbone="resnet18", hidden_dim=32, nheads=2,
+                                       enc_layers=1, dec_layers=3, num_queries=9, num_classes=4,
+                                       pre_norm=True, pretrained_backbone="none")
+    path = tmp_path / "bare.pth"
+    torch.save({"model": model.state_dict()}, path)
+    ckpt = detr_irpe.load_checkpoint(str(path))
+    o = ckpt.options
+    assert (o["num_classes"], o["num_queries"], o["hidden_dim"], o["dec_layers"], o["pre_norm"],
+            o["backbone"], o["enc_rpe2d"]) == (4, 9, 32, 3, True, "resnet18", enc)
+    rebuilt, _, _ = detr_irpe.build_detr(ckpt.config(nheads=2))
+    rebuilt.load_state_dict(ckpt.model, strict=True)
+
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_untrusted_pickle_is_refused(tmp_path):
+    path = tmp_path / "evil.pth"
+    with open(path, "wb") as f:
+        pickle.dump({"model": {}, "payload": Evil()}, f)
+    with pytest.raises(pickle.UnpicklingError, match="refused to load.*trust"):
+        detr_irpe.load_checkpoint(str(path))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        detr_irpe.load_checkpoint(str(tmp_path / "missing.pth"))
