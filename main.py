@@ -1,20 +1,19 @@
-"""Command-line entry point.  Training and evaluation: see README."""
+"""Train and evaluate DETR with iRPE.  See README.md, or `python main.py --help`.
+
+    torchrun --nproc_per_node=8 main.py --lr_drop 100 --epochs 150 --coco_path ./coco_data \
+        --enc_rpe2d rpe-2.0-product-ctx-1-k --output_dir ./output
+    python main.py --eval --resume checkpoint.pth --coco_path ./coco_data
+"""
 
 import sys
 
-import torch
+from detr_irpe.options import parse_args
+from detr_irpe.train import run
 
-import detr_irpe
 
-
-def main() -> int:
-    model, _, post = detr_irpe.build_detr(pretrained_backbone="none")
-    model.eval()
-    with torch.no_grad():
-        out = model([torch.randn(3, 480, 640)])
-    det = post["bbox"](out, torch.tensor([[480, 640]]))[0]
-    print(f"DETR-R50 + {model.transformer.encoder.layers[0].self_attn.irpe.to_string()}: "
-          f"pred_logits {tuple(out['pred_logits'].shape)}, {len(det['boxes'])} detections")
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    run(args)
     return 0
 
 

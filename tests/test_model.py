@@ -209,3 +209,20 @@ def test_untrusted_pickle_is_refused(tmp_path):
         detr_irpe.load_checkpoint(str(path))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         detr_irpe.load_checkpoint(str(tmp_path / "missing.pth"))
+
+
+def test_per_image_backbone_makes_outputs_independent_of_batch():
+    torch.manual_seed(0)
+    model, _, _ = detr_irpe.build_detr(backbone="resnet18", hidden_dim=32, nheads=2, enc_layers=2,
+                                       dec_layers=2, dim_feedforward=32, num_queries=5,
+                                       num_classes=3, pretrained_backbone="none")
+    _randomise(model)
+    model.eval()
+    small, big = torch.randn(3, 70, 90), torch.randn(3, 130, 200)
+    model.per_image_backbone = True
+    alone = model([small])["pred_boxes"][0]
+    together = model([small, big])["pred_boxes"][0]
+    torch.testing.assert_close(alone, together, rtol=1e-4, atol=1e-5)
+    model.per_image_backbone = False  # image padding (DETR's default) changes the result
+    assert not torch.allclose(model([small])["pred_boxes"][0], model([small, big])["pred_boxes"][0],
+                              atol=1e-5)

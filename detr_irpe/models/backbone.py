@@ -141,3 +141,18 @@ class Joiner(nn.Sequential):
         feats, mask = self[0](batch)
         pos = self[1](mask).to(feats.dtype)
         return feats, mask, pos
+
+    def forward_per_image(self, images: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """Like :meth:`forward`, but each image goes through the ResNet alone and the
+        *feature maps* are padded.  The result for one image then does not depend on the
+        other images of the batch (with image padding, the convolutions see the padding
+        near the bottom/right border), so evaluation is independent of the batch size."""
+        maps = [self[0](ImageBatch.from_images([img]))[0] for img in images]
+        h = max(f.shape[-2] for f in maps)
+        w = max(f.shape[-1] for f in maps)
+        feats = maps[0].new_zeros(len(maps), maps[0].shape[1], h, w)
+        mask = torch.ones(len(maps), h, w, dtype=torch.bool, device=feats.device)
+        for n, f in enumerate(maps):
+            feats[n, :, : f.shape[-2], : f.shape[-1]] = f[0]
+            mask[n, : f.shape[-2], : f.shape[-1]] = False
+        return feats, mask, self[1](mask).to(feats.dtype)

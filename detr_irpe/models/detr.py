@@ -44,6 +44,10 @@ class DETR(nn.Module):
       image's own (unpadded) size;
     - ``aux_outputs``: with ``aux_loss``, a list of the same two keys for every
       decoder layer but the last.
+
+    ``per_image_backbone`` (off by default, as in DETR): run the ResNet on each image of a
+    list separately and pad the feature maps instead of the images, which makes every
+    image's output independent of the batch it is in (used for evaluation).
     """
 
     def __init__(
@@ -65,10 +69,14 @@ class DETR(nn.Module):
         self.input_proj = nn.Conv2d(backbone.num_channels, hidden, kernel_size=1)
         self.backbone = backbone
         self.aux_loss = aux_loss
+        self.per_image_backbone = False
 
     def forward(self, images: Sequence[Tensor] | ImageBatch | Tensor) -> dict:
-        batch = images if isinstance(images, ImageBatch) else ImageBatch.from_images(images)
-        feats, mask, pos = self.backbone(batch)
+        if self.per_image_backbone and not isinstance(images, ImageBatch):
+            feats, mask, pos = self.backbone.forward_per_image(list(images))
+        else:
+            batch = images if isinstance(images, ImageBatch) else ImageBatch.from_images(images)
+            feats, mask, pos = self.backbone(batch)
         hs = self.transformer(self.input_proj(feats), mask, self.query_embed.weight, pos)[0]
         logits = self.class_embed(hs)  # (layers, B, Q, C + 1)
         boxes = self.bbox_embed(hs).sigmoid()  # (layers, B, Q, 4)

@@ -1,0 +1,82 @@
+"""Process-group set-up for torchrun, SLURM and single-process runs."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _env_int(*names: str) -> int | None:
+    for name in names:
+        if name in os.environ:
+            return int(os.environ[name])
+    return None
+
+
+def init_distributed(device: str, dist_url: str = "env://") -> DistInfo:
+    """Join the process group described by the environment.
+
+    torchrun sets RANK / WORLD_SIZE / LOCAL_RANK (and MASTER_ADDR / MASTER_PORT);
+    under SLURM's ``srun`` we read SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID and expect
+    MASTER_ADDR / MASTER_PORT to be exported by the batch script (see README).
+    Without either, this is a single process and nothing is initialised.
+    """
+    rank = _env_int("RANK", "SLURM_PROCID")
+    world = _env_int("WORLD_SIZE", "SLURM_NTASKS")
+    if rank is None or world is None or world <= 1:
+        return DistInfo()
+    local = _env_int("LOCAL_RANK", "SLURM_LOCALID") or 0
+    if "RANK" not in os.environ:  # SLURM: export what env:// initialisation reads
+        os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(local))
+        if dist_url == "env://" and "MASTER_ADDR" not in os.environ:
+            raise RuntimeError(
+                "running under SLURM with several tasks but MASTER_ADDR is not set: export "
+                "MASTER_ADDR (first node's host name) and MASTER_PORT in the batch script, "
+                "or pass --dist_url tcp://HOST:PORT"
+            )
+    use_cuda = device.startswith("cuda")
+    if use_cuda:
+        torch.cuda.set_device(local)
+    dist.init_process_group(
+        backend="nccl" if use_cuda else "gloo", init_method=dist_url, world_size=world, rank=rank
+    )
+    return DistInfo(rank, world, local)
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def all_reduce_mean(values: dict[str, float], device) -> dict[str, float]:
+    """Average a dict of floats over processes (identity when not distributed)."""
+    if not (dist.is_available() and dist.is_initialized()) or not values:
+        return values
+    keys = sorted(values)
+    t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    t /= dist.get_world_size()
+    return dict(zip(keys, t.tolist()))
+
+
+def cleanup() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,220 @@
+"""One training epoch and one evaluation pass."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections import defaultdict
+from contextlib import nullcontext
+
+import torch
+from torch import nn
+
+from .distributed import all_reduce_mean
+from .evaluation import CocoEvaluator
+
+
+class Progress:
+    """Periodic progress lines: iterations, rate, ETA and running averages.
+
+    On a terminal a line is printed every ``every`` iterations; when the output is not a
+    terminal (a log file, a cluster job) at most one line per ``min_seconds``.
+    """
+
+    def __init__(self, header: str, total: int, every: int = 10, min_seconds: float = 30.0,
+                 enabled: bool = True):
+        self.header, self.total, self.every = header, total, max(1, every)
+        self.min_seconds = 0.0 if sys.stdout.isatty() else min_seconds
+        self.enabled = enabled
+        self.start = self.last = time.time()
+
+    def update(self, step: int, values: dict[str, float]) -> None:
+        now = time.time()
+        done = step + 1
+        due = done % self.every == 0 and now - self.last >= self.min_seconds
+        if not self.enabled or not (due or done == self.total):
+            return
+        self.last = now
+        rate = done / max(now - self.start, 1e-9)
+        eta = (self.total - done) / rate
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in values.items())
+        print(f"{self.header} [{done}/{self.total}] {rate:.2f} it/s  eta {eta:.0f}s  {shown}",
+              flush=True)
+
+
+class Averages:
+    """Running means of named scalars."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = defaultdict(float)
+        self.counts: dict[str, int] = defaultdict(int)
+
+    def add(self, values: dict[str, float]) -> None:
+        for k, v in values.items():
+            self.sums[k] += float(v)
+            self.counts[k] += 1
+
+    def means(self) -> dict[str, float]:
+        return {k: self.sums[k] / self.counts[k] for k in self.sums}
+
+
+def _to_device(images, targets, device):
+    images = [img.to(device, non_blocking=True) for img in images]
+    targets = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()}
+               for t in targets]
+    return images, targets
+
+
+def _autocast(device: torch.device, amp: str):
+    if amp == "off":
+        return nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    criterion: nn.Module,
+    loader,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    epoch: int,
+    clip_max_norm: float = 0.1,
+    accum_steps: int = 1,
+    amp: str = "off",
+    scaler: torch.amp.GradScaler | None = None,
+    max_bad_steps: int = 10,
+    print_freq: int = 10,
+    verbose: bool = True,
+) -> dict[str, float]:
+    """Train for one pass over ``loader``.  Returns the epoch's mean of ``loss`` (the
+    weighted total), every weighted loss term, the unweighted ones (``*_unscaled``),
+    ``class_error`` and ``lr``.
+
+    A step whose loss or gradient is not finite is skipped (no update) and reported with
+    its image ids; ``max_bad_steps`` of them in a row stop training.
+    """
+    model.train()
+    criterion.train()
+    weights = criterion.weight_dict
+    stats = Averages()
+    progress = Progress(f"Epoch {epoch}", len(loader), print_freq, enabled=verbose)
+    bad_in_a_row = 0
+    optimizer.zero_grad(set_to_none=True)
+    for step, (images, targets) in enumerate(loader):
+        images, targets = _to_device(images, targets, device)
+        last_micro = (step + 1) % accum_steps == 0 or step + 1 == len(loader)
+        sync = nullcontext()
+        if not last_micro and hasattr(model, "no_sync"):
+            sync = model.no_sync()
+        with sync:
+            with _autocast(device, amp):
+                outputs = model(images)
+            losses = criterion(outputs, targets)
+            total = sum(losses[k] * weights[k] for k in losses if k in weights)
+            finite = bool(torch.isfinite(total))
+            if finite:
+                scaled = total / accum_steps
+                (scaler.scale(scaled) if scaler is not None else scaled).backward()
+        if last_micro:
+            if scaler is not None:
+                scaler.unscale_(optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                model.parameters(), clip_max_norm if clip_max_norm > 0 else float("inf")
+            )
+            finite = finite and bool(torch.isfinite(grad_norm))
+            if finite:
+                if scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        if not finite:
+            bad_in_a_row += 1
+            ids = [int(t["image_id"]) for t in targets if "image_id" in t]
+            print(f"Epoch {epoch} step {step}: non-finite loss or gradient, step skipped "
+                  f"(image ids {ids})", flush=True)
+            if bad_in_a_row >= max_bad_steps:
+                raise FloatingPointError(
+                    f"{bad_in_a_row} consecutive non-finite steps (last image ids {ids}); "
+                    f"training stopped. Lower --lr, check those images, or raise "
+                    f"--max_bad_steps. The last checkpoint in --output_dir is intact."
+                )
+            continue
+        bad_in_a_row = 0
+        losses = {k: v.detach() for k, v in losses.items()}
+        row = {"loss": float(total.detach())}
+        row.update({k: float(v) * weights[k] for k, v in losses.items() if k in weights})
+        row.update({f"{k}_unscaled": float(v) for k, v in losses.items()})
+        row["class_error"] = float(losses["class_error"])
+        row["lr"] = optimizer.param_groups[0]["lr"]
+        stats.add(row)
+        progress.update(step, {k: stats.means()[k] for k in ("loss", "class_error")})
+    return all_reduce_mean(stats.means(), device)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    criterion: nn.Module,
+    postprocess: nn.Module,
+    loader,
+    evaluator: CocoEvaluator,
+    device: torch.device,
+    amp: str = "off",
+    print_freq: int = 50,
+    verbose: bool = True,
+) -> dict[str, float]:
+    """Run the model over ``loader`` and feed the detections (rescaled to the original
+    image sizes) to ``evaluator``.  Returns mean test losses; call
+    ``evaluator.synchronize_between_processes()`` and ``summarize()`` afterwards.
+
+    Each image's backbone runs on that image alone (see ``DETR.per_image_backbone``), so
+    the detections, and the AP, do not depend on the evaluation batch size.
+    """
+    model.eval()
+    criterion.eval()
+    core = model.module if hasattr(model, "module") else model
+    before = core.per_image_backbone
+    core.per_image_backbone = True
+    weights = criterion.weight_dict
+    stats = Averages()
+    progress = Progress("Test", len(loader), print_freq, enabled=verbose)
+    try:
+        for step, (images, targets) in enumerate(loader):
+            images, targets = _to_device(images, targets, device)
+            with _autocast(device, amp):
+                outputs = core(images)
+            outputs = _float_outputs(outputs)
+            # Test losses follow DETR: crowd objects are not targets.
+            loss_targets = [_without_crowd(t) for t in targets]
+            losses = criterion(outputs, loss_targets)
+            total = sum(losses[k] * weights[k] for k in losses if k in weights)
+            row = {"loss": float(total), "class_error": float(losses["class_error"])}
+            row.update({k: float(v) * weights[k] for k, v in losses.items() if k in weights})
+            row.update({f"{k}_unscaled": float(v) for k, v in losses.items()})
+            if math.isfinite(row["loss"]):
+                stats.add(row)
+            sizes = torch.stack([t["orig_size"] for t in targets])
+            results = postprocess(outputs, sizes)
+            evaluator.update({int(t["image_id"]): r for t, r in zip(targets, results)})
+            progress.update(step, {"loss": stats.means().get("loss", float("nan"))})
+    finally:
+        core.per_image_backbone = before
+    return all_reduce_mean(stats.means(), device)
+
+
+def _float_outputs(outputs: dict) -> dict:
+    out = {k: v.float() for k, v in outputs.items() if torch.is_tensor(v)}
+    if "aux_outputs" in outputs:
+        out["aux_outputs"] = [{k: v.float() for k, v in a.items()} for a in outputs["aux_outputs"]]
+    return out
+
+
+def _without_crowd(target: dict) -> dict:
+    crowd = target.get("iscrowd")
+    if crowd is None or not bool(crowd.any()):
+        return target
+    keep = crowd == 0
+    return {**target, "boxes": target["boxes"][keep], "labels": target["labels"][keep]}

@@ -1,0 +1,206 @@
+"""The command line of ``main.py``: the official DETR / DETR-with-iRPE flags plus ours.
+
+Precedence: built-in defaults < ``--config`` preset (TOML) < ``--schedule`` < explicit
+flags.  Every value is validated here, so a bad one fails at start with one line that
+names the flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tomllib
+
+from .config import PAPER_IRPE
+from .models.backbone import RESNETS
+from .models.irpe import parse_irpe
+
+SCHEDULES = {"150e": (150, 100), "300e": (300, 200), "500e": (500, 400)}
+# Official flags we accept for compatibility but whose feature is not part of this project.
+UNSUPPORTED = {"masks": False, "frozen_weights": None, "coco_panoptic_path": None,
+               "remove_difficult": False}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        "main.py", description="Train and evaluate DETR with iRPE (see README.md).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    a = p.add_argument
+    a("--config", default=None, help="TOML preset (configs/*.toml); explicit flags override it")
+    a("--schedule", choices=sorted(SCHEDULES), default=None,
+      help="sets --epochs/--lr_drop: 150e = 150/100, 300e = 300/200, 500e = 500/400")
+    # Optimisation (official names and defaults).
+    a("--lr", type=float, default=1e-4)
+    a("--lr_backbone", type=float, default=1e-5)
+    a("--batch_size", type=int, default=2, help="images per process per step")
+    a("--weight_decay", type=float, default=1e-4)
+    a("--epochs", type=int, default=300)
+    a("--lr_drop", type=int, default=200)
+    a("--clip_max_norm", type=float, default=0.1, help="gradient clipping max norm (0 = off)")
+    a("--accum_steps", type=int, default=1,
+      help="gradient accumulation: total batch = batch_size x processes x accum_steps")
+    a("--amp", choices=["off", "bf16", "fp16"], default="off", help="mixed precision (GPU)")
+    # Model.
+    a("--backbone", default="resnet50", choices=RESNETS)
+    a("--dilation", action="store_true", help="DC5: dilate layer4 instead of striding")
+    a("--position_embedding", default="sine", choices=("sine", "learned"))
+    a("--pretrained_backbone", default="imagenet",
+      help="'imagenet' (torchvision IMAGENET1K_V1), 'none' (random init) or a file path")
+    a("--enc_layers", type=int, default=6)
+    a("--dec_layers", type=int, default=6)
+    a("--dim_feedforward", type=int, default=2048)
+    a("--hidden_dim", type=int, default=256)
+    a("--dropout", type=float, default=0.1)
+    a("--nheads", type=int, default=8)
+    a("--num_queries", type=int, default=100)
+    a("--pre_norm", action="store_true")
+    a("--enc_rpe2d", default=PAPER_IRPE,
+      help="iRPE of the encoder: rpe-{ratio}-{method}-{mode}-{shared_head}-{rpe_on}; '' = off")
+    a("--num_classes", type=int, default=None,
+      help="largest label + 1; default: 91 for COCO, derived from the data for custom sets")
+    # Loss.
+    a("--no_aux_loss", dest="aux_loss", action="store_false")
+    a("--set_cost_class", type=float, default=1.0)
+    a("--set_cost_bbox", type=float, default=5.0)
+    a("--set_cost_giou", type=float, default=2.0)
+    a("--bbox_loss_coef", type=float, default=5.0)
+    a("--giou_loss_coef", type=float, default=2.0)
+    a("--eos_coef", type=float, default=0.1)
+    a("--mask_loss_coef", type=float, default=1.0, help="accepted for compatibility; unused")
+    a("--dice_loss_coef", type=float, default=1.0, help="accepted for compatibility; unused")
+    # Data.
+    a("--dataset_file", default="coco")
+    a("--coco_path", default=None, help="COCO 2017 root (annotations/, train2017[.zip], ...)")
+    a("--train_json", default=None, help="custom data: COCO-format training annotations")
+    a("--train_images", default=None, help="custom data: training image folder or zip")
+    a("--val_json", default=None, help="custom data: COCO-format validation annotations")
+    a("--val_images", default=None, help="custom data: validation image folder or zip")
+    a("--train_scales", type=int, nargs="+", default=None,
+      help="shorter-side sizes of the training resize (default DETR's 480..800)")
+    a("--max_size", type=int, default=1333, help="longest side after resizing")
+    a("--val_size", type=int, default=800, help="shorter side for evaluation")
+    # Run.
+    a("--output_dir", default="", help="where checkpoints, logs and eval results go")
+    a("--device", default=None, help="cuda, cuda:N or cpu (default: cuda when available)")
+    a("--seed", type=int, default=42)
+    a("--resume", default="", help="checkpoint to resume from, or 'auto' (latest in output_dir)")
+    a("--start_epoch", type=int, default=0)
+    a("--eval", action="store_true", help="only evaluate (with --resume)")
+    a("--num_workers", type=int, default=2)
+    a("--world_size", type=int, default=1, help="set by torchrun/SLURM; accepted for compatibility")
+    a("--dist_url", default="env://")
+    a("--print_freq", type=int, default=50, help="progress line every N iterations")
+    a("--eval_every", type=int, default=1, help="evaluate every N epochs (and after the last)")
+    a("--max_bad_steps", type=int, default=10,
+      help="stop after this many consecutive non-finite steps")
+    a("--trust_checkpoint", action="store_true",
+      help="allow arbitrary pickled objects in --resume files (only for files you trust)")
+    a("--threads", type=int, default=None, help="CPU threads for torch (default: all cores)")
+    for name, default in UNSUPPORTED.items():
+        if isinstance(default, bool):
+            a(f"--{name}", action="store_true", help=argparse.SUPPRESS)
+        else:
+            a(f"--{name}", default=default, help=argparse.SUPPRESS)
+    return p
+
+
+def _load_preset(parser: argparse.ArgumentParser, path: str) -> dict:
+    if not os.path.isfile(path):
+        parser.error(f"--config {path}: no such file (presets live in configs/)")
+    try:
+        with open(path, "rb") as f:
+            preset = tomllib.load(f)
+    except tomllib.TOMLDecodeError as err:
+        parser.error(f"--config {path}: not valid TOML: {err}")
+    known = {action.dest for action in parser._actions}
+    unknown = sorted(set(preset) - known)
+    if unknown:
+        parser.error(f"--config {path}: unknown option(s) {unknown}; use the flag names of "
+                     f"`python main.py --help` without the leading --")
+    return preset
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    first, _ = parser.parse_known_args(argv)
+    if first.config:
+        parser.set_defaults(**_load_preset(parser, first.config))
+        first, _ = parser.parse_known_args(argv)
+    schedule = first.schedule
+    if schedule:
+        epochs, lr_drop = SCHEDULES[schedule]
+        # The schedule wins over the preset, explicit --epochs/--lr_drop win over both.
+        parser.set_defaults(epochs=epochs, lr_drop=lr_drop)
+    args = parser.parse_args(argv)
+    validate(parser, args)
+    return args
+
+
+def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """One clear line per impossible or inconsistent value."""
+    err = parser.error
+    for name in UNSUPPORTED:
+        if getattr(args, name) != UNSUPPORTED[name]:
+            err(f"--{name} belongs to DETR's segmentation/other datasets, not supported here")
+    if args.dataset_file not in ("coco", "custom"):
+        err(f"--dataset_file {args.dataset_file!r}: use coco (with --coco_path) or custom "
+            f"(with --train_json/--val_json)")
+    if args.epochs < 1:
+        err(f"--epochs {args.epochs}: must be >= 1")
+    if args.lr_drop < 1:
+        err(f"--lr_drop {args.lr_drop}: must be >= 1")
+    if args.lr_drop > args.epochs:
+        print(f"note: --lr_drop {args.lr_drop} > --epochs {args.epochs}: the learning rate "
+              f"never drops", file=sys.stderr)
+    for name in ("batch_size", "accum_steps", "num_queries", "hidden_dim", "nheads",
+                 "enc_layers", "dec_layers", "dim_feedforward", "print_freq", "eval_every",
+                 "max_bad_steps", "max_size", "val_size"):
+        if getattr(args, name) < 1:
+            err(f"--{name} {getattr(args, name)}: must be >= 1")
+    if args.num_workers < 0:
+        err(f"--num_workers {args.num_workers}: must be >= 0")
+    if args.lr <= 0 or args.lr_backbone < 0 or args.weight_decay < 0:
+        err("--lr must be > 0, --lr_backbone and --weight_decay >= 0")
+    if not 0 <= args.dropout < 1:
+        err(f"--dropout {args.dropout}: must be in [0, 1)")
+    if args.hidden_dim % args.nheads:
+        err(f"--hidden_dim {args.hidden_dim} is not divisible by --nheads {args.nheads}")
+    if args.num_classes is not None and args.num_classes < 1:
+        err(f"--num_classes {args.num_classes}: must be >= 1 (largest label + 1)")
+    if args.dilation and args.backbone in ("resnet18", "resnet34"):
+        err(f"--dilation needs --backbone resnet50 or resnet101, not {args.backbone}")
+    try:
+        parse_irpe(args.enc_rpe2d)
+    except ValueError as e:
+        err(str(e))
+    custom = [args.train_json, args.train_images, args.val_json, args.val_images]
+    if any(custom):
+        if not (args.val_json and args.val_images):
+            err("custom data needs --val_json and --val_images (and, to train, --train_json "
+                "and --train_images)")
+        if not args.eval and not (args.train_json and args.train_images):
+            err("training on custom data needs --train_json and --train_images")
+        for flag, path in (("--train_json", args.train_json), ("--val_json", args.val_json),
+                           ("--train_images", args.train_images),
+                           ("--val_images", args.val_images)):
+            if path and not os.path.exists(path):
+                err(f"{flag} {path}: no such file or folder")
+        args.dataset_file = "custom"
+    elif args.coco_path:
+        if not os.path.isdir(args.coco_path):
+            err(f"--coco_path {args.coco_path}: no such folder")
+        ann = os.path.join(args.coco_path, "annotations")
+        needed = ["instances_val2017.json"] + ([] if args.eval else ["instances_train2017.json"])
+        missing = [n for n in needed if not os.path.isfile(os.path.join(ann, n))]
+        if missing:
+            err(f"--coco_path {args.coco_path}: missing annotations/{missing[0]}; expected "
+                f"annotations/instances_{{train,val}}2017.json and train2017/, val2017/ "
+                f"(folders or .zip files)")
+    else:
+        err("no dataset: give --coco_path (COCO 2017) or --train_json/--train_images/"
+            "--val_json/--val_images (custom data); `make run` generates and uses a demo set")
+    if args.eval and not args.resume:
+        err("--eval needs --resume <checkpoint> (the model to evaluate)")

@@ -1,0 +1,310 @@
+"""The main job: build data and model from parsed options, train, evaluate, checkpoint.
+
+Files written to ``--output_dir`` (main process only):
+
+- ``checkpoint.pth``: latest state (model, optimizer, lr_scheduler, epoch, RNG states,
+  options, label mapping), rewritten atomically after every epoch;
+- ``checkpoint_best.pth``: the same at the best box AP so far;
+- ``log.txt``: one JSON line per epoch with the official keys (``train_*``, ``test_*``,
+  ``test_coco_eval_bbox``, ``epoch``, ``n_parameters``);
+- ``eval/<epoch>.json``: all AP numbers of that evaluation (and ``eval/eval.json`` for
+  ``--eval``); ``eval/detections_<epoch>.json``: the detections in COCO results format;
+- ``args.json``: the resolved options of the run;
+- TensorBoard event files in ``tensorboard/`` when ``tensorboard`` is installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, RandomSampler
+from torch.utils.data import SequentialSampler
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import DETRConfig
+from .data import CocoDetection, build_coco, collate_fn, make_transforms
+from .distributed import DistInfo, barrier, cleanup, init_distributed
+from .engine import evaluate, train_one_epoch
+from .evaluation import STAT_NAMES, CocoEvaluator, format_per_category, format_stats
+from .models.detr import build_detr
+
+
+def build_datasets(args) -> tuple[CocoDetection | None, CocoDetection]:
+    train_tf = make_transforms("train", scales=args.train_scales, max_size=args.max_size)
+    val_tf = make_transforms("val", max_size=args.max_size, val_size=args.val_size)
+    if args.dataset_file == "custom":
+        train = None
+        if args.train_json:
+            train = CocoDetection(args.train_images, args.train_json, train_tf, train=True,
+                                  contiguous_labels=True)
+        val = CocoDetection(args.val_images, args.val_json, val_tf, train=False,
+                            contiguous_labels=True, drop_crowd=False)
+        if train is not None and train.label_to_category_id != val.label_to_category_id:
+            raise ValueError(
+                f"{args.train_json} and {args.val_json} declare different categories; both "
+                f"files must list the same category ids"
+            )
+        return train, val
+    train = None if args.eval else build_coco(args.coco_path, "train", train_tf)
+    return train, build_coco(args.coco_path, "val", val_tf)
+
+
+def model_options(args, val: CocoDetection) -> dict:
+    names = {f for f in DETRConfig.__dataclass_fields__}
+    opts = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    if args.num_classes is None:
+        opts["num_classes"] = val.num_classes
+    elif args.dataset_file == "custom" and args.num_classes != val.num_classes:
+        raise ValueError(
+            f"--num_classes {args.num_classes} does not fit {args.val_json}: its "
+            f"{val.num_classes} categories give num_classes {val.num_classes}; leave "
+            f"--num_classes out for custom data, it is derived from the JSON"
+        )
+    return opts
+
+
+def _rng_state() -> dict:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": random.getstate(),
+    }
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+    random.setstate(state["python"])
+
+
+def _resolve_resume(args) -> str:
+    if args.resume != "auto":
+        return args.resume
+    latest = Path(args.output_dir or ".") / "checkpoint.pth"
+    return str(latest) if latest.is_file() else ""
+
+
+def _device(args, info: DistInfo) -> torch.device:
+    name = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"--device {name}: CUDA is not available here; use --device cpu")
+    if name == "cuda" and info.enabled:
+        name = f"cuda:{info.local_rank}"
+    return torch.device(name)
+
+
+def _write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
+def _tensorboard(output_dir: Path | None):
+    if output_dir is None:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception:  # tensorboard not installed: optional
+        return None
+    return SummaryWriter(str(output_dir / "tensorboard"))
+
+
+def run_evaluation(model, criterion, post, loader, val, device, args, info, tag, output_dir):
+    evaluator = CocoEvaluator(val.coco, val.label_to_category_id)
+    test_stats = evaluate(model, criterion, post, loader, evaluator, device, amp=args.amp,
+                          print_freq=args.print_freq, verbose=info.is_main)
+    evaluator.synchronize_between_processes()
+    summary = evaluator.summarize() if info.is_main else None
+    if info.is_main:
+        print(format_stats(summary.stats))
+        print(format_per_category(summary.per_category_ap, val.category_names))
+        if output_dir is not None:
+            numbers = dict(zip(STAT_NAMES, summary.stats))
+            per_cat = {str(k): (None if v != v else v) for k, v in summary.per_category_ap.items()}
+            _write_json(output_dir / "eval" / f"{tag}.json",
+                        {"epoch": tag, "bbox": numbers, "per_category_AP": per_cat,
+                         "category_names": {str(k): v for k, v in val.category_names.items()},
+                         "test_stats": test_stats})
+            _write_json(output_dir / "eval" / f"detections_{tag}.json", evaluator.detections())
+    return test_stats, summary
+
+
+def run(args) -> dict:
+    """Train (or, with ``--eval``, evaluate) as the options say.  Returns the last
+    evaluation's 12 box-AP numbers and the best AP."""
+    info = init_distributed(args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
+                            args.dist_url)
+    try:
+        return _run(args, info)
+    finally:
+        cleanup()
+
+
+def _run(args, info: DistInfo) -> dict:
+    device = _device(args, info)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    seed = args.seed + info.rank
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+    output_dir = Path(args.output_dir) if args.output_dir else None
+    if output_dir is not None and info.is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        probe = output_dir / ".write_test"
+        try:
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as err:
+            raise OSError(f"--output_dir {output_dir} is not writable: {err}") from None
+        _write_json(output_dir / "args.json", vars(args))
+
+    train_set, val = build_datasets(args)
+    resume = _resolve_resume(args)
+    ckpt = load_checkpoint(resume, trust=args.trust_checkpoint) if resume else None
+    opts = model_options(args, val)
+    if ckpt is not None:
+        stored = ckpt.options
+        for key in ("num_classes", "enc_rpe2d", "num_queries", "hidden_dim"):
+            if key in stored and stored[key] != opts.get(key):
+                if info.is_main:
+                    print(f"note: using {key}={stored[key]!r} from {resume} "
+                          f"(options said {opts.get(key)!r})")
+                opts[key] = stored[key]
+        opts["pretrained_backbone"] = "none"  # the checkpoint carries the backbone
+    config = DETRConfig.from_options(opts, strict=False)
+    model, criterion, post = build_detr(config)
+    model.to(device)
+    criterion.to(device)
+    n_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if info.is_main:
+        print(f"model: DETR {config.backbone} + iRPE {config.enc_rpe2d or 'off'}, "
+              f"num_classes {config.num_classes}, {n_parameters:,} trainable parameters, "
+              f"device {device}, {info.world_size} process(es)")
+    core = model
+    if info.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
+    param_groups = [
+        {"params": [p for n, p in core.named_parameters()
+                    if not n.startswith("backbone.") and p.requires_grad]},
+        {"params": [p for n, p in core.named_parameters()
+                    if n.startswith("backbone.") and p.requires_grad], "lr": args.lr_backbone},
+    ]
+    optimizer = torch.optim.AdamW(param_groups, lr=args.lr, weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, args.lr_drop)
+    scaler = torch.amp.GradScaler(device.type) if args.amp == "fp16" else None
+
+    val_sampler = (DistributedSampler(val, shuffle=False) if info.enabled
+                   else SequentialSampler(val))
+    val_loader = DataLoader(val, args.batch_size, sampler=val_sampler, drop_last=False,
+                            collate_fn=collate_fn, num_workers=args.num_workers)
+
+    start_epoch, best_ap = args.start_epoch, -1.0
+    if ckpt is not None:
+        core.load_state_dict(ckpt.model, strict=True)
+        raw = ckpt.raw
+        if not args.eval and "optimizer" in raw and "lr_scheduler" in raw and "epoch" in raw:
+            optimizer.load_state_dict(raw["optimizer"])
+            scheduler.load_state_dict(raw["lr_scheduler"])
+            # Flags win over the stored schedule (e.g. resuming with a new --lr_drop).
+            scheduler.step_size = args.lr_drop
+            start_epoch = raw["epoch"] + 1
+            best_ap = raw.get("best_ap", -1.0)
+            if "rng" in raw:
+                _set_rng_state(raw["rng"])
+            if scaler is not None and "scaler" in raw:
+                scaler.load_state_dict(raw["scaler"])
+        if info.is_main:
+            print(f"resumed from {resume} (next epoch {start_epoch})")
+
+    if args.eval:
+        _, summary = run_evaluation(model, criterion, post["bbox"], val_loader, val, device,
+                                    args, info, "eval", output_dir)
+        return {"stats": summary.stats if summary else None, "best_ap": None}
+
+    train_sampler = (DistributedSampler(train_set, shuffle=True, seed=args.seed) if info.enabled
+                     else RandomSampler(train_set, generator=torch.Generator().manual_seed(args.seed)))
+    batch_sampler = BatchSampler(train_sampler, args.batch_size, drop_last=True)
+    if len(batch_sampler) == 0:
+        raise ValueError(f"the training set has {len(train_set)} images, fewer than one batch "
+                         f"of --batch_size {args.batch_size} per process")
+    train_loader = DataLoader(train_set, batch_sampler=batch_sampler, collate_fn=collate_fn,
+                              num_workers=args.num_workers)
+    writer = _tensorboard(output_dir) if info.is_main else None
+    last_stats = None
+    start = time.time()
+    for epoch in range(start_epoch, args.epochs):
+        if info.enabled:
+            train_sampler.set_epoch(epoch)
+        else:  # reproducible order per epoch, also after a resume
+            train_sampler.generator.manual_seed(args.seed * 100003 + epoch)
+        train_stats = train_one_epoch(
+            model, criterion, train_loader, optimizer, device, epoch, args.clip_max_norm,
+            args.accum_steps, args.amp, scaler, args.max_bad_steps, args.print_freq,
+            verbose=info.is_main,
+        )
+        scheduler.step()
+        log = {**{f"train_{k}": v for k, v in train_stats.items()}}
+        is_last = epoch + 1 == args.epochs
+        summary = None
+        if (epoch + 1) % args.eval_every == 0 or is_last:
+            test_stats, summary = run_evaluation(model, criterion, post["bbox"], val_loader, val,
+                                                 device, args, info, f"{epoch:04d}", output_dir)
+            log.update({f"test_{k}": v for k, v in test_stats.items()})
+            if summary is not None:
+                log["test_coco_eval_bbox"] = summary.stats
+                last_stats = summary.stats
+        log.update(epoch=epoch, n_parameters=n_parameters)
+        if info.is_main:
+            ap = summary.stats[0] if summary is not None else None
+            improved = ap is not None and ap > best_ap
+            if improved:
+                best_ap = ap
+            if output_dir is not None:
+                state = {
+                    "model": core.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "lr_scheduler": scheduler.state_dict(),
+                    "epoch": epoch,
+                    "best_ap": best_ap,
+                    "args": {k: v for k, v in vars(args).items()},
+                    "config": config.to_dict(),
+                    "label_to_category_id": val.label_to_category_id,
+                    "category_names": val.category_names,
+                    "rng": _rng_state(),
+                }
+                if scaler is not None:
+                    state["scaler"] = scaler.state_dict()
+                save_checkpoint(state, str(output_dir / "checkpoint.pth"))
+                if improved:
+                    save_checkpoint(state, str(output_dir / "checkpoint_best.pth"))
+                with open(output_dir / "log.txt", "a") as f:
+                    f.write(json.dumps(log) + "\n")
+            if writer is not None:
+                for k, v in log.items():
+                    if isinstance(v, (int, float)):
+                        writer.add_scalar(k, v, epoch)
+                if ap is not None:
+                    writer.add_scalar("test_AP", ap, epoch)
+            elapsed = time.time() - start
+            shown = f", AP {ap:.4f} (best {best_ap:.4f})" if ap is not None else ""
+            print(f"epoch {epoch} done in {elapsed:.0f}s total{shown}", flush=True)
+        barrier()
+    if writer is not None:
+        writer.close()
+    return {"stats": last_stats, "best_ap": best_ap}

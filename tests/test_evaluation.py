@@ -1,0 +1,308 @@
+"""CocoEvaluator against pycocotools run directly on the same detections."""
+
+import contextlib
+import io
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from detr_irpe.evaluation import (
+    STAT_NAMES,
+    CocoEvaluator,
+    format_per_category,
+    format_stats,
+)
+
+# Non-contiguous category ids; category 9 has no ground truth. Model labels 0, 1, 2.
+CATEGORIES = [{"id": 2, "name": "apple"}, {"id": 5, "name": "pear"}, {"id": 9, "name": "plum"}]
+LABEL_TO_CATEGORY = {0: 2, 1: 5, 2: 9}
+IMAGES = [
+    {"id": 1, "width": 100, "height": 80, "file_name": "1.jpg"},
+    {"id": 2, "width": 120, "height": 90, "file_name": "2.jpg"},
+    {"id": 3, "width": 50, "height": 50, "file_name": "3.jpg"},
+    {"id": 4, "width": 60, "height": 40, "file_name": "4.jpg"},  # no ground truth
+]
+GT_BOXES = [  # (image_id, category_id, xywh, iscrowd)
+    (1, 2, [10, 10, 30, 20], 0),
+    (1, 5, [50, 30, 40, 40], 0),
+    (2, 2, [5, 5, 10, 10], 0),
+    (2, 2, [60, 20, 50, 60], 0),
+    (2, 5, [0, 0, 120, 90], 1),
+    (3, 5, [20, 15, 12, 30], 0),
+]
+
+
+@pytest.fixture(scope="module")
+def gt_file(tmp_path_factory):
+    annotations = [
+        {
+            "id": i + 1,
+            "image_id": img,
+            "category_id": cat,
+            "bbox": box,
+            "area": box[2] * box[3],
+            "iscrowd": crowd,
+        }
+        for i, (img, cat, box, crowd) in enumerate(GT_BOXES)
+    ]
+    path = tmp_path_factory.mktemp("gt") / "gt.json"
+    path.write_text(
+        json.dumps({"images": IMAGES, "annotations": annotations, "categories": CATEGORIES})
+    )
+    return path
+
+
+def _load(path) -> COCO:
+    with contextlib.redirect_stdout(io.StringIO()):
+        return COCO(str(path))
+
+
+@pytest.fixture
+def coco_gt(gt_file):
+    return _load(gt_file)
+
+
+def _xyxy(xywh):
+    x, y, w, h = xywh
+    return [x, y, x + w, y + h]
+
+
+def _perfect_results():
+    """Model-style results that reproduce every non-crowd ground-truth box."""
+    results = {image["id"]: {"scores": [], "labels": [], "boxes": []} for image in IMAGES}
+    category_to_label = {c: label for label, c in LABEL_TO_CATEGORY.items()}
+    for image_id, category_id, box, crowd in GT_BOXES:
+        if not crowd:
+            results[image_id]["scores"].append(0.9)
+            results[image_id]["labels"].append(category_to_label[category_id])
+            results[image_id]["boxes"].append(_xyxy(box))
+    return {
+        image_id: {
+            "scores": torch.tensor(r["scores"]),
+            "labels": torch.tensor(r["labels"], dtype=torch.int64),
+            "boxes": torch.tensor(r["boxes"], dtype=torch.float32).reshape(-1, 4),
+        }
+        for image_id, r in results.items()
+    }
+
+
+def _noisy_detections(seed=0):
+    """COCO-format detections (xywh, category ids): jittered true boxes plus false positives."""
+    rng = np.random.default_rng(seed)
+    detections = []
+    for image_id, category_id, box, _ in GT_BOXES:
+        for _ in range(3):
+            jitter = rng.normal(0, 3, size=4)
+            x, y = box[0] + jitter[0], box[1] + jitter[1]
+            w, h = max(box[2] + jitter[2], 1.0), max(box[3] + jitter[3], 1.0)
+            detections.append(
+                {
+                    "image_id": image_id,
+                    "category_id": category_id,
+                    "bbox": [round(v, 2) for v in (x, y, w, h)],
+                    "score": round(float(rng.uniform(0.05, 1)), 4),
+                }
+            )
+    for image in IMAGES:
+        for _ in range(5):
+            w, h = rng.uniform(5, 30, size=2)
+            x, y = rng.uniform(0, image["width"] - w), rng.uniform(0, image["height"] - h)
+            detections.append(
+                {
+                    "image_id": image["id"],
+                    "category_id": int(rng.choice([2, 5, 9])),
+                    "bbox": [round(v, 2) for v in (x, y, w, h)],
+                    "score": round(float(rng.uniform(0.05, 1)), 4),
+                }
+            )
+    return detections
+
+
+def _as_model_results(detections):
+    """The same detections in the evaluator's input format (xyxy, model labels)."""
+    category_to_label = {c: label for label, c in LABEL_TO_CATEGORY.items()}
+    results = {}
+    for image in IMAGES:
+        dets = [d for d in detections if d["image_id"] == image["id"]]
+        results[image["id"]] = {
+            "scores": torch.tensor([d["score"] for d in dets], dtype=torch.float64),
+            "labels": torch.tensor([category_to_label[d["category_id"]] for d in dets]),
+            "boxes": torch.tensor([_xyxy(d["bbox"]) for d in dets], dtype=torch.float64),
+        }
+    return results
+
+
+def _pycocotools_stats(gt_file, detections, tmp_path, cat_ids=None):
+    results_file = tmp_path / "results.json"
+    results_file.write_text(json.dumps(detections))
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO(str(gt_file))
+        coco_eval = COCOeval(coco_gt, coco_gt.loadRes(str(results_file)), iouType="bbox")
+        if cat_ids is not None:
+            coco_eval.params.catIds = cat_ids
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+        coco_eval.summarize()
+    return coco_eval.stats
+
+
+def test_perfect_detections_give_ap_one(coco_gt):
+    evaluator = CocoEvaluator(coco_gt, LABEL_TO_CATEGORY)
+    evaluator.update(_perfect_results())
+    stats, per_category = evaluator.summarize()
+    assert len(stats) == len(STAT_NAMES) == 12
+    assert stats[0] == pytest.approx(1.0) and stats[1] == pytest.approx(1.0)
+    assert set(per_category) == {2, 5, 9}  # original category ids
+    assert per_category[2] == pytest.approx(1.0) and per_category[5] == pytest.approx(1.0)
+    assert math.isnan(per_category[9])  # no ground truth
+
+
+def test_matches_pycocotools_on_noisy_detections(coco_gt, gt_file, tmp_path):
+    detections = _noisy_detections()
+    evaluator = CocoEvaluator(coco_gt, LABEL_TO_CATEGORY)
+    evaluator.update(_as_model_results(detections))
+    summary = evaluator.summarize()
+    expected = _pycocotools_stats(gt_file, detections, tmp_path)
+    assert 0.1 < expected[0] < 0.99  # a non-trivial case
+    np.testing.assert_allclose(summary.stats, expected, atol=1e-9)
+    # Per-category AP equals pycocotools restricted to that one category.
+    for category_id in (2, 5):
+        single = _pycocotools_stats(gt_file, detections, tmp_path, cat_ids=[category_id])
+        assert summary.per_category_ap[category_id] == pytest.approx(single[0], abs=1e-9)
+
+
+def test_labels_map_back_to_category_ids(coco_gt):
+    evaluator = CocoEvaluator(coco_gt, LABEL_TO_CATEGORY)
+    evaluator.update(
+        {
+            1: {
+                "scores": torch.tensor([0.5, 0.4, 0.3]),
+                "labels": torch.tensor([0, 2, 7]),  # 7 is not a known label
+                "boxes": torch.tensor([[10.0, 10, 40, 30], [1, 2, 4, 6], [0, 0, 5, 5]]),
+            }
+        }
+    )
+    detections = evaluator.detections()
+    assert [d["category_id"] for d in detections] == [2, 9]
+    assert detections[0]["bbox"] == pytest.approx([10, 10, 30, 20])  # xyxy -> xywh
+    assert detections[0]["image_id"] == 1
+
+    raw = CocoEvaluator(coco_gt, None)  # labels already are category ids
+    raw.update(
+        {
+            1: {
+                "scores": torch.tensor([0.5]),
+                "labels": torch.tensor([5]),
+                "boxes": torch.tensor([[50.0, 30, 90, 70]]),
+            }
+        }
+    )
+    assert raw.detections()[0]["category_id"] == 5
+
+
+def test_only_updated_images_are_evaluated(coco_gt):
+    evaluator = CocoEvaluator(coco_gt, LABEL_TO_CATEGORY)
+    evaluator.update({1: _perfect_results()[1]})  # images 2 and 3 were never seen
+    stats, per_category = evaluator.summarize()
+    assert evaluator.image_ids == [1]
+    assert stats[0] == pytest.approx(1.0)
+
+
+def test_repeated_image_replaces_earlier_entry(coco_gt):
+    evaluator = CocoEvaluator(coco_gt, LABEL_TO_CATEGORY)
+    results = _perfect_results()
+    evaluator.update(results)
+    evaluator.update({1: results[1]})
+    assert len(evaluator.detections()) == 5
+    assert evaluator.summarize().stats[0] == pytest.approx(1.0)
+
+
+def test_empty_detections_give_zero_without_crashing(coco_gt):
+    evaluator = CocoEvaluator(coco_gt, LABEL_TO_CATEGORY)
+    empty = {
+        "scores": torch.zeros(0),
+        "labels": torch.zeros(0, dtype=torch.int64),
+        "boxes": torch.zeros(0, 4),
+    }
+    evaluator.update({image["id"]: empty for image in IMAGES})
+    stats, per_category = evaluator.summarize()
+    assert evaluator.detections() == []
+    assert stats[0] == 0.0 and stats[8] == 0.0
+    assert per_category[2] == 0.0 and per_category[5] == 0.0
+
+    nothing = CocoEvaluator(coco_gt, LABEL_TO_CATEGORY).summarize()  # no update at all
+    assert nothing.stats == [-1.0] * 12
+
+
+def test_quiet_flag_controls_pycocotools_output(coco_gt, capsys):
+    for quiet, printed in ((True, False), (False, True)):
+        evaluator = CocoEvaluator(coco_gt, LABEL_TO_CATEGORY, quiet=quiet)
+        evaluator.update(_perfect_results())
+        evaluator.summarize()
+        assert ("Average Precision" in capsys.readouterr().out) == printed
+
+
+def test_evaluation_does_not_change_ground_truth(coco_gt, gt_file):
+    evaluator = CocoEvaluator(coco_gt, LABEL_TO_CATEGORY)
+    evaluator.update(_perfect_results())
+    evaluator.summarize()
+    assert coco_gt.dataset == _load(gt_file).dataset
+
+
+def test_formatting():
+    text = format_stats([0.5] * 12)
+    assert len(text.splitlines()) == 12 and "maxDets=100 ] = 0.500" in text
+    table = format_per_category({5: 0.25, 2: 1.0, 9: math.nan}, {2: "apple", 5: "pear", 9: "plum"})
+    lines = table.splitlines()
+    assert "apple" in lines[1] and "100.0" in lines[1]
+    assert "pear" in lines[2] and "25.0" in lines[2]
+    assert "plum" in lines[3] and "n/a" in lines[3]
+
+
+def _distributed_worker(rank, world_size, init_file, gt_file, out_dir):
+    dist.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size
+    )
+    try:
+        # Image 2 is on both ranks, as the DistributedSampler's padding would put it.
+        mine = {0: (1, 2), 1: (2, 3, 4)}[rank]
+        results = _as_model_results(_noisy_detections())
+        evaluator = CocoEvaluator(_load(gt_file), LABEL_TO_CATEGORY)
+        evaluator.update({image_id: results[image_id] for image_id in mine})
+        evaluator.synchronize_between_processes()
+        summary = evaluator.summarize()
+        (out_dir / f"rank{rank}.json").write_text(
+            json.dumps(
+                {
+                    "image_ids": evaluator.image_ids,
+                    "stats": summary.stats,
+                    "num_detections": len(evaluator.detections()),
+                }
+            )
+        )
+    finally:
+        dist.destroy_process_group()
+
+
+def test_synchronize_gathers_and_deduplicates(coco_gt, gt_file, tmp_path):
+    mp.start_processes(
+        _distributed_worker,
+        args=(2, tmp_path / "init", gt_file, tmp_path),
+        nprocs=2,
+        start_method="fork",
+    )
+    single = CocoEvaluator(coco_gt, LABEL_TO_CATEGORY)
+    single.update(_as_model_results(_noisy_detections()))
+    expected = single.summarize().stats
+    for rank in range(2):
+        out = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert out["image_ids"] == [1, 2, 3, 4]
+        assert out["num_detections"] == len(single.detections())
+        np.testing.assert_allclose(out["stats"], expected, atol=1e-12)
