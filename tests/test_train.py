@@ -1,0 +1,194 @@
+"""End to end through main.py on a tiny generated COCO-layout set (folder and zip)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+import main as main_module
+from detr_irpe.data.shapes import generate_shapes_dataset
+from detr_irpe.options import parse_args
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--pretrained_backbone", "none", "--backbone", "resnet18", "--hidden_dim", "32",
+        "--nheads", "2", "--enc_layers", "1", "--dec_layers", "2", "--dim_feedforward", "32",
+        "--num_queries", "6", "--train_scales", "64", "80", "--max_size", "96", "--val_size", "64",
+        "--batch_size", "2", "--num_workers", "0", "--device", "cpu", "--print_freq", "100",
+        "--lr", "1e-3", "--enc_rpe2d", "rpe-2.0-product-ctx-1-k", "--threads", "2"]
+
+
+@pytest.fixture(scope="module")
+def coco_root(tmp_path_factory):
+    """COCO 2017 layout: annotations/instances_{train,val}2017.json, {train,val}2017/."""
+    src = tmp_path_factory.mktemp("shapes")
+    generate_shapes_dataset(src, num_train=6, num_val=5, image_size=64, seed=3)
+    root = tmp_path_factory.mktemp("coco")
+    (root / "annotations").mkdir()
+    for split in ("train", "val"):
+        shutil.copy(src / "annotations" / f"instances_{split}.json",
+                    root / "annotations" / f"instances_{split}2017.json")
+        shutil.copytree(src / split, root / f"{split}2017")
+    return root
+
+
+@pytest.fixture(scope="module")
+def coco_zip_root(coco_root, tmp_path_factory):
+    root = tmp_path_factory.mktemp("coco_zip")
+    shutil.copytree(coco_root / "annotations", root / "annotations")
+    for split in ("train", "val"):
+        with zipfile.ZipFile(root / f"{split}2017.zip", "w") as z:
+            for f in sorted((coco_root / f"{split}2017").iterdir()):
+                z.write(f, f"{split}2017/{f.name}")
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(coco_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    main_module.main(["--coco_path", str(coco_root), "--output_dir", str(out), "--epochs", "1",
+                      "--lr_drop", "1", *TINY])
+    return out
+
+
+def test_one_epoch_writes_checkpoint_log_and_eval(trained):
+    assert (trained / "checkpoint.pth").is_file() and (trained / "checkpoint_best.pth").is_file()
+    lines = (trained / "log.txt").read_text().splitlines()
+    assert len(lines) == 1
+    log = json.loads(lines[0])
+    assert log["epoch"] == 0 and log["n_parameters"] > 0
+    assert len(log["test_coco_eval_bbox"]) == 12
+    for key in ("train_loss", "train_loss_ce", "train_class_error", "train_lr", "test_loss",
+                "test_loss_giou_unscaled", "train_loss_bbox_0"):
+        assert key in log, key
+    ev = json.loads((trained / "eval" / "0000.json").read_text())
+    assert ev["bbox"]["AP"] == log["test_coco_eval_bbox"][0]
+    ckpt = torch.load(trained / "checkpoint.pth", weights_only=True)
+    assert ckpt["epoch"] == 0 and {"model", "optimizer", "lr_scheduler", "rng", "config"} <= set(ckpt)
+    assert ckpt["lr_scheduler"]["last_epoch"] == 1
+
+
+def test_our_ap_equals_pycocotools_on_written_detections(trained, coco_root):
+    log = json.loads((trained / "log.txt").read_text().splitlines()[0])
+    gt = COCO(str(coco_root / "annotations" / "instances_val2017.json"))
+    dets = json.loads((trained / "eval" / "detections_0000.json").read_text())
+    assert len(dets) == 5 * 6  # every query of every val image is a detection
+    E = COCOeval(gt, gt.loadRes(dets), "bbox")
+    E.evaluate()
+    E.accumulate()
+    E.summarize()
+    assert list(E.stats) == pytest.approx(log["test_coco_eval_bbox"], abs=1e-12)
+
+
+def test_eval_resume_reproduces_ap_for_any_batch_size(trained, coco_root, tmp_path):
+    log = json.loads((trained / "log.txt").read_text().splitlines()[0])
+    for bs in ("1", "3"):
+        out = tmp_path / f"eval{bs}"
+        args = [a for a in TINY]
+        args[args.index("--batch_size") + 1] = bs
+        main_module.main(["--coco_path", str(coco_root), "--output_dir", str(out), "--eval",
+                          "--resume", str(trained / "checkpoint.pth"), *args])
+        ev = json.loads((out / "eval" / "eval.json").read_text())
+        assert [ev["bbox"][k] for k in ev["bbox"]] == pytest.approx(log["test_coco_eval_bbox"],
+                                                                   abs=1e-9)
+
+
+def test_resume_continues_optimizer_scheduler_and_epoch(trained, coco_root, tmp_path):
+    out = tmp_path / "resumed"
+    shutil.copytree(trained, out)
+    main_module.main(["--coco_path", str(coco_root), "--output_dir", str(out), "--epochs", "2",
+                      "--lr_drop", "1", "--resume", "auto", *TINY])
+    lines = [json.loads(x) for x in (out / "log.txt").read_text().splitlines()]
+    assert [x["epoch"] for x in lines] == [0, 1]
+    # lr dropped after epoch 0 (lr_drop 1), so epoch 1 trains at 0.1 x lr.
+    assert lines[1]["train_lr"] == pytest.approx(1e-4)
+    ckpt = torch.load(out / "checkpoint.pth", weights_only=True)
+    first = torch.load(trained / "checkpoint.pth", weights_only=True)
+    assert ckpt["epoch"] == 1
+    assert ckpt["optimizer"]["state"][0]["step"] > first["optimizer"]["state"][0]["step"]
+
+
+def test_zip_layout_trains_and_matches_folder(coco_zip_root, coco_root, trained, tmp_path):
+    out = tmp_path / "zip_eval"
+    main_module.main(["--coco_path", str(coco_zip_root), "--output_dir", str(out), "--eval",
+                      "--resume", str(trained / "checkpoint.pth"), *TINY])
+    zipped = json.loads((out / "eval" / "eval.json").read_text())["bbox"]
+    log = json.loads((trained / "log.txt").read_text().splitlines()[0])
+    assert list(zipped.values()) == pytest.approx(log["test_coco_eval_bbox"], abs=1e-9)
+    out2 = tmp_path / "zip_train"
+    main_module.main(["--coco_path", str(coco_zip_root), "--output_dir", str(out2), "--epochs", "1",
+                      *TINY])
+    assert (out2 / "checkpoint.pth").is_file()
+
+
+@pytest.mark.parametrize("preset,epochs,drop", [("detr_r50_irpe_150e", 150, 100),
+                                                ("detr_r50_irpe_300e", 300, 200),
+                                                ("detr_r50_150e", 150, 100)])
+def test_presets_and_schedules(coco_root, preset, epochs, drop):
+    args = parse_args(["--config", str(ROOT / "configs" / f"{preset}.toml"),
+                       "--coco_path", str(coco_root)])
+    assert (args.epochs, args.lr_drop) == (epochs, drop)
+    assert args.enc_rpe2d == ("" if "irpe" not in preset else "rpe-2.0-product-ctx-1-k")
+    # Explicit flags override both the preset and its schedule.
+    args = parse_args(["--config", str(ROOT / "configs" / f"{preset}.toml"), "--epochs", "7",
+                       "--coco_path", str(coco_root)])
+    assert (args.epochs, args.lr_drop) == (7, drop)
+    args = parse_args(["--schedule", "500e", "--coco_path", str(coco_root)])
+    assert (args.epochs, args.lr_drop) == (500, 400)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--epochs", "0"], "--epochs 0"),
+    (["--batch_size", "0"], "--batch_size 0"),
+    (["--backbone", "resnet99"], "resnet99"),
+    (["--enc_rpe2d", "rpe-2-product"], "--enc_rpe2d"),
+    (["--eval"], "--eval needs --resume"),
+    (["--masks"], "--masks"),
+])
+def test_bad_flags_fail_with_one_clear_line(coco_root, argv, message, capsys):
+    with pytest.raises(SystemExit) as err:
+        parse_args(["--coco_path", str(coco_root), *argv])
+    assert err.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_dataset_is_explained(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        parse_args([])
+    assert "--coco_path" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_args(["--coco_path", str(tmp_path)])
+    assert "instances_val2017.json" in capsys.readouterr().err
+
+
+def test_ddp_two_processes_gathers_evaluation(trained, coco_root, tmp_path):
+    """torchrun, 2 CPU processes (gloo): distributed training runs, and distributed
+    evaluation gathers every image once (same AP as one process)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+           "--master_port=29731", str(ROOT / "main.py"), "--coco_path", str(coco_root),
+           "--output_dir", str(out), "--epochs", "1", "--resume", str(trained / "checkpoint.pth"),
+           "--eval", *TINY[:-2]]  # without --threads: one thread per process
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    ev = json.loads((out / "eval" / "eval.json").read_text())
+    log = json.loads((trained / "log.txt").read_text().splitlines()[0])
+    assert list(ev["bbox"].values()) == pytest.approx(log["test_coco_eval_bbox"], abs=1e-9)
+    dets = json.loads((out / "eval" / "detections_eval.json").read_text())
+    assert len(dets) == 5 * 6  # 5 images, padded sampler duplicates removed
+    # Distributed training: one epoch with gradient sync.
+    train_cmd = [c for c in cmd if c != "--eval"]
+    k = train_cmd.index("--resume")
+    del train_cmd[k : k + 2]
+    train_cmd[train_cmd.index("--output_dir") + 1] = str(tmp_path / "ddp_train")
+    res = subprocess.run(train_cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (tmp_path / "ddp_train" / "checkpoint.pth").is_file()
