@@ -131,10 +131,15 @@ def _attn_from_case(case, backend):
     return attn.eval()
 
 
-@pytest.mark.parametrize("backend", ["explicit", "auto"])
+@pytest.mark.parametrize("backend", ["explicit", "auto", "sdpa", "fused"])
 def test_attention_matches_official_golden(golden, backend):
     assert len(golden) == 16
     for key, case in golden.items():
+        cfg = parse_irpe(case["config"])
+        if backend == "sdpa" and "v" in cfg.rpe_on:
+            continue
+        if backend == "fused" and (cfg.rpe_on != "k" or cfg.mode != "ctx" or cfg.method == "cross"):
+            continue
         attn = _attn_from_case(case, backend)
         out = attn(
             case["query"], case["key"], case["value"], case["key_padding_mask"], (case["h"], case["w"])
@@ -208,7 +213,7 @@ def test_table_gradients_gradcheck(config):
     assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("backend", ["explicit", "sdpa"])
+@pytest.mark.parametrize("backend", ["explicit", "sdpa", "fused"])
 def test_no_irpe_equals_torch_multihead_attention(backend):
     torch.manual_seed(0)
     E, H, L, S, B = 32, 4, 7, 11, 3
@@ -222,11 +227,15 @@ def test_no_irpe_equals_torch_multihead_attention(backend):
     torch.testing.assert_close(ours(q, k, v, mask), expected, rtol=1e-5, atol=1e-6)
 
 
-def test_backends_agree_on_gradients():
+@pytest.mark.parametrize("config,backend", [("rpe-2.0-product-ctx-1-qk", "sdpa"),
+                                            ("rpe-2.0-product-ctx-1-k", "fused"),
+                                            ("rpe-1.9-euc-ctx-0-k", "fused"),
+                                            ("", "fused"), ("", "sdpa")])
+def test_backends_agree_on_gradients(config, backend):
     torch.manual_seed(1)
-    cfg = parse_irpe("rpe-2.0-product-ctx-1-qk")
+    cfg = parse_irpe(config)
     a = IRPEMultiheadAttention(16, 2, 0.0, cfg, backend="explicit").double()
-    b = IRPEMultiheadAttention(16, 2, 0.0, cfg, backend="sdpa").double()
+    b = IRPEMultiheadAttention(16, 2, 0.0, cfg, backend=backend).double()
     with torch.no_grad():
         for p in a.parameters():
             p.normal_()
@@ -247,3 +256,40 @@ def test_irpe_needs_feature_map_size():
         attn(x, x, x, None, None)
     with pytest.raises(ValueError, match="hw"):
         attn(x, x, x, None, (5, 5))
+
+
+def test_fused_dropout_matches_explicit_dropout_pattern():
+    """With dropout, the fused backward must use the same keep-mask as its forward:
+    compare with autograd on the same mask (captured by seeding)."""
+    from detr_irpe.models.fused_attention import fused_attention
+
+    torch.manual_seed(0)
+    B, H, L, d, n = 2, 2, 12, 4, 81
+    q, k, v = (torch.randn(B, H, L, d, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    T = torch.randn(B, H, L, n, dtype=torch.float64, requires_grad=True)
+    ids = bucket_ids("product", 2.0, 3, 4)
+    pad = torch.zeros(B, L, dtype=torch.bool)
+    pad[1, -2:] = True
+    torch.manual_seed(7)
+    out = fused_attention(q, k, v, T, ids, pad, 0.3)
+    grads = torch.autograd.grad(out.square().sum(), (q, k, v, T))
+    torch.manual_seed(7)
+    logits = q @ k.transpose(-2, -1) + torch.gather(T, -1, ids.expand(B, H, L, L))
+    logits = logits.masked_fill(pad[:, None, None, :], float("-inf"))
+    attn, _ = torch.native_dropout(logits.softmax(-1), 0.3, True)
+    ref = attn @ v
+    torch.testing.assert_close(out, ref)
+    for g, r in zip(grads, torch.autograd.grad(ref.square().sum(), (q, k, v, T))):
+        torch.testing.assert_close(g, r)
+
+
+def test_fused_gradcheck_float64():
+    from detr_irpe.models.fused_attention import fused_attention
+
+    torch.manual_seed(0)
+    B, H, L, d = 1, 2, 6, 3
+    ids = bucket_ids("product", 1.9, 2, 3)
+    q, k, v = (torch.randn(B, H, L, d, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    T = torch.randn(B, H, L, 49, dtype=torch.float64, requires_grad=True)
+    pad = torch.tensor([[False, False, False, False, True, True]])
+    assert torch.autograd.gradcheck(lambda *a: fused_attention(*a, ids, pad, 0.0), (q, k, v, T))

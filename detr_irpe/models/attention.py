@@ -11,9 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .irpe import IRPEConfig, build_tables
+from .fused_attention import fused_attention
+from .irpe import IRPEConfig, RelativePositionTable, build_tables
 
-BACKENDS = ("auto", "sdpa", "explicit")
+BACKENDS = ("auto", "fused", "sdpa", "explicit")
 
 
 class IRPEMultiheadAttention(nn.Module):
@@ -23,10 +24,17 @@ class IRPEMultiheadAttention(nn.Module):
     out = attn v + RPE_V;  then ``out_proj``.  With ``irpe=None`` this is exactly
     ``nn.MultiheadAttention`` (without its rarely used options).
 
-    ``backend``: ``"explicit"`` writes the attention out (needed for RPE_V, which uses
-    the attention weights); ``"sdpa"`` hands the iRPE terms and the padding to
-    ``F.scaled_dot_product_attention`` as an additive mask; ``"auto"`` picks sdpa
-    whenever it applies.
+    ``backend``:
+
+    - ``"fused"``: :mod:`.fused_attention`, the iRPE-K table lookup folded into the
+      attention's own forward/backward; for plain attention and contextual iRPE on keys
+      (the paper's detector) with product, euc or quant buckets;
+    - ``"sdpa"``: the iRPE terms and the padding go to ``F.scaled_dot_product_attention``
+      as one additive mask (memory-efficient kernels on CUDA); not for RPE_V;
+    - ``"explicit"``: attention written out with autograd (any configuration);
+    - ``"auto"`` (default): fused on CPU where it applies, else sdpa, else explicit.
+
+    All backends compute the same function (tests compare each with a float64 reference).
     """
 
     def __init__(
@@ -99,6 +107,24 @@ class IRPEMultiheadAttention(nn.Module):
         v = self._split_heads(value, w_v, b_v)  # (B, H, Lk, d)
         p = self.dropout if self.training else 0.0
 
+        fusable = rpe_q is None and rpe_v is None and (
+            rpe_k is None or (isinstance(rpe_k, RelativePositionTable) and rpe_k.cfg.mode == "ctx")
+        )
+        backend = self.backend
+        if backend == "auto":
+            if fusable and q.device.type == "cpu":
+                backend = "fused"
+            else:
+                backend = "explicit" if rpe_v is not None else "sdpa"
+        if backend == "fused":
+            if not fusable:
+                raise ValueError("backend 'fused' handles plain attention and ctx iRPE on keys "
+                                 "(product/euc/quant) only; use 'explicit' or 'auto'")
+            table, ids = rpe_k.context_table(q, h, w) if rpe_k is not None else (None, None)
+            out = fused_attention(q, k, v, table, ids, key_padding_mask, p)
+            Lq, B = query.shape[:2]
+            return self.out_proj(out.permute(2, 0, 1, 3).reshape(Lq, B, self.embed_dim))
+
         # Additive terms on the logits, (B or 1, H or 1, Lq, Lk).
         extra = None
         if rpe_k is not None:
@@ -107,10 +133,9 @@ class IRPEMultiheadAttention(nn.Module):
             term = rpe_q.logits(k * self.scale, h, w).transpose(-2, -1)
             extra = term if extra is None else extra + term
 
-        use_sdpa = rpe_v is None and self.backend != "explicit"
-        if self.backend == "sdpa" and rpe_v is not None:
+        if backend == "sdpa" and rpe_v is not None:
             raise ValueError("backend 'sdpa' cannot compute iRPE on values; use 'explicit'")
-        if use_sdpa:
+        if backend == "sdpa":
             mask = extra
             if key_padding_mask is not None:
                 pad = torch.zeros(

@@ -300,6 +300,11 @@ class RelativePositionTable(nn.Module):
         table = torch.matmul(x, self.lookup_table_weight.unsqueeze(0))  # (B, H, L, n)
         return lookup(table, bmap)
 
+    def context_table(self, x: Tensor, h: int, w: int) -> tuple[Tensor, Tensor]:
+        """For ctx mode: T = x W, (B, H, L, n_buckets), and the (L, L) bucket ids, so that
+        the logits term is ``gather(T, -1, ids)`` (what :meth:`logits` computes)."""
+        return torch.matmul(x, self.lookup_table_weight.unsqueeze(0)), self._map(h, w, x).ids
+
     def values(self, attn: Tensor, h: int, w: int) -> Tensor:
         """Term added to the attention output (for the v table).
 
