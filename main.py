@@ -5,6 +5,12 @@
     python main.py --eval --resume checkpoint.pth --coco_path ./coco_data
 """
 
+import os
+
+# Huge pages for PyTorch's CPU allocator: read once, at torch's first allocation, so it
+# must be set before torch is imported (see detr_irpe/runtime.py).
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
 import sys
 
 from detr_irpe.options import parse_args

@@ -33,6 +33,7 @@ from .distributed import DistInfo, barrier, cleanup, init_distributed
 from .engine import evaluate, train_one_epoch
 from .evaluation import STAT_NAMES, CocoEvaluator, format_per_category, format_stats
 from .models.detr import build_detr
+from .runtime import available_cores, configure_cpu
 
 
 def build_datasets(args) -> tuple[CocoDetection | None, CocoDetection]:
@@ -95,6 +96,10 @@ def _resolve_resume(args) -> str:
     return str(latest) if latest.is_file() else ""
 
 
+def _local_processes(info: DistInfo) -> int:
+    return int(os.environ.get("LOCAL_WORLD_SIZE", info.world_size if info.enabled else 1))
+
+
 def _device(args, info: DistInfo) -> torch.device:
     name = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -154,8 +159,10 @@ def run(args) -> dict:
 
 def _run(args, info: DistInfo) -> dict:
     device = _device(args, info)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if device.type == "cpu":
+        # Processes sharing one machine split its cores.
+        per_process = max(1, available_cores() // max(1, _local_processes(info)))
+        configure_cpu(args.threads or per_process)
     seed = args.seed + info.rank
     torch.manual_seed(seed)
     np.random.seed(seed)

@@ -1,0 +1,32 @@
+"""CPU settings that matter for speed, applied by the project itself.
+
+- threads: torch uses one intra-op thread per core this process may run on
+  (``os.sched_getaffinity``; ``--threads`` overrides);
+- transparent huge pages for PyTorch's CPU allocator (``THP_MEM_ALLOC_ENABLE=1``), which
+  cuts the page-fault time of every fresh large buffer (a 58 MB L x L attention buffer:
+  about 4x faster to fill).  PyTorch reads the variable once, at its first CPU
+  allocation, so ``main.py`` and ``tools/benchmark.py`` set it before importing torch;
+  from your own Python code, export it in the shell;
+- the frozen-BN ResNet is left in the default (contiguous) memory format: channels-last
+  was measured slower for this model on CPU (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def configure_cpu(threads: int | None = None) -> dict:
+    """Apply the CPU settings above; returns what was set."""
+    n = threads or available_cores()
+    torch.set_num_threads(n)
+    return {"threads": n, "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE", "unset")}

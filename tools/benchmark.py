@@ -1,0 +1,271 @@
+"""Speed and memory of iRPE, measured side by side in one run.
+
+    python tools/benchmark.py                 # everything (a few minutes on 2 CPU cores)
+    python tools/benchmark.py --quick         # attention only
+    python tools/benchmark.py --device cuda   # the same on a GPU
+
+Prints a table of ratios and writes the raw figures to ``--json``
+(default ``output/benchmark.json``).  Sections:
+
+1. encoder self-attention forward+backward at DETR's COCO shape (batch 2, 8 heads,
+   d_model 256, 25 x 38 map, padding mask, dropout 0.1, train mode): plain attention vs
+   iRPE-K and other iRPE variants, each backend;
+2. a full DETR-R50 training step (forward, matching, losses, backward, AdamW step) on two
+   images of 800 x 1066 and 800 x 1201, with and without iRPE-K; batch-1 inference;
+3. FLOPs of that training step (torch.utils.flop_counter) and the achieved FLOP/s as a
+   fraction of this machine's matrix-multiply peak, measured in the same run;
+4. peak memory of the training step (resident set size of a fresh process on CPU,
+   ``torch.cuda.max_memory_allocated`` on GPU).
+
+Each timing is the median of several repetitions after warm-up, with the variants
+interleaved so that background load affects them alike.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Huge pages for PyTorch's CPU allocator: read once, at torch's first allocation, so it
+# must be set before torch is imported (see detr_irpe/runtime.py).
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from detr_irpe import build_detr  # noqa: E402
+from detr_irpe.models.attention import IRPEMultiheadAttention  # noqa: E402
+from detr_irpe.models.irpe import parse_irpe  # noqa: E402
+from detr_irpe.runtime import configure_cpu  # noqa: E402
+
+IMAGE_SIZES = [(800, 1066), (800, 1201)]
+IRPE_K = "rpe-2.0-product-ctx-1-k"
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def interleaved(fns: dict, reps: int, device) -> dict[str, list[float]]:
+    """Run every fn once to warm up, then ``reps`` rounds of all of them in turn."""
+    times = {name: [] for name in fns}
+    for fn in fns.values():
+        fn()
+    for _ in range(reps):
+        for name, fn in fns.items():
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def attention_section(device, reps: int) -> dict:
+    torch.manual_seed(0)
+    h, w, B, E, H = 25, 38, 2, 256, 8
+    L = h * w
+    src = torch.randn(L, B, E, device=device)
+    pos = torch.randn(L, B, E, device=device)
+    mask = torch.zeros(B, L, dtype=torch.bool, device=device)
+    mask[1].view(h, w)[:, 30:] = True  # the second image is narrower: padding on the right
+    variants = {
+        "plain": ("", "auto"),
+        "irpe-k (auto)": (IRPE_K, "auto"),
+        "irpe-k (explicit)": (IRPE_K, "explicit"),
+        "irpe-k (sdpa)": (IRPE_K, "sdpa"),
+        "rpe-2.0-product-bias-1-k": ("rpe-2.0-product-bias-1-k", "auto"),
+        "rpe-2.0-product-ctx-1-qkv": ("rpe-2.0-product-ctx-1-qkv", "auto"),
+        "rpe-2.0-cross-ctx-1-k": ("rpe-2.0-cross-ctx-1-k", "auto"),
+        "rpe-2.0-euc-ctx-1-k": ("rpe-2.0-euc-ctx-1-k", "auto"),
+    }
+    fns = {}
+    for name, (cfg, backend) in variants.items():
+        attn = IRPEMultiheadAttention(E, H, 0.1, parse_irpe(cfg), backend=backend).to(device)
+        with torch.no_grad():
+            for pname, p in attn.named_parameters():
+                if "rpe_" in pname:
+                    p.normal_(0, 0.1)
+        attn.train()
+        qk = (src + pos).requires_grad_()
+        value = src.clone().requires_grad_()
+
+        def step(attn=attn, qk=qk, value=value):
+            attn(qk, qk, value, mask, (h, w)).sum().backward()
+
+        fns[name] = step
+    times = interleaved(fns, reps, device)
+    base = statistics.median(times["plain"])
+    return {name: {"median_s": statistics.median(t), "ratio": statistics.median(t) / base,
+                   "all_s": t} for name, t in times.items()}
+
+
+def _model(enc: str, device):
+    torch.manual_seed(0)
+    model, criterion, post = build_detr(enc_rpe2d=enc, pretrained_backbone="none")
+    return model.to(device), criterion.to(device), post
+
+
+def _batch(device):
+    g = torch.Generator().manual_seed(0)
+    images = [torch.randn(3, h, w, generator=g).to(device) for h, w in IMAGE_SIZES]
+    targets = [{"labels": torch.tensor([1, 17, 40], device=device),
+                "boxes": torch.tensor([[0.3, 0.4, 0.2, 0.3], [0.6, 0.5, 0.3, 0.2],
+                                       [0.5, 0.5, 0.8, 0.9]], device=device)}
+               for _ in images]
+    return images, targets
+
+
+def _train_step_fn(model, criterion, device):
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-4)
+    images, targets = _batch(device)
+    model.train()
+
+    def step():
+        losses = criterion(model(images), targets)
+        loss = sum(losses[k] * v for k, v in criterion.weight_dict.items())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 0.1)
+        optimizer.step()
+
+    return step
+
+
+def model_section(device, reps: int) -> dict:
+    train_fns, infer_fns = {}, {}
+    for name, enc in (("plain", ""), ("irpe-k", IRPE_K)):
+        model, criterion, _ = _model(enc, device)
+        train_fns[name] = _train_step_fn(model, criterion, device)
+        infer = _model(enc, device)[0].eval()
+        image = [_batch(device)[0][0]]
+
+        def forward(infer=infer, image=image):
+            with torch.no_grad():
+                infer(image)
+
+        infer_fns[name] = forward
+    train = interleaved(train_fns, reps, device)
+    infer = interleaved(infer_fns, reps + 2, device)
+    out = {}
+    for label, times in (("train_step", train), ("inference_batch1", infer)):
+        base = statistics.median(times["plain"])
+        out[label] = {name: {"median_s": statistics.median(t), "ratio": statistics.median(t) / base,
+                             "all_s": t} for name, t in times.items()}
+    return out
+
+
+def matmul_peak(device) -> float:
+    """Best FLOP/s of a large float32 matrix product on this device."""
+    n = 2048 if device.type == "cpu" else 8192
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    best = 0.0
+    for _ in range(5):
+        _sync(device)
+        start = time.perf_counter()
+        a @ b
+        _sync(device)
+        best = max(best, 2 * n**3 / (time.perf_counter() - start))
+    return best
+
+
+def flops_section(device, step_seconds: dict) -> dict:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    out = {"matmul_peak_flops": matmul_peak(device)}
+    for name, enc in (("plain", ""), ("irpe-k", IRPE_K)):
+        model, criterion, _ = _model(enc, device)
+        step = _train_step_fn(model, criterion, device)
+        counter = FlopCounterMode(display=False)
+        with counter:
+            step()
+        flops = counter.get_total_flops()
+        achieved = flops / step_seconds[name]
+        out[name] = {"train_step_flops": flops, "achieved_flops": achieved,
+                     "fraction_of_peak": achieved / out["matmul_peak_flops"]}
+    return out
+
+
+def memory_of_step(enc: str, device: str) -> float:
+    """Peak memory (bytes) of one training step in a fresh process."""
+    code = (
+        "import sys, resource, torch; sys.path.insert(0, %r); "
+        "from tools.benchmark import _model, _train_step_fn; "
+        "from detr_irpe.runtime import configure_cpu; configure_cpu(); "
+        "dev = torch.device(%r); m, c, _ = _model(%r, dev); s = _train_step_fn(m, c, dev); s(); s(); "
+        "print(torch.cuda.max_memory_allocated() if dev.type == 'cuda' else "
+        "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)"
+    ) % (str(Path(__file__).resolve().parents[1]), device, enc)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(res.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--reps", type=int, default=5, help="timed rounds per variant")
+    parser.add_argument("--quick", action="store_true", help="attention section only")
+    parser.add_argument("--json", default="output/benchmark.json")
+    args = parser.parse_args(argv)
+    settings = configure_cpu()
+    device = torch.device(args.device)
+    report = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus",
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "cpu_settings": settings,
+        "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
+    }
+    print(f"# {report['date']}  {report['machine']}  device {report['device']}  "
+          f"torch {report['torch']}  threads {torch.get_num_threads()}")
+
+    attn = attention_section(device, args.reps * 2)
+    report["attention"] = attn
+    print("\n## Encoder self-attention fwd+bwd, B=2, 8 heads, d=256, 25x38, padded, train")
+    print(f"{'variant':32s} {'median ms':>10s} {'x plain':>8s}")
+    for name, r in attn.items():
+        print(f"{name:32s} {r['median_s'] * 1e3:10.1f} {r['ratio']:8.3f}")
+
+    if not args.quick:
+        model = model_section(device, args.reps)
+        report.update(model)
+        print("\n## DETR-R50, two images 800x1066 + 800x1201")
+        print(f"{'':28s} {'plain s':>9s} {'iRPE-K s':>9s} {'ratio':>7s}")
+        for label in ("train_step", "inference_batch1"):
+            p, k = model[label]["plain"]["median_s"], model[label]["irpe-k"]["median_s"]
+            print(f"{label:28s} {p:9.3f} {k:9.3f} {k / p:7.3f}")
+        fl = flops_section(device, {n: model["train_step"][n]["median_s"]
+                                    for n in ("plain", "irpe-k")})
+        report["flops"] = fl
+        print(f"\nmatmul peak {fl['matmul_peak_flops'] / 1e9:.1f} GFLOP/s")
+        for n in ("plain", "irpe-k"):
+            print(f"{n:8s} train step {fl[n]['train_step_flops'] / 1e9:8.1f} GFLOP, achieved "
+                  f"{fl[n]['achieved_flops'] / 1e9:6.1f} GFLOP/s = "
+                  f"{fl[n]['fraction_of_peak']:.2f} of peak")
+        mem = {n: memory_of_step(enc, args.device) for n, enc in (("plain", ""), ("irpe-k", IRPE_K))}
+        report["peak_memory_bytes"] = mem
+        print(f"peak memory of the training step: plain {mem['plain'] / 2**30:.2f} GiB, "
+              f"iRPE-K {mem['irpe-k'] / 2**30:.2f} GiB ({mem['irpe-k'] / mem['plain']:.3f} x)")
+
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1))
+    print(f"\nraw figures: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
