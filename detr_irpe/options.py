@@ -56,8 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--nheads", type=int, default=8)
     a("--num_queries", type=int, default=100)
     a("--pre_norm", action="store_true")
-    a("--enc_rpe2d", default=PAPER_IRPE,
-      help="iRPE of the encoder: rpe-{ratio}-{method}-{mode}-{shared_head}-{rpe_on}; '' = off")
+    a("--enc_rpe2d", default=None,
+      help="iRPE of the encoder: rpe-{ratio}-{method}-{mode}-{shared_head}-{rpe_on}; '' = off "
+           f"(default {PAPER_IRPE}, or the --finetune_from checkpoint's)")
     a("--num_classes", type=int, default=None,
       help="largest label + 1; default: 91 for COCO, derived from the data for custom sets")
     # Loss.
@@ -95,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     a("--eval_every", type=int, default=1, help="evaluate every N epochs (and after the last)")
     a("--max_bad_steps", type=int, default=10,
       help="stop after this many consecutive non-finite steps")
+    a("--finetune_from", default=None,
+      help="start from this checkpoint (official DETR, DETR-with-iRPE or ours): every tensor "
+           "whose name and shape fit is loaded, the class head is re-initialised")
+    a("--finetune_reset_queries", action="store_true",
+      help="with --finetune_from, also re-initialise the query embeddings")
     a("--trust_checkpoint", action="store_true",
       help="allow arbitrary pickled objects in --resume files (only for files you trust)")
     a("--threads", type=int, default=None, help="CPU threads for torch (default: all cores)")
@@ -172,10 +178,17 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         err(f"--num_classes {args.num_classes}: must be >= 1 (largest label + 1)")
     if args.dilation and args.backbone in ("resnet18", "resnet34"):
         err(f"--dilation needs --backbone resnet50 or resnet101, not {args.backbone}")
+    args.enc_rpe2d_given = args.enc_rpe2d is not None
+    if args.enc_rpe2d is None:
+        args.enc_rpe2d = PAPER_IRPE
     try:
         parse_irpe(args.enc_rpe2d)
     except ValueError as e:
         err(str(e))
+    if args.finetune_from and not os.path.isfile(args.finetune_from):
+        err(f"--finetune_from {args.finetune_from}: no such file")
+    if args.finetune_from and args.eval:
+        err("--finetune_from starts a training run; to evaluate a checkpoint use --eval --resume")
     custom = [args.train_json, args.train_images, args.val_json, args.val_images]
     if any(custom):
         if not (args.val_json and args.val_images):

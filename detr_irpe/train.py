@@ -33,6 +33,7 @@ from .distributed import DistInfo, barrier, cleanup, init_distributed
 from .engine import evaluate, train_one_epoch
 from .evaluation import STAT_NAMES, CocoEvaluator, format_per_category, format_stats
 from .models.detr import build_detr
+from .models.irpe import parse_irpe
 from .runtime import available_cores, configure_cpu
 
 
@@ -68,6 +69,36 @@ def model_options(args, val: CocoDetection) -> dict:
             f"--num_classes out for custom data, it is derived from the JSON"
         )
     return opts
+
+
+def finetune_state(model: torch.nn.Module, source: dict, reset_queries: bool) -> dict:
+    """Copy from ``source`` every tensor whose name and shape fit ``model``, except the
+    class head (always re-initialised: the classes differ) and, optionally, the query
+    embeddings.  Returns a report: kept / reinitialised / mismatched / unused names."""
+    target = model.state_dict()
+    fresh = ("class_embed.",) + (("query_embed.",) if reset_queries else ())
+    kept, mismatched = [], []
+    for name, tensor in source.items():
+        if name not in target or name.startswith(fresh):
+            continue
+        if target[name].shape == tensor.shape:
+            target[name] = tensor
+            kept.append(name)
+        else:
+            mismatched.append(f"{name} {tuple(tensor.shape)} -> {tuple(target[name].shape)}")
+    model.load_state_dict(target, strict=True)
+    reinit = sorted(set(target) - set(kept))
+    unused = sorted(set(source) - set(target))
+    return {"kept": kept, "reinitialised": reinit, "mismatched": mismatched, "unused": unused}
+
+
+def _print_finetune(report: dict, path: str) -> None:
+    print(f"fine-tuning from {path}: kept {len(report['kept'])} tensors, re-initialised "
+          f"{len(report['reinitialised'])}: {', '.join(report['reinitialised'])}")
+    if report["mismatched"]:
+        print(f"  shape mismatch (re-initialised): {'; '.join(report['mismatched'])}")
+    if report["unused"]:
+        print(f"  not in the new model (ignored): {', '.join(report['unused'])}")
 
 
 def _rng_state() -> dict:
@@ -191,8 +222,25 @@ def _run(args, info: DistInfo) -> dict:
                           f"(options said {opts.get(key)!r})")
                 opts[key] = stored[key]
         opts["pretrained_backbone"] = "none"  # the checkpoint carries the backbone
+    source = None
+    if args.finetune_from and ckpt is None:
+        source = load_checkpoint(args.finetune_from, trust=args.trust_checkpoint)
+        theirs = source.options.get("enc_rpe2d", "")
+        if not args.enc_rpe2d_given:
+            opts["enc_rpe2d"] = theirs
+        elif parse_irpe(theirs) != parse_irpe(args.enc_rpe2d):
+            raise ValueError(
+                f"--finetune_from {args.finetune_from} was trained with --enc_rpe2d "
+                f"{theirs!r} but this run asks for {args.enc_rpe2d!r}; leave --enc_rpe2d out "
+                f"to use the checkpoint's, or pass the same value"
+            )
+        opts["pretrained_backbone"] = "none"  # the checkpoint carries the backbone
     config = DETRConfig.from_options(opts, strict=False)
     model, criterion, post = build_detr(config)
+    if source is not None:
+        report = finetune_state(model, source.model, args.finetune_reset_queries)
+        if info.is_main:
+            _print_finetune(report, args.finetune_from)
     model.to(device)
     criterion.to(device)
     n_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -294,6 +342,7 @@ def _run(args, info: DistInfo) -> dict:
                     "label_to_category_id": val.label_to_category_id,
                     "category_names": val.category_names,
                     "rng": _rng_state(),
+                    "finetuned_from": args.finetune_from,
                 }
                 if scaler is not None:
                     state["scaler"] = scaler.state_dict()

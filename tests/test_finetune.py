@@ -1,0 +1,102 @@
+"""Fine-tuning a COCO-style checkpoint on custom data with arbitrary category ids."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import detr_irpe
+import main as main_module
+from detr_irpe.data.shapes import generate_shapes_dataset
+from detr_irpe.train import finetune_state
+
+SMALL = dict(backbone="resnet18", hidden_dim=32, nheads=2, enc_layers=1, dec_layers=2,
+             dim_feedforward=32, num_queries=6, pretrained_backbone="none")
+FLAGS = ["--backbone", "resnet18", "--hidden_dim", "32", "--nheads", "2", "--enc_layers", "1",
+         "--dec_layers", "2", "--dim_feedforward", "32", "--num_queries", "6",
+         "--train_scales", "64", "--max_size", "96", "--val_size", "64", "--batch_size", "2",
+         "--num_workers", "0", "--device", "cpu", "--epochs", "1", "--threads", "2"]
+IDS = {1: 7, 2: 42, 3: 99}
+
+
+@pytest.fixture(scope="module")
+def custom_set(tmp_path_factory):
+    """The shapes set with category ids remapped to {7, 42, 99}."""
+    root = tmp_path_factory.mktemp("custom")
+    generate_shapes_dataset(root, num_train=4, num_val=3, image_size=64, seed=5)
+    for split in ("train", "val"):
+        path = root / "annotations" / f"instances_{split}.json"
+        data = json.loads(path.read_text())
+        for c in data["categories"]:
+            c["id"] = IDS[c["id"]]
+        for a in data["annotations"]:
+            a["category_id"] = IDS[a["category_id"]]
+        path.write_text(json.dumps(data))
+    return root
+
+
+@pytest.fixture(scope="module")
+def coco_checkpoint(tmp_path_factory):
+    """A 91-class checkpoint with iRPE-K, as an official one would be (args Namespace)."""
+    import argparse
+
+    torch.manual_seed(0)
+    model, _, _ = detr_irpe.build_detr(num_classes=91, enc_rpe2d="rpe-1.9-product-ctx-1-k", **SMALL)
+    path = tmp_path_factory.mktemp("coco_ckpt") / "coco.pth"
+    torch.save({"model": model.state_dict(),
+                "args": argparse.Namespace(enc_rpe2d="rpe-1.9-product-ctx-1-k", **SMALL)}, path)
+    return path
+
+
+def _data_flags(root: Path):
+    return ["--train_json", str(root / "annotations" / "instances_train.json"),
+            "--train_images", str(root / "train"),
+            "--val_json", str(root / "annotations" / "instances_val.json"),
+            "--val_images", str(root / "val")]
+
+
+def test_finetune_state_keeps_fitting_tensors_and_resets_head():
+    src, _, _ = detr_irpe.build_detr(num_classes=91, enc_rpe2d="", **SMALL)
+    dst, _, _ = detr_irpe.build_detr(num_classes=3, enc_rpe2d="", **SMALL)
+    before_head = dst.class_embed.weight.clone()
+    report = finetune_state(dst, src.state_dict(), reset_queries=True)
+    assert "class_embed.weight" in report["reinitialised"]
+    assert "query_embed.weight" in report["reinitialised"]
+    assert torch.equal(dst.class_embed.weight, before_head)
+    for name in ("transformer.encoder.layers.0.linear1.weight", "backbone.0.body.conv1.weight",
+                 "bbox_embed.layers.2.bias"):
+        assert name in report["kept"]
+        assert torch.equal(dst.state_dict()[name], src.state_dict()[name])
+
+
+def test_finetune_end_to_end_with_arbitrary_ids(custom_set, coco_checkpoint, tmp_path, capsys):
+    out = tmp_path / "ft"
+    main_module.main([*_data_flags(custom_set), "--finetune_from", str(coco_checkpoint),
+                      "--output_dir", str(out), *FLAGS])
+    printed = capsys.readouterr().out
+    assert "re-initialised" in printed and "class_embed.weight" in printed
+    assert "rpe-1.9-product-ctx-1-k" in printed  # the checkpoint's iRPE was used
+    ckpt = torch.load(out / "checkpoint.pth", weights_only=True)
+    assert ckpt["model"]["class_embed.weight"].shape[0] == 4  # 3 classes + no-object
+    assert ckpt["label_to_category_id"] == {0: 7, 1: 42, 2: 99}
+    assert set(ckpt["category_names"]) == {7, 42, 99}
+    assert ckpt["finetuned_from"] == str(coco_checkpoint)
+    dets = json.loads((out / "eval" / "detections_0000.json").read_text())
+    assert dets and {d["category_id"] for d in dets} <= {7, 42, 99}
+    ev = json.loads((out / "eval" / "0000.json").read_text())
+    assert set(ev["per_category_AP"]) == {"7", "42", "99"}
+    assert ev["category_names"] == {"7": "circle", "42": "square", "99": "triangle"}
+
+
+def test_finetune_irpe_mismatch_is_an_error(custom_set, coco_checkpoint, tmp_path):
+    with pytest.raises(ValueError, match="rpe-1.9-product-ctx-1-k.*rpe-2.0-product-ctx-1-k"):
+        main_module.main([*_data_flags(custom_set), "--finetune_from", str(coco_checkpoint),
+                          "--enc_rpe2d", "rpe-2.0-product-ctx-1-k",
+                          "--output_dir", str(tmp_path / "bad"), *FLAGS])
+
+
+def test_custom_num_classes_conflict_is_explained(custom_set, tmp_path):
+    with pytest.raises(ValueError, match="derived from the JSON"):
+        main_module.main([*_data_flags(custom_set), "--num_classes", "91", "--pretrained_backbone",
+                          "none", "--output_dir", str(tmp_path / "nc"), *FLAGS])
