@@ -13,13 +13,17 @@ os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 import sys
 
+from detr_irpe.engine import TrainingInterrupted
 from detr_irpe.options import parse_args
-from detr_irpe.train import run
+from detr_irpe.train import EXIT_INTERRUPTED, run
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    run(args)
+    try:
+        run(args)
+    except TrainingInterrupted:
+        return EXIT_INTERRUPTED  # checkpoint saved: run again with --resume auto
     return 0
 
 

@@ -72,6 +72,15 @@ def _autocast(device: torch.device, amp: str):
     return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
+class TrainingInterrupted(Exception):
+    """Raised at a step boundary after a stop was requested (SIGTERM/SIGINT)."""
+
+    def __init__(self, epoch: int, steps_done: int):
+        super().__init__(f"interrupted in epoch {epoch} after {steps_done} steps")
+        self.epoch = epoch
+        self.steps_done = steps_done
+
+
 def train_one_epoch(
     model: nn.Module,
     criterion: nn.Module,
@@ -86,6 +95,8 @@ def train_one_epoch(
     max_bad_steps: int = 10,
     print_freq: int = 10,
     verbose: bool = True,
+    first_step: int = 0,
+    should_stop=None,
 ) -> dict[str, float]:
     """Train for one pass over ``loader``.  Returns the epoch's mean of ``loss`` (the
     weighted total), every weighted loss term, the unweighted ones (``*_unscaled``),
@@ -93,17 +104,22 @@ def train_one_epoch(
 
     A step whose loss or gradient is not finite is skipped (no update) and reported with
     its image ids; ``max_bad_steps`` of them in a row stop training.
+
+    ``first_step``: steps of this epoch already done (``loader`` yields the rest), after
+    an interruption.  ``should_stop()`` is asked after every optimizer step; when it says
+    yes, :class:`TrainingInterrupted` is raised with the number of steps done.
     """
     model.train()
     criterion.train()
     weights = criterion.weight_dict
     stats = Averages()
-    progress = Progress(f"Epoch {epoch}", len(loader), print_freq, enabled=verbose)
+    total_steps = first_step + len(loader)
+    progress = Progress(f"Epoch {epoch}", total_steps, print_freq, enabled=verbose)
     bad_in_a_row = 0
     optimizer.zero_grad(set_to_none=True)
-    for step, (images, targets) in enumerate(loader):
+    for step, (images, targets) in enumerate(loader, start=first_step):
         images, targets = _to_device(images, targets, device)
-        last_micro = (step + 1) % accum_steps == 0 or step + 1 == len(loader)
+        last_micro = (step + 1) % accum_steps == 0 or step + 1 == total_steps
         sync = nullcontext()
         if not last_micro and hasattr(model, "no_sync"):
             sync = model.no_sync()
@@ -130,6 +146,8 @@ def train_one_epoch(
                 else:
                     optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+        if last_micro and should_stop is not None and should_stop():
+            raise TrainingInterrupted(epoch, step + 1)
         if not finite:
             bad_in_a_row += 1
             ids = [int(t["image_id"]) for t in targets if "image_id" in t]

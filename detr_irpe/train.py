@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import time
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import DETRConfig
 from .data import CocoDetection, build_coco, collate_fn, make_transforms
 from .distributed import DistInfo, barrier, cleanup, init_distributed
-from .engine import evaluate, train_one_epoch
+from .engine import TrainingInterrupted, evaluate, train_one_epoch
 from .evaluation import STAT_NAMES, CocoEvaluator, format_per_category, format_stats
 from .models.detr import build_detr
 from .models.irpe import parse_irpe
@@ -99,6 +100,61 @@ def _print_finetune(report: dict, path: str) -> None:
         print(f"  shape mismatch (re-initialised): {'; '.join(report['mismatched'])}")
     if report["unused"]:
         print(f"  not in the new model (ignored): {', '.join(report['unused'])}")
+
+
+# Exit code of a run stopped by SIGTERM/SIGINT after saving its checkpoint (EX_TEMPFAIL):
+# run it again with --resume auto.
+EXIT_INTERRUPTED = 75
+
+
+class StopRequest:
+    """Turns SIGTERM/SIGINT into a request honoured at the next step boundary; all
+    processes agree (a MAX all-reduce) so that they stop at the same step."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame):
+        if self.requested:  # a second signal: stop now
+            raise KeyboardInterrupt
+        self.requested = True
+        print(f"received signal {signum}: saving a checkpoint at the next step", flush=True)
+
+    def __call__(self) -> bool:
+        flag = self.requested
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            t = torch.tensor([int(flag)], dtype=torch.int32, device=_COMM_DEVICE[0])
+            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+            flag = bool(t.item())
+        return flag
+
+
+_COMM_DEVICE = ["cpu"]
+
+
+class SkipBatches:
+    """A batch sampler that leaves out the first ``skip`` batches (resuming mid-epoch)."""
+
+    def __init__(self, batch_sampler, skip: int = 0):
+        self.batch_sampler, self.skip = batch_sampler, skip
+
+    def __iter__(self):
+        for n, batch in enumerate(self.batch_sampler):
+            if n >= self.skip:
+                yield batch
+
+    def __len__(self):
+        return len(self.batch_sampler) - self.skip
 
 
 def _rng_state() -> dict:
@@ -269,7 +325,7 @@ def _run(args, info: DistInfo) -> dict:
     val_loader = DataLoader(val, args.batch_size, sampler=val_sampler, drop_last=False,
                             collate_fn=collate_fn, num_workers=args.num_workers)
 
-    start_epoch, best_ap = args.start_epoch, -1.0
+    start_epoch, best_ap, resume_step = args.start_epoch, -1.0, 0
     if ckpt is not None:
         core.load_state_dict(ckpt.model, strict=True)
         raw = ckpt.raw
@@ -280,12 +336,14 @@ def _run(args, info: DistInfo) -> dict:
             scheduler.step_size = args.lr_drop
             start_epoch = raw["epoch"] + 1
             best_ap = raw.get("best_ap", -1.0)
+            resume_step = raw.get("resume_step", 0)
             if "rng" in raw:
                 _set_rng_state(raw["rng"])
             if scaler is not None and "scaler" in raw:
                 scaler.load_state_dict(raw["scaler"])
         if info.is_main:
-            print(f"resumed from {resume} (next epoch {start_epoch})")
+            at = f", step {resume_step}" if resume_step else ""
+            print(f"resumed from {resume} (next epoch {start_epoch}{at})")
 
     if args.eval:
         _, summary = run_evaluation(model, criterion, post["bbox"], val_loader, val, device,
@@ -294,7 +352,7 @@ def _run(args, info: DistInfo) -> dict:
 
     train_sampler = (DistributedSampler(train_set, shuffle=True, seed=args.seed) if info.enabled
                      else RandomSampler(train_set, generator=torch.Generator().manual_seed(args.seed)))
-    batch_sampler = BatchSampler(train_sampler, args.batch_size, drop_last=True)
+    batch_sampler = SkipBatches(BatchSampler(train_sampler, args.batch_size, drop_last=True))
     if len(batch_sampler) == 0:
         raise ValueError(f"the training set has {len(train_set)} images, fewer than one batch "
                          f"of --batch_size {args.batch_size} per process")
@@ -303,64 +361,85 @@ def _run(args, info: DistInfo) -> dict:
     writer = _tensorboard(output_dir) if info.is_main else None
     last_stats = None
     start = time.time()
-    for epoch in range(start_epoch, args.epochs):
-        if info.enabled:
-            train_sampler.set_epoch(epoch)
-        else:  # reproducible order per epoch, also after a resume
-            train_sampler.generator.manual_seed(args.seed * 100003 + epoch)
-        train_stats = train_one_epoch(
-            model, criterion, train_loader, optimizer, device, epoch, args.clip_max_norm,
-            args.accum_steps, args.amp, scaler, args.max_bad_steps, args.print_freq,
-            verbose=info.is_main,
-        )
-        scheduler.step()
-        log = {**{f"train_{k}": v for k, v in train_stats.items()}}
-        is_last = epoch + 1 == args.epochs
-        summary = None
-        if (epoch + 1) % args.eval_every == 0 or is_last:
-            test_stats, summary = run_evaluation(model, criterion, post["bbox"], val_loader, val,
-                                                 device, args, info, f"{epoch:04d}", output_dir)
-            log.update({f"test_{k}": v for k, v in test_stats.items()})
-            if summary is not None:
-                log["test_coco_eval_bbox"] = summary.stats
-                last_stats = summary.stats
-        log.update(epoch=epoch, n_parameters=n_parameters)
-        if info.is_main:
-            ap = summary.stats[0] if summary is not None else None
-            improved = ap is not None and ap > best_ap
-            if improved:
-                best_ap = ap
-            if output_dir is not None:
-                state = {
-                    "model": core.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "lr_scheduler": scheduler.state_dict(),
-                    "epoch": epoch,
-                    "best_ap": best_ap,
-                    "args": {k: v for k, v in vars(args).items()},
-                    "config": config.to_dict(),
-                    "label_to_category_id": val.label_to_category_id,
-                    "category_names": val.category_names,
-                    "rng": _rng_state(),
-                    "finetuned_from": args.finetune_from,
-                }
-                if scaler is not None:
-                    state["scaler"] = scaler.state_dict()
-                save_checkpoint(state, str(output_dir / "checkpoint.pth"))
+    _COMM_DEVICE[0] = device if device.type == "cuda" else "cpu"
+
+    def checkpoint_state(epoch: int, step: int = 0) -> dict:
+        state = {
+            "model": core.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "lr_scheduler": scheduler.state_dict(),
+            "epoch": epoch,  # the last completed epoch
+            "resume_step": step,  # steps already done in epoch + 1 (after an interruption)
+            "best_ap": best_ap,
+            "args": {k: v for k, v in vars(args).items()},
+            "config": config.to_dict(),
+            "label_to_category_id": val.label_to_category_id,
+            "category_names": val.category_names,
+            "rng": _rng_state(),
+            "finetuned_from": args.finetune_from,
+        }
+        if scaler is not None:
+            state["scaler"] = scaler.state_dict()
+        return state
+
+    stop = StopRequest()
+    with stop:
+        for epoch in range(start_epoch, args.epochs):
+            if info.enabled:
+                train_sampler.set_epoch(epoch)
+            else:  # reproducible order per epoch, also after a resume
+                train_sampler.generator.manual_seed(args.seed * 100003 + epoch)
+            first_step = resume_step if epoch == start_epoch else 0
+            batch_sampler.skip = first_step
+            try:
+                train_stats = train_one_epoch(
+                    model, criterion, train_loader, optimizer, device, epoch,
+                    args.clip_max_norm, args.accum_steps, args.amp, scaler, args.max_bad_steps,
+                    args.print_freq, verbose=info.is_main, first_step=first_step,
+                    should_stop=stop,
+                )
+            except TrainingInterrupted as stopped:
+                if info.is_main and output_dir is not None:
+                    save_checkpoint(checkpoint_state(epoch - 1, stopped.steps_done),
+                                    str(output_dir / "checkpoint.pth"))
+                    print(f"stopped in epoch {epoch} after {stopped.steps_done} steps; "
+                          f"checkpoint saved; continue with --resume auto", flush=True)
+                barrier()
+                raise
+            scheduler.step()
+            log = {**{f"train_{k}": v for k, v in train_stats.items()}}
+            is_last = epoch + 1 == args.epochs
+            summary = None
+            if (epoch + 1) % args.eval_every == 0 or is_last:
+                test_stats, summary = run_evaluation(model, criterion, post["bbox"], val_loader, val,
+                                                     device, args, info, f"{epoch:04d}", output_dir)
+                log.update({f"test_{k}": v for k, v in test_stats.items()})
+                if summary is not None:
+                    log["test_coco_eval_bbox"] = summary.stats
+                    last_stats = summary.stats
+            log.update(epoch=epoch, n_parameters=n_parameters)
+            if info.is_main:
+                ap = summary.stats[0] if summary is not None else None
+                improved = ap is not None and ap > best_ap
                 if improved:
-                    save_checkpoint(state, str(output_dir / "checkpoint_best.pth"))
-                with open(output_dir / "log.txt", "a") as f:
-                    f.write(json.dumps(log) + "\n")
-            if writer is not None:
-                for k, v in log.items():
-                    if isinstance(v, (int, float)):
-                        writer.add_scalar(k, v, epoch)
-                if ap is not None:
-                    writer.add_scalar("test_AP", ap, epoch)
-            elapsed = time.time() - start
-            shown = f", AP {ap:.4f} (best {best_ap:.4f})" if ap is not None else ""
-            print(f"epoch {epoch} done in {elapsed:.0f}s total{shown}", flush=True)
-        barrier()
+                    best_ap = ap
+                if output_dir is not None:
+                    state = checkpoint_state(epoch)
+                    save_checkpoint(state, str(output_dir / "checkpoint.pth"))
+                    if improved:
+                        save_checkpoint(state, str(output_dir / "checkpoint_best.pth"))
+                    with open(output_dir / "log.txt", "a") as f:
+                        f.write(json.dumps(log) + "\n")
+                if writer is not None:
+                    for k, v in log.items():
+                        if isinstance(v, (int, float)):
+                            writer.add_scalar(k, v, epoch)
+                    if ap is not None:
+                        writer.add_scalar("test_AP", ap, epoch)
+                elapsed = time.time() - start
+                shown = f", AP {ap:.4f} (best {best_ap:.4f})" if ap is not None else ""
+                print(f"epoch {epoch} done in {elapsed:.0f}s total{shown}", flush=True)
+            barrier()
     if writer is not None:
         writer.close()
     return {"stats": last_stats, "best_ap": best_ap}

@@ -192,3 +192,53 @@ def test_ddp_two_processes_gathers_evaluation(trained, coco_root, tmp_path):
     res = subprocess.run(train_cmd, env=env, capture_output=True, text=True, timeout=240)
     assert res.returncode == 0, res.stderr[-3000:]
     assert (tmp_path / "ddp_train" / "checkpoint.pth").is_file()
+
+
+def test_resume_at_epoch_boundary_is_bit_exact(coco_root, tmp_path):
+    """Two epochs straight == one epoch, stop, --resume auto for the second (CPU)."""
+    flags = [*TINY, "--lr_drop", "1", "--eval_every", "1"]
+    flags[flags.index("--num_workers") + 1] = "1"  # worker seeding must survive the resume too
+    straight = tmp_path / "straight"
+    main_module.main(["--coco_path", str(coco_root), "--output_dir", str(straight),
+                      "--epochs", "2", *flags])
+    split = tmp_path / "split"
+    main_module.main(["--coco_path", str(coco_root), "--output_dir", str(split),
+                      "--epochs", "1", *flags])
+    main_module.main(["--coco_path", str(coco_root), "--output_dir", str(split),
+                      "--epochs", "2", "--resume", "auto", *flags])
+    a = torch.load(straight / "checkpoint.pth", weights_only=True)
+    b = torch.load(split / "checkpoint.pth", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 1
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+
+
+def test_sigterm_saves_checkpoint_and_resume_continues(coco_root, tmp_path):
+    """A training process told to stop (SIGTERM) saves at the next step boundary and exits
+    with code 75; --resume auto then finishes the run."""
+    import signal
+    import time
+
+    out = tmp_path / "preempted"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, str(ROOT / "main.py"), "--coco_path", str(coco_root),
+           "--output_dir", str(out), "--epochs", "50", "--print_freq", "1", *TINY]
+    cmd[cmd.index("--print_freq", cmd.index("--epochs")) + 1] = "1"
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    deadline = time.time() + 120
+    for line in proc.stdout:  # wait until training runs
+        lines.append(line)
+        if line.startswith("Epoch 0 [1/") or time.time() > deadline:
+            break
+    proc.send_signal(signal.SIGTERM)
+    rest, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 75, "".join(lines) + rest
+    ckpt = torch.load(out / "checkpoint.pth", weights_only=True)
+    assert ckpt["resume_step"] >= 1
+    cmd[cmd.index("--epochs") + 1] = str(ckpt["epoch"] + 2)
+    res = subprocess.run(cmd + ["--resume", "auto"], env=env, capture_output=True, text=True,
+                         timeout=240)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert f"step {ckpt['resume_step']}" in res.stdout
+    assert torch.load(out / "checkpoint.pth", weights_only=True)["epoch"] == ckpt["epoch"] + 1
