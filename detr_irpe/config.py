@@ -44,7 +44,7 @@ class DETRConfig:
     pretrained_backbone: str = "imagenet"
 
     def __post_init__(self):
-        self.irpe  # parse now: a bad string fails at construction, naming the flag
+        parse_irpe(self.enc_rpe2d)  # a bad string fails at construction, naming the flag
         if self.num_classes < 1:
             raise ValueError(
                 f"num_classes={self.num_classes}: must be >= 1 (largest label + 1; 91 for COCO)"

@@ -24,8 +24,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, RandomSampler
-from torch.utils.data import SequentialSampler
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    DistributedSampler,
+    RandomSampler,
+    SequentialSampler,
+)
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import DETRConfig

@@ -187,8 +187,10 @@ def reference_detr(sd: dict, images: list, opts: dict) -> dict:
             tgt = tgt + _mha(t + qpos, memory + pos, memory, sd, p + "multihead_attn.", nh, kpm)
             tgt = tgt + ffn(_ln(tgt, sd, p + "norm3."), p)
         else:
-            tgt = _ln(tgt + _mha(tgt + qpos, tgt + qpos, tgt, sd, p + "self_attn.", nh, None), sd, p + "norm1.")
-            tgt = _ln(tgt + _mha(tgt + qpos, memory + pos, memory, sd, p + "multihead_attn.", nh, kpm), sd, p + "norm2.")
+            a = _mha(tgt + qpos, tgt + qpos, tgt, sd, p + "self_attn.", nh, None)
+            tgt = _ln(tgt + a, sd, p + "norm1.")
+            a = _mha(tgt + qpos, memory + pos, memory, sd, p + "multihead_attn.", nh, kpm)
+            tgt = _ln(tgt + a, sd, p + "norm2.")
             tgt = _ln(tgt + ffn(tgt, p), sd, p + "norm3.")
         hs.append(_ln(tgt, sd, "transformer.decoder.norm.").transpose(0, 1))
     logits = [_lin(t, sd, "class_embed.") for t in hs]

@@ -203,7 +203,7 @@ def test_table_gradients_gradcheck(config):
     assert tables
 
     def f(*ts):
-        for (n, p), t in zip(tables, ts):
+        for (n, _), t in zip(tables, ts):
             mod, _, attr = n.rpartition(".")
             delattr(attn.get_submodule(mod), attr)
             setattr(attn.get_submodule(mod), attr, t)

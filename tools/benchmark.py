@@ -200,14 +200,16 @@ def flops_section(device, step_seconds: dict) -> dict:
 
 def memory_of_step(enc: str, device: str) -> float:
     """Peak memory (bytes) of one training step in a fresh process."""
+    root = str(Path(__file__).resolve().parents[1])
     code = (
-        "import sys, resource, torch; sys.path.insert(0, %r); "
+        f"import sys, resource, torch; sys.path.insert(0, {root!r}); "
         "from tools.benchmark import _model, _train_step_fn; "
         "from detr_irpe.runtime import configure_cpu; configure_cpu(); "
-        "dev = torch.device(%r); m, c, _ = _model(%r, dev); s = _train_step_fn(m, c, dev); s(); s(); "
+        f"dev = torch.device({device!r}); m, c, _ = _model({enc!r}, dev); "
+        "s = _train_step_fn(m, c, dev); s(); s(); "
         "print(torch.cuda.max_memory_allocated() if dev.type == 'cuda' else "
         "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)"
-    ) % (str(Path(__file__).resolve().parents[1]), device, enc)
+    )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(res.stdout.strip().splitlines()[-1])
 
