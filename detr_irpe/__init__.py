@@ -13,11 +13,13 @@ from .config import DETRConfig
 from .models.backbone import ImageBatch
 from .models.detr import DETR, PostProcess, build_detr
 from .models.irpe import IRPEConfig, parse_irpe
+from .predict import Detector
 
 __all__ = [
     "DETR",
     "Checkpoint",
     "DETRConfig",
+    "Detector",
     "IRPEConfig",
     "ImageBatch",
     "PostProcess",
