@@ -86,6 +86,12 @@ def test_finetune_end_to_end_with_arbitrary_ids(custom_set, coco_checkpoint, tmp
     assert dets and {d["category_id"] for d in dets} <= {7, 42, 99}
     ev = json.loads((out / "eval" / "0000.json").read_text())
     assert set(ev["per_category_AP"]) == {"7", "42", "99"}
+    # The fine-tuned detector predicts original ids with their names.
+    detector = detr_irpe.Detector.from_checkpoint(str(out / "checkpoint.pth"), size=64, max_size=96)
+    det = detector.predict(sorted((custom_set / "val").iterdir())[0], threshold=0.0)
+    names = {7: "circle", 42: "square", 99: "triangle"}
+    assert len(det["labels"]) == 6 and set(det["labels"].tolist()) <= set(names)
+    assert det["names"] == [names[int(i)] for i in det["labels"]]
     assert ev["category_names"] == {"7": "circle", "42": "square", "99": "triangle"}
 
 
