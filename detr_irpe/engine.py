@@ -126,9 +126,12 @@ def train_one_epoch(
         with sync:
             with _autocast(device, amp):
                 outputs = model(images)
-            losses = criterion(outputs, targets)
-            total = sum(losses[k] * weights[k] for k in losses if k in weights)
-            finite = bool(torch.isfinite(total))
+            try:
+                losses = criterion(outputs, targets)
+                total = sum(losses[k] * weights[k] for k in losses if k in weights)
+                finite = bool(torch.isfinite(total))
+            except FloatingPointError:  # non-finite predictions: nothing to match
+                finite = False
             if finite:
                 scaled = total / accum_steps
                 (scaler.scale(scaled) if scaler is not None else scaled).backward()

@@ -261,13 +261,14 @@ def _run(args, info: DistInfo) -> dict:
     random.seed(seed)
     output_dir = Path(args.output_dir) if args.output_dir else None
     if output_dir is not None and info.is_main:
-        output_dir.mkdir(parents=True, exist_ok=True)
         probe = output_dir / ".write_test"
         try:
-            probe.write_text("ok")
+            output_dir.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"\0" * 2**20)  # room for at least a little
             probe.unlink()
         except OSError as err:
-            raise OSError(f"--output_dir {output_dir} is not writable: {err}") from None
+            raise OSError(f"--output_dir {output_dir} is not writable ({err.strerror}); choose "
+                          f"another folder or free some space") from None
         _write_json(output_dir / "args.json", vars(args))
 
     train_set, val = build_datasets(args)

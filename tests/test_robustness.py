@@ -1,0 +1,98 @@
+"""Numerics, interruptions and files: non-finite steps, killed saves, bad output dirs."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import detr_irpe
+from detr_irpe.checkpoint import save_checkpoint
+from detr_irpe.engine import train_one_epoch
+
+
+def _tiny():
+    torch.manual_seed(0)
+    return detr_irpe.build_detr(backbone="resnet18", hidden_dim=32, nheads=2, enc_layers=1,
+                                dec_layers=1, dim_feedforward=32, num_queries=4, num_classes=3,
+                                pretrained_backbone="none")
+
+
+def _batch(image_id, nan=False):
+    img = torch.randn(3, 64, 64)
+    if nan:
+        img[0, 5, 5] = float("nan")
+    return [img], [{"labels": torch.tensor([1]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]]),
+                    "image_id": image_id}]
+
+
+def test_nan_batch_is_skipped_without_update(capsys):
+    model, criterion, _ = _tiny()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    stats = train_one_epoch(model, criterion, [_batch(11, nan=True)], opt, torch.device("cpu"), 0,
+                            verbose=False)
+    assert stats == {}  # nothing was averaged: the only step was skipped
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert "image ids [11]" in capsys.readouterr().out
+    # A good batch after a bad one trains normally.
+    stats = train_one_epoch(model, criterion, [_batch(12, nan=True), _batch(13)], opt,
+                            torch.device("cpu"), 0, verbose=False)
+    assert stats["loss"] > 0
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_consecutive_bad_steps_stop_training():
+    model, criterion, _ = _tiny()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    loader = [_batch(i, nan=True) for i in range(3)]
+    with pytest.raises(FloatingPointError, match="3 consecutive non-finite steps.*--max_bad_steps"):
+        train_one_epoch(model, criterion, loader, opt, torch.device("cpu"), 0, max_bad_steps=3,
+                        verbose=False)
+
+
+def test_checkpoint_survives_sigkill_during_save(tmp_path):
+    """Kill a process that keeps rewriting a checkpoint at arbitrary moments: the file
+    on disk always loads and holds a complete state."""
+    path = tmp_path / "checkpoint.pth"
+    save_checkpoint({"model": {"w": torch.zeros(1000, 1000)}, "epoch": -1}, str(path))
+    writer = textwrap.dedent(f"""
+        import torch
+        from detr_irpe.checkpoint import save_checkpoint
+        n = 0
+        while True:
+            save_checkpoint({{"model": {{"w": torch.full((1000, 1000), float(n))}}, "epoch": n}},
+                            {str(path)!r})
+            n += 1
+    """)
+    for delay in (0.5, 1.1, 1.7, 2.3):
+        proc = subprocess.Popen([sys.executable, "-c", writer])
+        try:
+            proc.wait(timeout=delay + 3)  # import time + some saves
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        state = torch.load(path, weights_only=True)
+        assert torch.all(state["model"]["w"] == float(state["epoch"])) or state["epoch"] == -1
+    leftovers = [p for p in os.listdir(tmp_path) if p != "checkpoint.pth"]
+    assert all(p.startswith(".tmp-") for p in leftovers)  # never a half-written checkpoint.pth
+
+
+def test_unwritable_output_dir_is_reported_before_training(tmp_path):
+    import main as main_module
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    from detr_irpe.data.shapes import generate_shapes_dataset
+
+    root = tmp_path / "data"
+    generate_shapes_dataset(root, num_train=2, num_val=2, image_size=48, seed=1)
+    with pytest.raises(OSError, match="--output_dir .* is not writable"):
+        main_module.main(["--train_json", str(root / "annotations/instances_train.json"),
+                          "--train_images", str(root / "train"),
+                          "--val_json", str(root / "annotations/instances_val.json"),
+                          "--val_images", str(root / "val"), "--device", "cpu",
+                          "--output_dir", str(blocker / "out"), "--pretrained_backbone", "none"])
