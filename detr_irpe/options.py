@@ -22,8 +22,14 @@ UNSUPPORTED = {"masks": False, "frozen_weights": None, "coco_panoptic_path": Non
                "remove_difficult": False}
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        """One line naming the flag and what to do (no usage dump), exit code 2."""
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         "main.py", description="Train and evaluate DETR with iRPE (see README.md).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -132,8 +138,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
     first, _ = parser.parse_known_args(argv)
+    preset = {}
     if first.config:
-        parser.set_defaults(**_load_preset(parser, first.config))
+        preset = _load_preset(parser, first.config)
+        parser.set_defaults(**preset)
         first, _ = parser.parse_known_args(argv)
     schedule = first.schedule
     if schedule:
@@ -141,6 +149,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         # The schedule wins over the preset, explicit --epochs/--lr_drop win over both.
         parser.set_defaults(epochs=epochs, lr_drop=lr_drop)
     args = parser.parse_args(argv)
+    args.lr_drop_given = bool(
+        schedule or "lr_drop" in preset
+        or any(a == "--lr_drop" or a.startswith("--lr_drop=") for a in argv)
+    )
     validate(parser, args)
     return args
 
@@ -159,8 +171,11 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.lr_drop < 1:
         err(f"--lr_drop {args.lr_drop}: must be >= 1")
     if args.lr_drop > args.epochs:
-        print(f"note: --lr_drop {args.lr_drop} > --epochs {args.epochs}: the learning rate "
-              f"never drops", file=sys.stderr)
+        if getattr(args, "lr_drop_given", False):
+            err(f"--lr_drop {args.lr_drop} > --epochs {args.epochs}: the learning rate would "
+                f"never drop; use an lr_drop <= epochs (the schedules use 2/3 of the epochs)")
+        print(f"note: the default --lr_drop {args.lr_drop} > --epochs {args.epochs}: the "
+              f"learning rate never drops (set --lr_drop or --schedule)", file=sys.stderr)
     for name in ("batch_size", "accum_steps", "num_queries", "hidden_dim", "nheads",
                  "enc_layers", "dec_layers", "dim_feedforward", "print_freq", "eval_every",
                  "max_bad_steps", "max_size", "val_size"):

@@ -137,9 +137,9 @@ def test_presets_and_schedules(coco_root, preset, epochs, drop):
     assert (args.epochs, args.lr_drop) == (epochs, drop)
     assert args.enc_rpe2d == ("" if "irpe" not in preset else "rpe-2.0-product-ctx-1-k")
     # Explicit flags override both the preset and its schedule.
-    args = parse_args(["--config", str(ROOT / "configs" / f"{preset}.toml"), "--epochs", "7",
+    args = parse_args(["--config", str(ROOT / "configs" / f"{preset}.toml"), "--epochs", "400",
                        "--coco_path", str(coco_root)])
-    assert (args.epochs, args.lr_drop) == (7, drop)
+    assert (args.epochs, args.lr_drop) == (400, drop)
     args = parse_args(["--schedule", "500e", "--coco_path", str(coco_root)])
     assert (args.epochs, args.lr_drop) == (500, 400)
 
@@ -151,12 +151,16 @@ def test_presets_and_schedules(coco_root, preset, epochs, drop):
     (["--enc_rpe2d", "rpe-2-product"], "--enc_rpe2d"),
     (["--eval"], "--eval needs --resume"),
     (["--masks"], "--masks"),
+    (["--epochs", "10", "--lr_drop", "20"], "--lr_drop 20 > --epochs 10"),
+    (["--nheads", "7"], "not divisible by --nheads 7"),
 ])
 def test_bad_flags_fail_with_one_clear_line(coco_root, argv, message, capsys):
     with pytest.raises(SystemExit) as err:
         parse_args(["--coco_path", str(coco_root), *argv])
     assert err.value.code == 2
-    assert message in capsys.readouterr().err
+    printed = capsys.readouterr().err
+    assert message in printed
+    assert printed.count("\n") == 1 and printed.startswith("main.py: error: ")
 
 
 def test_missing_dataset_is_explained(tmp_path, capsys):
