@@ -27,5 +27,19 @@ def main(argv=None) -> int:
     return 0
 
 
+def cli() -> int:
+    """``main`` for the shell: a problem with the inputs is one message, not a traceback
+    (set DETR_IRPE_TRACEBACK=1 to see the traceback)."""
+    import pickle
+
+    try:
+        return main()
+    except (ValueError, OSError, FloatingPointError, RuntimeError, pickle.UnpicklingError) as err:
+        if os.environ.get("DETR_IRPE_TRACEBACK"):
+            raise
+        print(f"main.py: error: {err}", file=sys.stderr)
+        return 1
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--train_images", default=None, help="custom data: training image folder or zip")
     a("--val_json", default=None, help="custom data: COCO-format validation annotations")
     a("--val_images", default=None, help="custom data: validation image folder or zip")
+    a("--skip_unreadable", action="store_true",
+      help="leave out (and report) images whose file is missing or unreadable instead of "
+           "stopping; other dataset errors still stop")
     a("--train_scales", type=int, nargs="+", default=None,
       help="shorter-side sizes of the training resize (default DETR's 480..800)")
     a("--max_size", type=int, default=1333, help="longest side after resizing")

@@ -50,17 +50,19 @@ def build_datasets(args) -> tuple[CocoDetection | None, CocoDetection]:
         train = None
         if args.train_json:
             train = CocoDetection(args.train_images, args.train_json, train_tf, train=True,
-                                  contiguous_labels=True)
+                                  contiguous_labels=True, skip_unreadable=args.skip_unreadable)
         val = CocoDetection(args.val_images, args.val_json, val_tf, train=False,
-                            contiguous_labels=True, drop_crowd=False)
+                            contiguous_labels=True, drop_crowd=False,
+                            skip_unreadable=args.skip_unreadable)
         if train is not None and train.label_to_category_id != val.label_to_category_id:
             raise ValueError(
                 f"{args.train_json} and {args.val_json} declare different categories; both "
                 f"files must list the same category ids"
             )
         return train, val
-    train = None if args.eval else build_coco(args.coco_path, "train", train_tf)
-    return train, build_coco(args.coco_path, "val", val_tf)
+    skip = args.skip_unreadable
+    train = None if args.eval else build_coco(args.coco_path, "train", train_tf, skip_unreadable=skip)
+    return train, build_coco(args.coco_path, "val", val_tf, skip_unreadable=skip)
 
 
 def model_options(args, val: CocoDetection) -> dict:

@@ -1,5 +1,6 @@
 """Datasets, augmentation and batching (see :class:`CocoDetection` for the target format)."""
 
+from .checks import DatasetError, DatasetReport, check_dataset
 from .coco import CocoDetection, build_coco, load_coco_api, prepare_target
 from .collate import collate_fn
 from .image_source import FolderImageSource, ZipImageSource, make_image_source
@@ -8,10 +9,13 @@ from .transforms import make_transforms, resize_size, to_model_format
 
 __all__ = [
     "CocoDetection",
+    "DatasetError",
+    "DatasetReport",
     "FolderImageSource",
     "ZipImageSource",
     "build_coco",
     "build_shapes",
+    "check_dataset",
     "collate_fn",
     "generate_shapes_dataset",
     "load_coco_api",

@@ -21,8 +21,8 @@ import torchvision.transforms.v2.functional as F
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
-from torchvision.ops import box_convert
 
+from .checks import DatasetError, DatasetReport, check_dataset, clip_boxes, read_annotation_file
 from .image_source import make_image_source
 from .transforms import make_transforms, to_model_format
 
@@ -36,6 +36,15 @@ def load_coco_api(ann_file: str | os.PathLike, quiet: bool = True) -> COCO:
         return COCO(str(ann_file))
 
 
+def _coco_from_dict(data: dict) -> COCO:
+    """``pycocotools.coco.COCO`` for already parsed annotations (no second read of the file)."""
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
 def prepare_target(
     annotations: list[dict],
     image_id: int,
@@ -46,7 +55,8 @@ def prepare_target(
     """Turn one image's COCO annotations into a target for the transforms.
 
     Crowd objects are dropped when ``drop_crowd``; boxes go from xywh to xyxy, are clipped to
-    the image and those with zero width or height are removed.
+    the image and those with zero width or height are removed (:func:`clip_boxes`, the repair
+    that :func:`~detr_irpe.data.checks.check_dataset` counts).
 
     Returns a dict with ``boxes`` (``tv_tensors.BoundingBoxes``, absolute XYXY, (n, 4)),
     ``labels`` int64 (n,), ``area`` float (n,), ``iscrowd`` int64 (n,), ``image_id`` int and
@@ -56,10 +66,7 @@ def prepare_target(
     if drop_crowd:
         annotations = [ann for ann in annotations if not ann.get("iscrowd", 0)]
     xywh = torch.tensor([ann["bbox"] for ann in annotations], dtype=torch.float32).reshape(-1, 4)
-    xyxy = box_convert(xywh, in_fmt="xywh", out_fmt="xyxy")
-    xyxy[:, 0::2] = xyxy[:, 0::2].clamp(0, w)
-    xyxy[:, 1::2] = xyxy[:, 1::2].clamp(0, h)
-    keep = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
+    xyxy, keep = clip_boxes(xywh, w, h)
 
     labels = torch.tensor(
         [category_to_label[ann["category_id"]] for ann in annotations], dtype=torch.int64
@@ -96,11 +103,24 @@ class CocoDetection(Dataset):
             ``num_classes`` is ``max id + 1`` (91 for COCO).
         drop_crowd: override whether ``iscrowd=1`` objects are dropped (default: ``train``).
             When kept they are flagged by ``target["iscrowd"]``.
+        check: check the dataset at construction (:func:`~detr_irpe.data.checks.check_dataset`
+            with ``quick=True``: the whole JSON, that every image file exists, the headers of
+            up to 5000 images). Errors raise :class:`~detr_irpe.data.checks.DatasetError`
+            whose message lists them; repairs made at load time (boxes clipped or dropped,
+            images converted to RGB) and skipped images are printed in one line.
+        skip_unreadable: leave out images whose file is missing, unreadable or not an image
+            (with their annotations) instead of raising; they are reported in that line.
+
+    Bad data: boxes are clipped to the image and empty ones dropped; images are converted to
+    8-bit RGB; EXIF orientation tags are ignored (pixels are used as stored, as pycocotools
+    and the official DETR code do). ``file_name`` values leaving the image folder are refused.
+    Run ``python tools/check_dataset.py`` for a full check that also decodes every image.
 
     Attributes:
         coco: the ``pycocotools`` COCO object (ground truth for :class:`CocoEvaluator`).
         ids: image ids, sorted; index ``i`` is image ``ids[i]``. Images without annotations
-            are included.
+            are included; skipped images (``skip_unreadable``) are not.
+        report: the :class:`~detr_irpe.data.checks.DatasetReport` (None when ``check=False``).
         num_classes: the value to give the model (classes, without "no object").
         label_to_category_id: label -> original category id.
         category_names: original category id -> name.
@@ -126,13 +146,34 @@ class CocoDetection(Dataset):
         train: bool = False,
         contiguous_labels: bool = False,
         drop_crowd: bool | None = None,
+        check: bool = True,
+        skip_unreadable: bool = False,
     ):
         self.source = make_image_source(images)
-        self.coco = load_coco_api(ann_file)
         self.transforms = transforms
         self.train = train
         self.drop_crowd = train if drop_crowd is None else drop_crowd
-        self.ids = sorted(self.coco.imgs)
+        self.report: DatasetReport | None = None
+        if check:
+            data = read_annotation_file(ann_file)
+            self.report = check_dataset(
+                ann_file,
+                self.source,
+                quick=True,
+                skip_unreadable=skip_unreadable,
+                drop_crowd=self.drop_crowd,
+                annotations=data,
+            )
+            self.report.raise_if_errors()
+            if self.report.repair_line():
+                print(self.report.repair_line(), flush=True)
+            self.coco = _coco_from_dict(data)
+        else:
+            self.coco = load_coco_api(ann_file)
+        skipped = set(self.report.skipped_image_ids) if self.report else set()
+        self.ids = sorted(set(self.coco.imgs) - skipped)
+        if not self.ids and skipped:
+            raise DatasetError(self.report, f"{ann_file}: every image was skipped as unreadable")
 
         categories = sorted(self.coco.cats.values(), key=lambda cat: cat["id"])
         self.category_names = {cat["id"]: cat["name"] for cat in categories}
@@ -183,6 +224,7 @@ def build_coco(
     split: str,
     transforms: Callable | None = None,
     contiguous_labels: bool = False,
+    skip_unreadable: bool = False,
 ) -> CocoDetection:
     """COCO 2017 ``split`` ("train" or "val") from the standard layout under ``coco_path``:
 
@@ -211,5 +253,6 @@ def build_coco(
     if transforms is None:
         transforms = make_transforms(split)
     return CocoDetection(
-        images, ann_file, transforms, train=split == "train", contiguous_labels=contiguous_labels
+        images, ann_file, transforms, train=split == "train", contiguous_labels=contiguous_labels,
+        skip_unreadable=skip_unreadable
     )

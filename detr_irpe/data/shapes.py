@@ -35,18 +35,21 @@ CATEGORIES = (
 )
 SPLITS = ("train", "val")
 # Bump when the drawing changes, so existing datasets are regenerated.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 EMPTY_FRACTION = 0.05
 MAX_OBJECTS = 6
+# Shape radius (centre to corner) as a fraction of the image's shorter side: objects of
+# roughly 1/6 to 2/5 of the image, so they span a few cells of a stride-32 feature map.
+RADIUS_RANGE = (0.1, 0.22)
 
 
 @dataclass(frozen=True)
 class ShapesParams:
     """Everything that determines the generated files."""
 
-    num_train: int = 400
+    num_train: int = 1000
     num_val: int = 100
-    image_size: int = 160  # longer side bound; each side is uniform in [0.75, 1] * image_size
+    image_size: int = 128  # longer side bound; each side is uniform in [0.75, 1] * image_size
     seed: int = 0
     version: int = GENERATOR_VERSION
 
@@ -115,7 +118,7 @@ def render_image(rng: np.random.Generator, image_size: int, empty: bool):
         category = CATEGORIES[int(rng.integers(len(CATEGORIES)))]
         colour = _random_colour(rng, (0.6, 1.0), (0.65, 1.0))
         for _attempt in range(30):
-            radius = rng.uniform(0.07, 0.2) * short
+            radius = rng.uniform(*RADIUS_RANGE) * short
             cx, cy = rng.uniform(radius, width - radius), rng.uniform(radius, height - radius)
             angle = rng.uniform(0, 2 * math.pi)
             mask = _draw_mask(category["name"], height, width, cx, cy, radius, angle)
@@ -177,9 +180,9 @@ def _write_split(out: Path, split: str, count: int, params: ShapesParams) -> Non
 
 def generate_shapes_dataset(
     out: str | os.PathLike = "datasets/shapes",
-    num_train: int = 400,
+    num_train: int = 1000,
     num_val: int = 100,
-    image_size: int = 160,
+    image_size: int = 128,
     seed: int = 0,
     force: bool = False,
 ) -> bool:
