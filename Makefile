@@ -14,7 +14,8 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(PY) main.py
+	$(PY) tools/make_shapes_dataset.py --out datasets/shapes --num_train 1000 --num_val 100 --image_size 128
+	$(PY) main.py --config configs/cpu_demo.toml
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -1,6 +1,6 @@
 """Generate the synthetic shapes detection dataset (COCO format) used by the CPU demo.
 
-    python tools/make_shapes_dataset.py --out datasets/shapes --num_train 400 --num_val 100
+    python tools/make_shapes_dataset.py --out datasets/shapes --num_train 1000 --num_val 100 --image_size 128
 
 Skips the work when ``--out`` already holds a dataset made with the same arguments.
 """
