@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import box_convert, generalized_box_iou
 
-from .matcher import HungarianMatcher, check_target_boxes
+from .matcher import HungarianMatcher, check_target_boxes, describe_target
 
 
 class SetCriterion(nn.Module):
@@ -47,10 +47,9 @@ class SetCriterion(nn.Module):
         for n, t in enumerate(targets):
             labels = t["labels"]
             if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
-                image = t.get("image_id", None)
-                where = f"image_id {int(image)}" if image is not None else f"batch image {n}"
+                bad = int(labels.max() if labels.max() >= 0 else labels.min())
                 raise ValueError(
-                    f"{where}: label {int(labels.max() if labels.max() >= 0 else labels.min())} "
+                    f"{describe_target(t, n)}: label {bad} "
                     f"is outside [0, num_classes={self.num_classes}); num_classes must be the "
                     f"largest label + 1"
                 )

@@ -8,6 +8,12 @@ from torch import Tensor, nn
 from torchvision.ops import box_convert, generalized_box_iou
 
 
+def describe_target(target: dict, index: int) -> str:
+    """'image_id N' when the target carries one, else 'batch image i' (for messages)."""
+    image = target.get("image_id", None)
+    return f"image_id {int(image)}" if image is not None else f"batch image {index}"
+
+
 def check_target_boxes(targets: list[dict]) -> None:
     """Raise a clear ValueError for a target box that is not finite or has no area.
 
@@ -21,10 +27,8 @@ def check_target_boxes(targets: list[dict]) -> None:
         bad = ~torch.isfinite(boxes).all(dim=1) | (boxes[:, 2] <= 0) | (boxes[:, 3] <= 0)
         if bad.any():
             k = int(bad.nonzero()[0])
-            image = t.get("image_id", None)
-            where = f"image_id {int(image)}" if image is not None else f"batch image {n}"
             raise ValueError(
-                f"{where}: target box {k} has no area or is not finite "
+                f"{describe_target(t, n)}: target box {k} has no area or is not finite "
                 f"(cxcywh {boxes[k].tolist()}); {int(bad.sum())} such box(es) in this image. "
                 f"Fix or drop it in the annotations (zero/negative width or height, NaN)."
             )
