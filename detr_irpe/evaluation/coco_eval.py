@@ -208,7 +208,7 @@ def format_per_category(
     """A table of per-category AP (in %), one line per category id; "n/a" without ground truth."""
     names = category_names or {}
     width = max([len("category")] + [len(names.get(c, str(c))) for c in per_category])
-    lines = [f"{'id':>4}  {'category':<{width}}  {'AP':>6}"]
+    lines = [f"{'id':>4}  {'category':<{width}}  {'AP (%)':>6}"]
     for cat_id in sorted(per_category):
         ap = per_category[cat_id]
         shown = "n/a" if math.isnan(ap) else f"{100 * ap:.1f}"
