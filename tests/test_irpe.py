@@ -293,3 +293,13 @@ def test_fused_gradcheck_float64():
     T = torch.randn(B, H, L, 49, dtype=torch.float64, requires_grad=True)
     pad = torch.tensor([[False, False, False, False, True, True]])
     assert torch.autograd.gradcheck(lambda *a: fused_attention(*a, ids, pad, 0.0), (q, k, v, T))
+
+
+def test_bucket_map_made_in_inference_mode_serves_training():
+    bucket_map.cache_clear()
+    with torch.inference_mode():
+        bucket_map("product", 2.0, 3, 4, torch.device("cpu"), torch.float32)
+    attn = IRPEMultiheadAttention(16, 2, 0.0, parse_irpe("rpe-2.0-product-ctx-1-k"))
+    x = torch.randn(12, 1, 16, requires_grad=True)
+    attn(x, x, x, None, (3, 4)).sum().backward()  # would fail on an inference-mode id tensor
+    assert x.grad is not None

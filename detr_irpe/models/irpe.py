@@ -204,6 +204,13 @@ def bucket_map(
     (int64 ids): 7.2 MB at DETR's typical 25 x 38 map, so at most about 0.5 GB in the
     unlikely case of 64 distinct large shapes; clear with ``bucket_map.cache_clear()``.
     """
+    # Normal tensors even when first asked for under torch.inference_mode(): the cached
+    # map is shared with training, where autograd must be able to save it.
+    with torch.inference_mode(False):
+        return _build_bucket_map(method, ratio, h, w, device, dtype)
+
+
+def _build_bucket_map(method, ratio, h, w, device, dtype) -> BucketMap:
     ids = bucket_ids(method, ratio, h, w).to(device)
     side = 2 * int(2 * ratio) + 1
     if method != "product":
