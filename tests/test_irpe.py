@@ -97,9 +97,9 @@ def test_bucket_ids_match_official_fixture(bucket_fixture):
 
 def test_bucket_map_cache_reuses_and_separates_shapes():
     bucket_map.cache_clear()
-    a = bucket_map("product", 2.0, 4, 5, torch.device("cpu"), torch.float32)
-    b = bucket_map("product", 2.0, 4, 5, torch.device("cpu"), torch.float32)
-    c = bucket_map("product", 2.0, 5, 4, torch.device("cpu"), torch.float32)
+    a = bucket_map("product", 2.0, 4, 5, torch.device("cpu"))
+    b = bucket_map("product", 2.0, 4, 5, torch.device("cpu"))
+    c = bucket_map("product", 2.0, 5, 4, torch.device("cpu"))
     assert a is b and c is not a and c.ids.shape == (20, 20)
     info = bucket_map.cache_info()
     assert info.hits == 1 and info.misses == 2 and info.maxsize is not None
@@ -109,7 +109,7 @@ def test_bucket_map_cache_reuses_and_separates_shapes():
 def test_lookup_and_aggregate_are_transposes(method):
     # <lookup(T), A> == <T, aggregate(A)> for random T, A, in float64.
     h, w = 4, 6
-    bmap = bucket_map(method, 2.0, h, w, torch.device("cpu"), torch.float64)
+    bmap = bucket_map(method, 2.0, h, w, torch.device("cpu"))
     n = bmap.num_buckets
     T = torch.randn(2, 3, h * w, n, dtype=torch.float64)
     A = torch.randn(2, 3, h * w, h * w, dtype=torch.float64)
@@ -298,7 +298,7 @@ def test_fused_gradcheck_float64():
 def test_bucket_map_made_in_inference_mode_serves_training():
     bucket_map.cache_clear()
     with torch.inference_mode():
-        bucket_map("product", 2.0, 3, 4, torch.device("cpu"), torch.float32)
+        bucket_map("product", 2.0, 3, 4, torch.device("cpu"))
     attn = IRPEMultiheadAttention(16, 2, 0.0, parse_irpe("rpe-2.0-product-ctx-1-k"))
     x = torch.randn(12, 1, 16, requires_grad=True)
     attn(x, x, x, None, (3, 4)).sum().backward()  # would fail on an inference-mode id tensor

@@ -11,10 +11,10 @@ Three layers, from pure functions to modules:
    :class:`CrossRelativePositionTable` (row table + column table for ``cross``).
 
 The two primitives that touch an ``L x L`` map are :func:`lookup` (table values per
-bucket -> per token pair) and its transpose :func:`aggregate` (per token pair -> per
-bucket).  For ``product`` both run as two small dense matrix products through one-hot
-row and column maps (spec section 6), so their backward passes are matrix products too
-instead of an atomic scatter-add with heavy contention.
+bucket -> per token pair, a gather) and its transpose :func:`aggregate` (per token pair
+-> per bucket, a scatter-add).  A factorised product lookup through one-hot row and
+column matrix products was measured slower on CPU than the plain gather (the permuted
+copies cost more than the gather's scatter-add backward), so every method uses the gather.
 """
 
 from __future__ import annotations
@@ -178,17 +178,13 @@ def bucket_ids(method: str, ratio: float, h: int, w: int) -> Tensor:
 class BucketMap:
     """Everything a lookup needs for one (method, ratio, h, w, device).
 
-    ids:     int64 (L, L) bucket ids.
-    row_hot: (h, h, S) one-hot of the row bucket of (row_i, row_j), product only.
-    col_hot: (w, w, S) one-hot of the column bucket of (col_i, col_j), product only.
+    ids: int64 (L, L) bucket ids, L = h * w.
     """
 
     ids: Tensor
     h: int
     w: int
     num_buckets: int
-    row_hot: Tensor | None = None
-    col_hot: Tensor | None = None
 
 
 BUCKET_CACHE_SIZE = 64
@@ -196,7 +192,7 @@ BUCKET_CACHE_SIZE = 64
 
 @functools.lru_cache(maxsize=BUCKET_CACHE_SIZE)
 def bucket_map(
-    method: str, ratio: float, h: int, w: int, device: torch.device, dtype: torch.dtype
+    method: str, ratio: float, h: int, w: int, device: torch.device
 ) -> BucketMap:
     """Cached :class:`BucketMap`; shared by every layer and every table of a model.
 
@@ -206,20 +202,10 @@ def bucket_map(
     """
     # Normal tensors even when first asked for under torch.inference_mode(): the cached
     # map is shared with training, where autograd must be able to save it.
-    with torch.inference_mode(False):
-        return _build_bucket_map(method, ratio, h, w, device, dtype)
-
-
-def _build_bucket_map(method, ratio, h, w, device, dtype) -> BucketMap:
-    ids = bucket_ids(method, ratio, h, w).to(device)
     side = 2 * int(2 * ratio) + 1
-    if method != "product":
-        return BucketMap(ids, h, w, side)
-    one = torch.eye(side, dtype=dtype, device=device)
-    # On the grid, the row bucket depends only on (row_i, row_j): read it off ids // S.
-    rid = ids.view(h, w, h, w)[:, 0, :, 0] // side  # (h, h)
-    cid = ids.view(h, w, h, w)[0, :, 0, :] % side  # (w, w)
-    return BucketMap(ids, h, w, side * side, one[rid], one[cid])
+    num_buckets = side * side if method == "product" else side
+    with torch.inference_mode(False):
+        return BucketMap(bucket_ids(method, ratio, h, w).to(device), h, w, num_buckets)
 
 
 # ----------------------------------------------------------------------------------------
@@ -231,18 +217,8 @@ def lookup(table: Tensor, bmap: BucketMap) -> Tensor:
 
     table: (..., L, n_buckets) -> (..., L, L).
     """
-    lead = table.shape[:-2]
     L = bmap.h * bmap.w
-    if bmap.row_hot is not None:
-        side = bmap.row_hot.shape[-1]
-        t = table.reshape(-1, bmap.h, bmap.w, side, side)  # (N, ri, ci, sr, sc)
-        # Row step: pick the row bucket for every key row rj -> (N, ri, ci, rj, sc).
-        u = torch.einsum("nxysc,xrs->nxyrc", t, bmap.row_hot.to(t.dtype))
-        # Column step: pick the column bucket for every key column cj -> (N, ri, ci, rj, cj).
-        v = torch.einsum("nxyrc,ywc->nxyrw", u, bmap.col_hot.to(t.dtype))
-        return v.reshape(*lead, L, L)
-    index = bmap.ids.expand(*lead, L, L)
-    return torch.gather(table, -1, index)
+    return torch.gather(table, -1, bmap.ids.expand(*table.shape[:-2], L, L))
 
 
 def aggregate(weights: Tensor, bmap: BucketMap) -> Tensor:
@@ -250,16 +226,8 @@ def aggregate(weights: Tensor, bmap: BucketMap) -> Tensor:
 
     weights: (..., L, L) -> (..., L, n_buckets).  The transpose of :func:`lookup`.
     """
-    lead = weights.shape[:-2]
-    L = bmap.h * bmap.w
-    if bmap.row_hot is not None:
-        side = bmap.row_hot.shape[-1]
-        a = weights.reshape(-1, bmap.h, bmap.w, bmap.h, bmap.w)  # (N, ri, ci, rj, cj)
-        u = torch.einsum("nxyrw,ywc->nxyrc", a, bmap.col_hot.to(a.dtype))
-        t = torch.einsum("nxyrc,xrs->nxysc", u, bmap.row_hot.to(a.dtype))
-        return t.reshape(*lead, L, side * side)
-    out = weights.new_zeros(*lead, L, bmap.num_buckets)
-    return out.scatter_add(-1, bmap.ids.expand(*lead, L, L), weights)
+    out = weights.new_zeros(*weights.shape[:-1], bmap.num_buckets)
+    return out.scatter_add(-1, bmap.ids.expand(weights.shape), weights)
 
 
 # ----------------------------------------------------------------------------------------
@@ -292,7 +260,7 @@ class RelativePositionTable(nn.Module):
             self.lookup_table_weight = nn.Parameter(torch.zeros(heads, head_dim, n))
 
     def _map(self, h: int, w: int, like: Tensor) -> BucketMap:
-        return bucket_map(self.method, self.cfg.ratio, h, w, like.device, like.dtype)
+        return bucket_map(self.method, self.cfg.ratio, h, w, like.device)
 
     def logits(self, x: Tensor, h: int, w: int) -> Tensor:
         """Term added to the attention logits (for q/k tables).
