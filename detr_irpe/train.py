@@ -118,8 +118,9 @@ class StopRequest:
     """Turns SIGTERM/SIGINT into a request honoured at the next step boundary; all
     processes agree (a MAX all-reduce) so that they stop at the same step."""
 
-    def __init__(self):
+    def __init__(self, device: torch.device):
         self.requested = False
+        self.device = device  # where the all-reduce runs (NCCL needs a CUDA tensor)
         self._previous = {}
 
     def __enter__(self):
@@ -140,13 +141,11 @@ class StopRequest:
     def __call__(self) -> bool:
         flag = self.requested
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            t = torch.tensor([int(flag)], dtype=torch.int32, device=_COMM_DEVICE[0])
+            t = torch.tensor([int(flag)], dtype=torch.int32, device=self.device)
             torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
             flag = bool(t.item())
         return flag
 
-
-_COMM_DEVICE = ["cpu"]
 
 
 class SkipBatches:
@@ -194,8 +193,12 @@ def _local_processes(info: DistInfo) -> int:
     return int(os.environ.get("LOCAL_WORLD_SIZE", info.world_size if info.enabled else 1))
 
 
+def _device_name(args) -> str:
+    return args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def _device(args, info: DistInfo) -> torch.device:
-    name = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    name = _device_name(args)
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"--device {name}: CUDA is not available here; use --device cpu")
     if name == "cuda" and info.enabled:
@@ -243,8 +246,7 @@ def run_evaluation(model, criterion, post, loader, val, device, args, info, tag,
 def run(args) -> dict:
     """Train (or, with ``--eval``, evaluate) as the options say.  Returns the last
     evaluation's 12 box-AP numbers and the best AP."""
-    info = init_distributed(args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
-                            args.dist_url)
+    info = init_distributed(_device_name(args), args.dist_url)
     try:
         return _run(args, info)
     finally:
@@ -369,7 +371,6 @@ def _run(args, info: DistInfo) -> dict:
     writer = _tensorboard(output_dir) if info.is_main else None
     last_stats = None
     start = time.time()
-    _COMM_DEVICE[0] = device if device.type == "cuda" else "cpu"
 
     def checkpoint_state(epoch: int, step: int = 0) -> dict:
         state = {
@@ -390,7 +391,7 @@ def _run(args, info: DistInfo) -> dict:
             state["scaler"] = scaler.state_dict()
         return state
 
-    stop = StopRequest()
+    stop = StopRequest(device)
     with stop:
         for epoch in range(start_epoch, args.epochs):
             if info.enabled:
