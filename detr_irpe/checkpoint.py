@@ -87,6 +87,7 @@ def _infer_options(state: dict) -> dict:
             opts["backbone"] = "resnet101" if max(blocks3) + 1 == 23 else "resnet50"
         else:
             opts["backbone"] = "resnet34" if max(blocks3) + 1 == 6 else "resnet18"
+        opts["backbone_norm"] = "batch" if f"{body}bn1.num_batches_tracked" in state else "frozen"
     opts["enc_rpe2d"] = _infer_irpe(state)
     return opts
 

@@ -18,6 +18,9 @@ class DETRConfig:
     ``enc_rpe2d`` is the official iRPE string ('' = plain DETR).
     ``pretrained_backbone``: 'imagenet' (torchvision IMAGENET1K_V1), 'none' (random
     init) or the path of a torchvision ResNet state dict.
+    ``backbone_norm`` 'frozen' (DETR) or 'batch' (trainable batch norm, for random init) and
+    ``trainable_backbone_layers`` (3 = layer2..layer4 as DETR, 5 = all) only matter when
+    training from scratch; see the README.
     """
 
     num_classes: int = 91
@@ -42,6 +45,8 @@ class DETRConfig:
     eos_coef: float = 0.1
     lr_backbone: float = 1e-5
     pretrained_backbone: str = "imagenet"
+    backbone_norm: str = "frozen"
+    trainable_backbone_layers: int = 3
 
     def __post_init__(self):
         parse_irpe(self.enc_rpe2d)  # a bad string fails at construction, naming the flag

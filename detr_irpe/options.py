@@ -13,7 +13,7 @@ import sys
 import tomllib
 
 from .config import PAPER_IRPE
-from .models.backbone import RESNETS
+from .models.backbone import BACKBONE_NORMS, RESNETS
 from .models.irpe import parse_irpe
 
 SCHEDULES = {"150e": (150, 100), "300e": (300, 200), "500e": (500, 400)}
@@ -54,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     a("--position_embedding", default="sine", choices=("sine", "learned"))
     a("--pretrained_backbone", default="imagenet",
       help="'imagenet' (torchvision IMAGENET1K_V1), 'none' (random init) or a file path")
+    a("--backbone_norm", default="frozen", choices=BACKBONE_NORMS,
+      help="'frozen' batch norm (DETR, for a pretrained backbone) or trainable 'batch' norm "
+           "(for training from random init)")
+    a("--trainable_backbone_layers", type=int, default=3, choices=range(6), metavar="{0..5}",
+      help="ResNet stages that train, from the top: 3 = layer2-4 (DETR), 5 = all")
     a("--enc_layers", type=int, default=6)
     a("--dec_layers", type=int, default=6)
     a("--dim_feedforward", type=int, default=2048)

@@ -131,6 +131,42 @@ def test_backbone_trainable_layers_and_dilation():
         detr_irpe.build_detr(backbone="resnet18", dilation=True, pretrained_backbone="none")
 
 
+def test_batch_norm_backbone_for_training_from_scratch(tmp_path):
+    small = dict(backbone="resnet18", pretrained_backbone="none", hidden_dim=32, nheads=2,
+                 enc_layers=1, dec_layers=1)
+    model, _, _ = detr_irpe.build_detr(backbone_norm="batch", trainable_backbone_layers=5, **small)
+    body = model.backbone[0].body
+    norms = [m for m in body.modules() if "Norm" in type(m).__name__]
+    assert norms and all(type(m) is torch.nn.BatchNorm2d for m in norms)
+    names = {n for n, p in model.named_parameters() if n.startswith("backbone.") and p.requires_grad}
+    assert names == {n for n, _ in model.named_parameters() if n.startswith("backbone.")}
+    assert {"backbone.0.body.conv1.weight", "backbone.0.body.bn1.weight"} <= names
+    # Training updates the statistics; evaluation uses them.
+    model.train()
+    before = body.bn1.running_mean.clone()
+    model([torch.rand(3, 64, 64) * 5])
+    assert not torch.equal(before, body.bn1.running_mean)
+    # Counting stages from the top: 1 = layer4 only; 4 = layer1..layer4 (stem frozen).
+    for layers, expected in ((1, {"layer4"}), (4, {"layer1", "layer2", "layer3", "layer4"})):
+        m, _, _ = detr_irpe.build_detr(trainable_backbone_layers=layers, **small)
+        got = {n.split(".")[3] for n, p in m.named_parameters()
+               if n.startswith("backbone.0.body.") and p.requires_grad}
+        assert got == expected
+    # A bare state dict says which norm it was trained with.
+    path = tmp_path / "bn.pth"
+    torch.save({"model": model.state_dict()}, path)
+    ckpt = detr_irpe.load_checkpoint(str(path))
+    assert ckpt.options["backbone_norm"] == "batch"
+    rebuilt, _, _ = detr_irpe.build_detr(ckpt.config(nheads=2))
+    rebuilt.load_state_dict(ckpt.model, strict=True)
+    x = [torch.rand(3, 64, 80)]
+    torch.testing.assert_close(rebuilt.eval()(x)["pred_boxes"], model.eval()(x)["pred_boxes"])
+    with pytest.raises(ValueError, match="backbone_norm='group'"):
+        detr_irpe.build_detr(backbone_norm="group", **small)
+    with pytest.raises(ValueError, match="trainable_backbone_layers=6"):
+        detr_irpe.build_detr(trainable_backbone_layers=6, **small)
+
+
 def test_pretrained_backbone_local_file_and_clear_errors(tmp_path):
     import torchvision
 
@@ -191,7 +227,8 @@ def test_options_inferred_from_shapes_without_args(tmp_path, enc):
     ckpt = detr_irpe.load_checkpoint(str(path))
     o = ckpt.options
     assert (o["num_classes"], o["num_queries"], o["hidden_dim"], o["dec_layers"], o["pre_norm"],
-            o["backbone"], o["enc_rpe2d"]) == (4, 9, 32, 3, True, "resnet18", enc)
+            o["backbone"], o["enc_rpe2d"], o["backbone_norm"]) == (4, 9, 32, 3, True, "resnet18", enc,
+                                                                   "frozen")
     rebuilt, _, _ = detr_irpe.build_detr(ckpt.config(nheads=2))
     rebuilt.load_state_dict(ckpt.model, strict=True)
 

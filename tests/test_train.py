@@ -100,6 +100,27 @@ def test_eval_resume_reproduces_ap_for_any_batch_size(trained, coco_root, tmp_pa
                                                                    abs=1e-9)
 
 
+def test_batch_norm_backbone_run_evaluates_from_its_checkpoint_alone(coco_root, tmp_path, capsys):
+    """A from-scratch run with a trainable batch-norm backbone (the CPU demo's setting):
+    its running statistics are saved, and --eval --resume without the backbone flags
+    rebuilds that backbone from the checkpoint and reproduces the AP."""
+    out = tmp_path / "bn"
+    main_module.main(["--coco_path", str(coco_root), "--output_dir", str(out), "--epochs", "1",
+                      "--lr_drop", "1", "--backbone_norm", "batch",
+                      "--trainable_backbone_layers", "5", *TINY])
+    ckpt = torch.load(out / "checkpoint.pth", weights_only=True)
+    assert ckpt["model"]["backbone.0.body.bn1.num_batches_tracked"] > 0
+    assert not torch.equal(ckpt["model"]["backbone.0.body.bn1.running_var"],
+                           torch.ones_like(ckpt["model"]["backbone.0.body.bn1.running_var"]))
+    log = json.loads((out / "log.txt").read_text().splitlines()[0])
+    ev_out = tmp_path / "bn_eval"
+    main_module.main(["--coco_path", str(coco_root), "--output_dir", str(ev_out), "--eval",
+                      "--resume", str(out / "checkpoint.pth"), *TINY])
+    assert "using backbone_norm='batch'" in capsys.readouterr().out
+    ev = json.loads((ev_out / "eval" / "eval.json").read_text())
+    assert [ev["bbox"][k] for k in ev["bbox"]] == pytest.approx(log["test_coco_eval_bbox"], abs=1e-9)
+
+
 def test_resume_continues_optimizer_scheduler_and_epoch(trained, coco_root, tmp_path):
     out = tmp_path / "resumed"
     shutil.copytree(trained, out)

@@ -32,7 +32,8 @@ class IRPEMultiheadAttention(nn.Module):
     - ``"sdpa"``: the iRPE terms and the padding go to ``F.scaled_dot_product_attention``
       as one additive mask (memory-efficient kernels on CUDA); not for RPE_V;
     - ``"explicit"``: attention written out with autograd (any configuration);
-    - ``"auto"`` (default): fused on CPU where it applies, else sdpa, else explicit.
+    - ``"auto"`` (default): fused for training on CPU where it applies; otherwise sdpa,
+      or explicit for iRPE on values.
 
     All backends compute the same function (tests compare each with a float64 reference).
     """
@@ -112,7 +113,10 @@ class IRPEMultiheadAttention(nn.Module):
         )
         backend = self.backend
         if backend == "auto":
-            if fusable and q.device.type == "cpu":
+            # Training on CPU: the fused path (no separate L x L bias tensor and gradient).
+            # Otherwise SDPA, whose CPU kernel is twice as fast as the fused path in
+            # inference (docs/benchmarks.md) and which has memory-efficient GPU kernels.
+            if fusable and q.device.type == "cpu" and self.training and torch.is_grad_enabled():
                 backend = "fused"
             else:
                 backend = "explicit" if rpe_v is not None else "sdpa"
@@ -137,11 +141,18 @@ class IRPEMultiheadAttention(nn.Module):
             raise ValueError("backend 'sdpa' cannot compute iRPE on values; use 'explicit'")
         if backend == "sdpa":
             mask = extra
-            if key_padding_mask is not None:
-                pad = torch.zeros(
-                    key_padding_mask.shape, dtype=q.dtype, device=q.device
-                ).masked_fill(key_padding_mask, float("-inf"))[:, None, None, :]
-                mask = pad if mask is None else mask + pad
+            if key_padding_mask is not None and (
+                q.device.type != "cpu" or bool(key_padding_mask.any())  # no sync on GPUs
+            ):
+                pad = key_padding_mask[:, None, None, :]
+                if mask is None:
+                    mask = ~pad  # boolean: True = may attend
+                elif mask.shape[0] == pad.shape[0] and mask.shape[1] == q.shape[1]:
+                    # Our own fresh (B, H, L, L) tensor (a gather's output, whose backward
+                    # does not need it): mask in place instead of a second L x L tensor.
+                    mask = mask.masked_fill_(pad, float("-inf"))
+                else:
+                    mask = mask.masked_fill(pad, float("-inf"))
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, scale=1.0)
         else:
             logits = q @ k.transpose(-2, -1)  # (B, H, Lq, Lk)

@@ -1,4 +1,5 @@
-"""ResNet backbone with frozen batch norm, the padded image batch and the Joiner.
+"""ResNet backbone (frozen batch norm, or trainable batch norm for training from scratch),
+the padded image batch and the Joiner.
 
 State-dict names match DETR: ``backbone.0.body.<resnet names>`` for the ResNet (stem,
 layer1..layer4; no fc), ``backbone.1.*`` for a learned position embedding.
@@ -18,6 +19,10 @@ from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
+BACKBONE_NORMS = ("frozen", "batch")
+# Trainable parts of the ResNet, counted from the top, as torchvision's
+# ``trainable_backbone_layers``: 3 = layer2..layer4 (DETR), 5 = everything.
+_STAGES = ("layer4", "layer3", "layer2", "layer1", "conv1")
 
 
 @dataclass
@@ -92,8 +97,21 @@ def _load_backbone_weights(net: nn.Module, name: str, pretrained: str | None) ->
         )
 
 
+def _trainable_prefixes(layers: int) -> tuple[str, ...]:
+    prefixes = _STAGES[:layers]
+    return prefixes + ("bn1",) if "conv1" in prefixes else prefixes
+
+
 class Backbone(nn.Module):
-    """Frozen-BN ResNet returning layer4 features (stride 32, or 16 with dilation)."""
+    """ResNet returning layer4 features (stride 32, or 16 with dilation).
+
+    ``norm='frozen'`` (DETR): every batch norm is a fixed affine map, right for a pretrained
+    backbone.  ``norm='batch'``: ordinary batch norm that learns its statistics, for training
+    from random init, where a frozen norm is an identity and leaves the deep ResNet
+    unnormalised.  ``trainable_layers`` counts stages from the top (3 = layer2..layer4, as
+    DETR; 5 = all, the choice for random init); nothing trains when ``train_backbone`` is
+    False.
+    """
 
     def __init__(
         self,
@@ -101,10 +119,16 @@ class Backbone(nn.Module):
         train_backbone: bool = True,
         dilation: bool = False,
         pretrained: str | None = None,
+        norm: str = "frozen",
+        trainable_layers: int = 3,
     ):
         super().__init__()
         if name not in RESNETS:
             raise ValueError(f"backbone={name!r} is not one of {RESNETS}")
+        if norm not in BACKBONE_NORMS:
+            raise ValueError(f"backbone_norm={norm!r} is not one of {BACKBONE_NORMS}")
+        if not 0 <= trainable_layers <= 5:
+            raise ValueError(f"trainable_backbone_layers={trainable_layers}: must be 0..5")
         if dilation and name in ("resnet18", "resnet34"):
             raise ValueError(
                 f"dilation (DC5) needs a bottleneck ResNet: use backbone resnet50 or resnet101, "
@@ -113,12 +137,12 @@ class Backbone(nn.Module):
         net = getattr(torchvision.models, name)(
             weights=None,
             replace_stride_with_dilation=[False, False, dilation],
-            norm_layer=FrozenBatchNorm2d,
+            norm_layer=FrozenBatchNorm2d if norm == "frozen" else nn.BatchNorm2d,
         )
         _load_backbone_weights(net, name, pretrained)
+        prefixes = _trainable_prefixes(trainable_layers)
         for pname, param in net.named_parameters():
-            trainable = train_backbone and pname.startswith(("layer2", "layer3", "layer4"))
-            param.requires_grad_(trainable)
+            param.requires_grad_(train_backbone and pname.startswith(prefixes))
         self.body = IntermediateLayerGetter(net, return_layers={"layer4": "0"})
         self.num_channels = 512 if name in ("resnet18", "resnet34") else 2048
 

@@ -126,6 +126,8 @@ def build_detr(config: DETRConfig | None = None, **options) -> tuple[DETR, SetCr
         train_backbone=config.lr_backbone > 0,
         dilation=config.dilation,
         pretrained=config.pretrained_backbone,
+        norm=config.backbone_norm,
+        trainable_layers=config.trainable_backbone_layers,
     )
     joiner = Joiner(backbone, build_position_encoding(config.position_embedding, config.hidden_dim))
     transformer = Transformer(
