@@ -14,14 +14,13 @@ Prints a table of ratios and writes the raw figures to ``--json``
    images of 800 x 1066 and 800 x 1201, with and without iRPE-K; batch-1 inference;
 3. FLOPs of that training step (torch.utils.flop_counter) and the achieved FLOP/s as a
    fraction of this machine's matrix-multiply peak, measured in the same run;
-4. peak memory of the training step (high-water resident set of a fresh process on CPU,
+4. peak memory of the training step (high-water resident set, VmHWM, of a fresh process on CPU,
    ``torch.cuda.max_memory_allocated`` on GPU).
 
 Each timing is the median of several repetitions after warm-up, with the variants
 interleaved (in a rotating order) so that background load affects them alike; ratios are
 medians of the within-round ratios.  A second copy of the plain variant is timed like the
 others: its ratio to plain (ideally 1.000) is the noise floor of the run.
-Peak memory on CPU is the high-water resident set (VmHWM) of a fresh process.
 """
 
 from __future__ import annotations
