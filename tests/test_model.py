@@ -131,6 +131,62 @@ def test_backbone_trainable_layers_and_dilation():
         detr_irpe.build_detr(backbone="resnet18", dilation=True, pretrained_backbone="none")
 
 
+def test_frozen_norms_folded_into_convolutions_match_conv_then_norm():
+    """Each frozen batch norm is applied inside the convolution before it.  Features and
+    weight gradients equal torchvision's conv -> FrozenBatchNorm2d ResNet, and the
+    folded no-grad forward follows in-place weight updates (fused AdamW) and loads."""
+    import torchvision
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    from detr_irpe.models.backbone import Backbone, ConvFrozenBN2d, FoldedFrozenBatchNorm2d
+
+    torch.manual_seed(0)
+    bb = Backbone("resnet18", norm="frozen", trainable_layers=3)
+    ref = torchvision.models.resnet18(weights=None, norm_layer=FrozenBatchNorm2d)
+    assert sum(isinstance(m, FoldedFrozenBatchNorm2d) for m in bb.modules()) == sum(
+        isinstance(m, FrozenBatchNorm2d) for m in ref.modules()) == 20  # every norm folded
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, t in bb.body.state_dict().items():
+            if "bn" in name or "downsample.1" in name:
+                t.copy_(torch.rand(t.shape, generator=g) + 0.5 if "var" in name
+                        else torch.randn(t.shape, generator=g))
+    ref.load_state_dict(bb.body.state_dict(), strict=False)  # no fc in the backbone
+    for name, p in ref.named_parameters():
+        p.requires_grad_(name.startswith(("layer2", "layer3", "layer4")))
+    bb.double()
+    ref.double()
+
+    def reference(x):
+        f = ref.maxpool(ref.relu(ref.bn1(ref.conv1(x))))
+        return ref.layer4(ref.layer3(ref.layer2(ref.layer1(f))))
+
+    x = torch.randn(2, 3, 64, 96, dtype=torch.float64)
+    out, expected = bb.body(x)["0"], reference(x)
+    torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
+    out.square().sum().backward()
+    expected.square().sum().backward()
+    ref_params = dict(ref.named_parameters())
+    trained = [(n, p) for n, p in bb.body.named_parameters() if p.requires_grad]
+    # layer2..layer4 of resnet18: 2 blocks x 2 convs each, plus one downsample conv each.
+    assert len(trained) == 3 * (2 * 2 + 1)
+    for name, p in trained:
+        torch.testing.assert_close(p.grad, ref_params[name].grad, rtol=1e-9, atol=1e-9)
+
+    # In-place weight updates (fused AdamW, as main.py) and checkpoint loads are seen.
+    assert isinstance(bb.body.layer3[0].conv1, ConvFrozenBN2d)
+    opt = torch.optim.AdamW([p for _, p in trained], lr=0.05, fused=True)
+    opt.step()
+    with torch.no_grad():
+        for name, p in trained:
+            ref_params[name].copy_(p)
+        torch.testing.assert_close(bb.body(x)["0"], reference(x), rtol=1e-10, atol=1e-10)
+        state = {k: v + 0.25 if "running_mean" in k else v for k, v in bb.body.state_dict().items()}
+        bb.body.load_state_dict(state)
+        ref.load_state_dict(state, strict=False)
+        torch.testing.assert_close(bb.body(x)["0"], reference(x), rtol=1e-10, atol=1e-10)
+
+
 def test_batch_norm_backbone_for_training_from_scratch(tmp_path):
     small = dict(backbone="resnet18", pretrained_backbone="none", hidden_dim=32, nheads=2,
                  enc_layers=1, dec_layers=1)

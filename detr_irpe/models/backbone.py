@@ -97,6 +97,75 @@ def _load_backbone_weights(net: nn.Module, name: str, pretrained: str | None) ->
         )
 
 
+class FoldedFrozenBatchNorm2d(FrozenBatchNorm2d):
+    """A frozen batch norm whose affine map is applied by the convolution before it
+    (:class:`ConvFrozenBN2d`), so its own forward is the identity.
+
+    It keeps FrozenBatchNorm2d's buffers (weight, bias, running_mean, running_var) and
+    state-dict names, so checkpoints are unchanged."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x
+
+
+class ConvFrozenBN2d(nn.Conv2d):
+    """A bias-free convolution followed by a frozen batch norm, computed as one convolution
+    with weight ``W * scale`` and bias ``shift`` (scale and shift from the norm's buffers).
+
+    The same function as conv then norm up to float rounding, without two elementwise
+    passes over every activation: 15 % less time for a ResNet-50 forward at 800 x 1066 on
+    CPU (docs/benchmarks.md).  The weight stays the parameter (gradients flow to it through
+    the product); the norm stays a registered module, this one only refers to it.
+    """
+
+    def attach(self, norm: FoldedFrozenBatchNorm2d) -> ConvFrozenBN2d:
+        self._norm = (norm,)  # a tuple: not registered as a child (no duplicate keys)
+        return self
+
+    def forward(self, x: Tensor) -> Tensor:
+        # Folded on every call (a weight-sized product, ~1 % of a ResNet-50 forward): a
+        # cache keyed on tensor versions would go stale, since the fused AdamW kernel
+        # updates weights in place without bumping their version counters.
+        norm = self._norm[0]
+        scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
+        shift = norm.bias - norm.running_mean * scale
+        dtype = self.weight.dtype
+        weight = self.weight * scale.to(dtype)[:, None, None, None]
+        return self._conv_forward(x, weight, shift.to(dtype))
+
+
+def _fold_frozen_norms(net: nn.Module) -> None:
+    """Replace every (bias-free conv, frozen norm) pair of a torchvision ResNet -- the stem,
+    ``convN``/``bnN`` in each block and ``downsample`` -- by :class:`ConvFrozenBN2d` and
+    :class:`FoldedFrozenBatchNorm2d`, keeping parameter objects and names."""
+
+    def fold(parent: nn.Module, conv_name: str, norm_name: str) -> None:
+        conv, norm = getattr(parent, conv_name), getattr(parent, norm_name)
+        if type(conv) is not nn.Conv2d or conv.bias is not None:
+            return
+        if type(norm) is not FrozenBatchNorm2d:
+            return
+        folded_norm = FoldedFrozenBatchNorm2d(norm.weight.numel(), eps=norm.eps)
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            setattr(folded_norm, name, getattr(norm, name))
+        new = ConvFrozenBN2d(
+            conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+            conv.dilation, conv.groups, bias=False, device="meta",
+        )
+        new.weight = conv.weight
+        setattr(parent, conv_name, new.attach(folded_norm))
+        setattr(parent, norm_name, folded_norm)
+
+    fold(net, "conv1", "bn1")
+    for module in list(net.modules()):
+        for k in (1, 2, 3):
+            if hasattr(module, f"conv{k}") and hasattr(module, f"bn{k}") and module is not net:
+                fold(module, f"conv{k}", f"bn{k}")
+        downsample = getattr(module, "downsample", None)
+        if isinstance(downsample, nn.Sequential) and len(downsample) == 2:
+            fold(downsample, "0", "1")
+
+
 def _trainable_prefixes(layers: int) -> tuple[str, ...]:
     prefixes = _STAGES[:layers]
     return prefixes + ("bn1",) if "conv1" in prefixes else prefixes
@@ -140,6 +209,8 @@ class Backbone(nn.Module):
             norm_layer=FrozenBatchNorm2d if norm == "frozen" else nn.BatchNorm2d,
         )
         _load_backbone_weights(net, name, pretrained)
+        if norm == "frozen":
+            _fold_frozen_norms(net)
         prefixes = _trainable_prefixes(trainable_layers)
         for pname, param in net.named_parameters():
             param.requires_grad_(train_backbone and pname.startswith(prefixes))
