@@ -1,3 +1,4 @@
+import importlib.util
 import os
 import sys
 
@@ -19,3 +20,12 @@ def golden():
 @pytest.fixture(scope="session")
 def bucket_fixture():
     return torch.load(os.path.join(FIXTURES, "bucket_ids.pt"), weights_only=True)
+
+
+def load_tool(name: str):
+    """Import ``tools/<name>.py`` (the tools are scripts, not a package)."""
+    path = os.path.join(os.path.dirname(HERE), "tools", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

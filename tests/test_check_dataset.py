@@ -4,14 +4,13 @@ Each test writes a small clean dataset (6 RGB PNGs of 40x32, one box each), give
 defect and checks how the defect is reported, and that loading does what the report says.
 """
 
-import importlib.util
 import json
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import load_tool
 from PIL import Image, ImageOps
 
 from detr_irpe.data import CocoDetection, DatasetError, check_dataset
@@ -23,7 +22,6 @@ from detr_irpe.data.image_source import (
 )
 
 W, H = 40, 32
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _pixels(seed):
@@ -492,16 +490,9 @@ def test_crowd_and_images_without_annotations_are_information(dataset):
 # ----------------------------------------------------------------------------- the tool
 
 
-def _tool():
-    spec = importlib.util.spec_from_file_location("check_dataset_tool", ROOT / "tools" / "check_dataset.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_tool_exit_codes(dataset, capsys):
     images, data, write = dataset
-    tool = _tool()
+    tool = load_tool("check_dataset")
     args = ["--json", str(write()), "--images", str(images)]
     assert tool.main(args) == 0
     assert capsys.readouterr().out.rstrip().endswith("RESULT: OK")

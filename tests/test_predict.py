@@ -2,7 +2,6 @@
 model (ResNet-18, hidden 32, 1+1 layers, 5 queries, small images)."""
 
 import copy
-import importlib.util
 import json
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
+from conftest import load_tool
 from PIL import Image
 from pycocotools.coco import COCO
 from torchvision import tv_tensors
@@ -26,20 +26,12 @@ from detr_irpe.predict import (
 )
 from detr_irpe.visualization import irpe_tables, plot_irpe_tables, read_log
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(backbone="resnet18", hidden_dim=32, nheads=2, enc_layers=1, dec_layers=1,
             dim_feedforward=32, num_queries=5, pretrained_backbone="none")
 MAPPING = {0: 7, 1: 42, 2: 99, 3: 5}
 NAMES = {7: "cat", 42: "dog", 99: "eel", 5: "ant"}
 SIZE, MAX_SIZE = 64, 96
 IMAGE_SIZES = [(60, 80), (90, 50), (64, 64)]  # (h, w)
-
-
-def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _tiny_state(seed, **opts):
@@ -236,7 +228,7 @@ def test_cli_writes_coco_results_and_renders(ckpt_path, image_dir, detector, tmp
         (folder / f.name).write_bytes(f.read_bytes())
     (folder / "broken.jpg").write_bytes(b"not an image")
     out = tmp_path / "out"
-    tool = _load_tool("predict")
+    tool = load_tool("predict")
     code = tool.main(["--checkpoint", str(ckpt_path), "--images", str(folder), "--out", str(out),
                       "--threshold", "0.2", "--batch_size", "2", "--device", "cpu",
                       "--size", str(SIZE), "--max_size", str(MAX_SIZE), "--render"])
@@ -278,7 +270,7 @@ def test_cli_writes_coco_results_and_renders(ckpt_path, image_dir, detector, tmp
 
 
 def test_cli_errors(ckpt_path, image_dir, tmp_path, capsys):
-    tool = _load_tool("predict")
+    tool = load_tool("predict")
     (tmp_path / "broken.jpg").write_bytes(b"not an image")
     code = tool.main(["--checkpoint", str(ckpt_path), "--images", str(tmp_path / "broken.jpg"),
                       "--out", str(tmp_path / "o"), "--strict", "--size", str(SIZE)])
@@ -312,7 +304,7 @@ def test_plot_logs(tmp_path, capsys):
         runs.append(str(run))
     assert len(read_log(runs[0])) == 3
     out = tmp_path / "plots" / "curves.png"
-    tool = _load_tool("plot_logs")
+    tool = load_tool("plot_logs")
     assert tool.main([*runs, "--out", str(out), "--labels", "iRPE", "DETR"]) == 0
     with Image.open(out) as image:
         assert image.format == "PNG" and image.width > 500 and image.height > 300
@@ -336,7 +328,7 @@ def test_visualize_rpe_product_ctx(ckpt_path, tmp_path):
     r, c = 2, 7
     torch.testing.assert_close(grid[0, r, c], weight[0, :, r * side + c].norm())
     out = tmp_path / "rpe.png"
-    assert _load_tool("visualize_rpe").main(["--checkpoint", str(ckpt_path), "--out", str(out)]) == 0
+    assert load_tool("visualize_rpe").main(["--checkpoint", str(ckpt_path), "--out", str(out)]) == 0
     with Image.open(out) as image:
         assert image.format == "PNG" and image.width > 200
 
@@ -360,7 +352,7 @@ def test_visualize_rpe_without_irpe_errors(tmp_path, capsys):
     model, cfg = _tiny_state(3, num_classes=4, enc_rpe2d="")
     path = tmp_path / "plain.pth"
     torch.save({"model": model.state_dict(), "config": cfg.to_dict()}, path)
-    code = _load_tool("visualize_rpe").main(["--checkpoint", str(path), "--out",
+    code = load_tool("visualize_rpe").main(["--checkpoint", str(path), "--out",
                                              str(tmp_path / "rpe.png")])
     err = capsys.readouterr().err
     assert code == 2 and "no iRPE tables" in err and str(path) in err

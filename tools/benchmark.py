@@ -218,9 +218,11 @@ def flops_section(device, step_seconds: dict) -> dict:
         achieved = flops / step_seconds[name]
         out[name] = {"train_step_flops": flops, "achieved_flops": achieved,
                      "fraction_of_peak": achieved / out["matmul_peak_flops"]}
+        # Inference FLOPs (eval mode; counted with autograd on, which FlopCounterMode's
+        # module tracker needs, and which does not change the count of a forward).
         model.eval()
         counter = FlopCounterMode(display=False)
-        with counter, torch.no_grad():
+        with counter:
             model([_batch(device)[0][0]])
         out[name]["inference_flops"] = counter.get_total_flops()
     return out
