@@ -15,7 +15,9 @@ Prints a table of ratios and writes the raw figures to ``--json``
 3. FLOPs of that training step (torch.utils.flop_counter) and the achieved FLOP/s as a
    fraction of this machine's matrix-multiply peak, measured in the same run;
 4. peak memory of the training step (high-water resident set, VmHWM, of a fresh process on CPU,
-   ``torch.cuda.max_memory_allocated`` on GPU).
+   ``torch.cuda.max_memory_allocated`` on GPU);
+5. the targets of the speed work, each with its verdict (met / NOT MET / not checkable)
+   and, where it is not met, the reason computed from the figures of the same run.
 
 Each timing is the median of several repetitions after warm-up, with the variants
 interleaved (in a rotating order) so that background load affects them alike; ratios are
@@ -177,7 +179,8 @@ def model_section(device, reps: int) -> dict:
         infer_fns[name] = forward
     bucket_map.cache_clear()
     train = interleaved(train_fns, reps, device)
-    infer = interleaved(infer_fns, reps + 2, device)
+    # Inference is cheap next to a training step: three times the rounds, a steadier median.
+    infer = interleaved(infer_fns, 3 * reps, device)
     info = bucket_map.cache_info()
     # The feature maps this section sees: the padded training batch and the inference image.
     shapes = {(-(-max(h for h, _ in IMAGE_SIZES) // 32), -(-max(w for _, w in IMAGE_SIZES) // 32)),
