@@ -66,7 +66,8 @@ def _to_device(images, targets, device):
     return images, targets
 
 
-def _autocast(device: torch.device, amp: str):
+def autocast(device: torch.device, amp: str):
+    """The autocast context of ``--amp`` (off, bf16 or fp16) on ``device``."""
     if amp == "off":
         return nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
@@ -124,7 +125,7 @@ def train_one_epoch(
         if not last_micro and hasattr(model, "no_sync"):
             sync = model.no_sync()
         with sync:
-            with _autocast(device, amp):
+            with autocast(device, amp):
                 outputs = model(images)
             try:
                 losses = criterion(outputs, targets)
@@ -205,7 +206,7 @@ def evaluate(
     try:
         for step, (images, targets) in enumerate(loader):
             images, targets = _to_device(images, targets, device)
-            with _autocast(device, amp):
+            with autocast(device, amp):
                 outputs = core(images)
             outputs = _float_outputs(outputs)
             # Test losses follow DETR: crowd objects are not targets.

@@ -336,8 +336,9 @@ def _run(args, info: DistInfo) -> dict:
 
     val_sampler = (DistributedSampler(val, shuffle=False) if info.enabled
                    else SequentialSampler(val))
+    pin = device.type == "cuda"  # page-locked batches: asynchronous copies to the GPU
     val_loader = DataLoader(val, args.batch_size, sampler=val_sampler, drop_last=False,
-                            collate_fn=collate_fn, num_workers=args.num_workers)
+                            collate_fn=collate_fn, num_workers=args.num_workers, pin_memory=pin)
 
     start_epoch, best_ap, resume_step = args.start_epoch, -1.0, 0
     if ckpt is not None:
@@ -371,7 +372,7 @@ def _run(args, info: DistInfo) -> dict:
         raise ValueError(f"the training set has {len(train_set)} images, fewer than one batch "
                          f"of --batch_size {args.batch_size} per process")
     train_loader = DataLoader(train_set, batch_sampler=batch_sampler, collate_fn=collate_fn,
-                              num_workers=args.num_workers)
+                              num_workers=args.num_workers, pin_memory=pin)
     writer = _tensorboard(output_dir) if info.is_main else None
     last_stats = None
     start = time.time()

@@ -47,6 +47,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from detr_irpe import build_detr  # noqa: E402
+from detr_irpe.engine import autocast  # noqa: E402
 from detr_irpe.models.attention import IRPEMultiheadAttention  # noqa: E402
 from detr_irpe.models.irpe import bucket_map, parse_irpe  # noqa: E402
 from detr_irpe.runtime import configure_cpu  # noqa: E402
@@ -143,21 +144,34 @@ def _batch(device):
     return images, targets
 
 
-def _train_step_fn(model, criterion, device):
+def _train_step_fn(model, criterion, device, amp: str = "off"):
+    """One training step as main.py takes it (``amp``: off, bf16 or fp16 autocast, the
+    latter with a gradient scaler).  The step returns its loss, a detached tensor."""
     params = [p for p in model.parameters() if p.requires_grad]
     # The optimiser main.py uses (fused AdamW on CPU and CUDA).
     optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-4,
                                   fused=device.type in ("cpu", "cuda"))
+    scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
     images, targets = _batch(device)
     model.train()
 
     def step():
-        losses = criterion(model(images), targets)
+        with autocast(device, amp):
+            outputs = model(images)
+        losses = criterion(outputs, targets)
         loss = sum(losses[k] * v for k, v in criterion.weight_dict.items())
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 0.1)
-        optimizer.step()
+        if scaler is None:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 0.1)
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(params, 0.1)
+            scaler.step(optimizer)
+            scaler.update()
+        return loss.detach()
 
     return step
 

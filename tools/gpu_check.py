@@ -1,0 +1,300 @@
+"""Checks of the CUDA path, in one run of a few minutes on one GPU.
+
+    python tools/gpu_check.py --out gpu_check          # everything
+    python tools/gpu_check.py --out gpu_check --only tests,train
+
+Sections (each prints its figures and PASS/FAIL, and all go to ``<out>/gpu_check.json``):
+
+- ``tests``: the device-parametrised attention tests (every backend, float32 and autocast,
+  forward and backward with the table gradients, against the float64 CPU reference);
+- ``train``: a DETR-R50 training step at COCO sizes (two images, 800x1066 + 800x1201) in
+  fp32, bf16 and fp16 autocast: median step time, peak GPU memory, iRPE-K / plain (variants
+  interleaved; a second plain model gives the noise floor), and the AMP losses against fp32;
+- ``inference``: images/s of ``Detector.predict`` and of the ``--eval`` loop for batch 1
+  and 8, plain and iRPE-K, fp32 and bf16;
+- ``demo``: the CPU demo preset (``configs/cpu_demo.toml``) on the GPU through
+  ``torchrun --nproc_per_node=1`` (NCCL): time, AP, the checkpoint and log written, and
+  ``--eval --resume`` of the checkpoint reproducing the AP.
+
+A section that fails is reported and the next one runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import benchmark  # tools/benchmark.py (puts the repository on sys.path): models, timing
+import torch
+
+from detr_irpe import build_detr
+from detr_irpe.data import CocoDetection, collate_fn, generate_shapes_dataset, make_transforms
+from detr_irpe.engine import autocast, evaluate
+from detr_irpe.evaluation import CocoEvaluator
+from detr_irpe.predict import Detector
+
+ROOT = Path(__file__).resolve().parents[1]
+PRECISIONS = ("fp32", "bf16", "fp16")
+AMP = {"fp32": "off", "bf16": "bf16", "fp16": "fp16"}
+# AMP against fp32, same weights and batch: the eval-mode loss of the first forward, and
+# the mean loss of the last 5 of 30 training steps on that batch.
+AMP_LOSS_RTOL = {"first_forward": 0.01, "after_30_steps": 0.05}
+IRPE_OVERHEAD_LIMIT = 1.05
+# The demo run: the preset as `make run` trains it, on the GPU; more loader workers, the
+# same steps.
+DEMO_FLAGS = ["--config", "configs/cpu_demo.toml", "--device", "cuda", "--num_workers", "4"]
+
+
+def tests_section(out: Path) -> dict:
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+           "tests/test_devices.py"]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    (out / "tests.log").write_text(res.stdout + res.stderr)
+    last = (res.stdout.strip().splitlines() or ["(no output)"])[-1]
+    print(f"pytest tests/test_devices.py: {last}")
+    return {"passed": res.returncode == 0, "summary": last}
+
+
+def _peak_memory(enc: str, amp: str, device) -> int:
+    """Peak bytes allocated during a training step (parameters and AdamW state included)
+    with only this model on the GPU."""
+    model, criterion, _ = benchmark._model(enc, device)
+    step = benchmark._train_step_fn(model, criterion, device, amp)
+    step()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    step()
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated()
+    del model, criterion, step
+    torch.cuda.empty_cache()
+    return peak
+
+
+def _losses_in(precision: str, device) -> dict:
+    model, criterion, _ = benchmark._model(benchmark.IRPE_K, device)
+    images, targets = benchmark._batch(device)
+    model.eval()
+    with torch.no_grad(), autocast(device, AMP[precision]):
+        outputs = model(images)
+    losses = criterion({k: v.float() for k, v in outputs.items() if torch.is_tensor(v)}, targets)
+    first = float(sum(losses[k] * w for k, w in criterion.weight_dict.items() if k in losses))
+    step = benchmark._train_step_fn(model, criterion, device, AMP[precision])
+    curve = [float(step()) for _ in range(30)]
+    return {"first_forward": first, "after_30_steps": statistics.mean(curve[-5:]), "curve": curve}
+
+
+def train_section(device, reps: int) -> dict:
+    result = {"memory_bytes": {}, "time": {}, "losses": {}}
+    for p in PRECISIONS:
+        for name, enc in (("plain", ""), ("irpe-k", benchmark.IRPE_K)):
+            result["memory_bytes"][f"{p} {name}"] = _peak_memory(enc, AMP[p], device)
+        result["losses"][p] = _losses_in(p, device)
+        torch.cuda.empty_cache()
+    for p in PRECISIONS:
+        fns = {}
+        for name, enc in (("plain", ""), ("irpe-k", benchmark.IRPE_K), ("plain (again)", "")):
+            model, criterion, _ = benchmark._model(enc, device)
+            fns[name] = benchmark._train_step_fn(model, criterion, device, AMP[p])
+        result["time"][p] = benchmark.summarise(benchmark.interleaved(fns, reps, device))
+        del fns
+        torch.cuda.empty_cache()
+    return result
+
+
+def report_train(res: dict) -> list[dict]:
+    rows = []
+    print(f"{'':6s} {'plain ms':>9s} {'iRPE-K ms':>10s} {'ratio':>6s} {'A/A':>6s} "
+          f"{'plain GiB':>10s} {'iRPE-K GiB':>11s}")
+    for p in PRECISIONS:
+        t = res["time"][p]
+        mem = res["memory_bytes"]
+        ratio = t["irpe-k"]["ratio"]
+        print(f"{p:6s} {t['plain']['median_s'] * 1e3:9.1f} {t['irpe-k']['median_s'] * 1e3:10.1f} "
+              f"{ratio:6.3f} {t['plain (again)']['ratio']:6.3f} "
+              f"{mem[f'{p} plain'] / 2**30:10.2f} {mem[f'{p} irpe-k'] / 2**30:11.2f}")
+        rows.append(_verdict(f"train step iRPE-K / plain ({p})", ratio <= IRPE_OVERHEAD_LIMIT,
+                             f"{ratio:.3f} (limit {IRPE_OVERHEAD_LIMIT})"))
+    ref = res["losses"]["fp32"]
+    for p in PRECISIONS[1:]:
+        for key, rtol in AMP_LOSS_RTOL.items():
+            diff = abs(res["losses"][p][key] - ref[key]) / abs(ref[key])
+            rows.append(_verdict(f"{p} loss vs fp32, {key}", diff <= rtol,
+                                 f"{res['losses'][p][key]:.4f} vs {ref[key]:.4f}, "
+                                 f"relative difference {diff:.4f} (limit {rtol})"))
+    return rows
+
+
+def _verdict(name: str, ok: bool, detail: str) -> dict:
+    print(f"{'PASS' if ok else 'FAIL'}  {name}: {detail}")
+    return {"check": name, "passed": bool(ok), "detail": detail}
+
+
+def _photo_sized_images(n: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return [torch.randint(0, 256, (3, 480, 640), dtype=torch.uint8, generator=g) for _ in range(n)]
+
+
+def _images_per_second(fn, n: int) -> float:
+    fn()  # warm-up: kernels, bucket maps
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    torch.cuda.synchronize()
+    return n / (time.perf_counter() - start)
+
+
+def _throughput(model, criterion, post, images, val, device) -> dict:
+    """Images/s of ``Detector.predict`` on ``images`` and of the ``--eval`` loop on ``val``,
+    for each precision and batch size."""
+    detector = Detector(model, device=device)
+    out = {}
+    for precision in ("fp32", "bf16"):
+        amp = AMP[precision]
+        for batch in (1, 8):
+            def predict(batch=batch, amp=amp):
+                with autocast(device, amp):
+                    detector.predict(images, threshold=0.0, batch_size=batch)
+
+            loader = torch.utils.data.DataLoader(val, batch, collate_fn=collate_fn, num_workers=8,
+                                                 pin_memory=device.type == "cuda")
+
+            def run_eval(loader=loader, amp=amp):
+                evaluator = CocoEvaluator(val.coco, val.label_to_category_id)
+                evaluate(model, criterion, post, loader, evaluator, device, amp=amp, verbose=False)
+
+            out[f"{precision} batch {batch}"] = {"Detector": _images_per_second(predict, len(images)),
+                                                 "eval": _images_per_second(run_eval, len(val))}
+    return out
+
+
+def inference_section(device, data_root: Path, n: int = 32) -> dict:
+    images = _photo_sized_images(n)
+    generate_shapes_dataset(data_root, num_train=0, num_val=n, image_size=640)
+    val = CocoDetection(data_root / "val", data_root / "annotations" / "instances_val.json",
+                        make_transforms("val"), train=False)
+    out = {}
+    for name, enc in (("plain", ""), ("irpe-k", benchmark.IRPE_K)):
+        torch.manual_seed(0)
+        model, criterion, post = build_detr(enc_rpe2d=enc, pretrained_backbone="none")
+        rates = _throughput(model.to(device), criterion.to(device), post["bbox"], images, val,
+                            device)
+        for key, r in rates.items():
+            out[f"{name} {key}"] = r
+            print(f"{name + ' ' + key:24s} Detector {r['Detector']:6.1f} img/s   "
+                  f"--eval loop {r['eval']:6.1f} img/s")
+        torch.cuda.empty_cache()
+    return out
+
+
+def _run(cmd: list[str], log: Path) -> tuple[int, float, str]:
+    start = time.perf_counter()
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    log.write_text(res.stdout + res.stderr)
+    return res.returncode, time.perf_counter() - start, res.stdout + res.stderr
+
+
+def _final_ap(run_dir: Path, tag: str) -> float:
+    return json.loads((run_dir / "eval" / f"{tag}.json").read_text())["bbox"]["AP"]
+
+
+def demo_section(out: Path, work: Path) -> dict:
+    data = work / "shapes"
+    generate_shapes_dataset(data, num_train=1000, num_val=100, image_size=128)
+    run_dir, eval_dir = work / "demo", work / "demo_eval"
+    common = [*DEMO_FLAGS, "--train_json", str(data / "annotations/instances_train.json"),
+              "--train_images", str(data / "train"),
+              "--val_json", str(data / "annotations/instances_val.json"),
+              "--val_images", str(data / "val")]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=1"]
+    rc, seconds, text = _run([*torchrun, "main.py", *common, "--output_dir", str(run_dir)],
+                             out / "demo_train.log")
+    res = {"train_rc": rc, "train_seconds": seconds}
+    print(f"demo preset on the GPU (torchrun, 1 process): exit {rc} in {seconds:.0f} s")
+    if rc != 0:
+        print(text[-3000:])
+        return res
+    written = sorted(p.name for p in run_dir.iterdir())
+    ckpt = run_dir / "checkpoint.pth"
+    res.update(written=written, ap=_final_ap(run_dir, max(
+        (p.stem for p in (run_dir / "eval").glob("[0-9]*.json")), key=int)))
+    rc, seconds, text = _run([*torchrun, "main.py", *common, "--eval", "--resume", str(ckpt),
+                              "--output_dir", str(eval_dir)], out / "demo_eval.log")
+    res.update(eval_rc=rc, eval_seconds=seconds)
+    if rc == 0:
+        res["eval_ap"] = _final_ap(eval_dir, "eval")
+    else:
+        print(text[-3000:])
+    return res
+
+
+def report_demo(res: dict) -> list[dict]:
+    rows = [_verdict("demo training run", res.get("train_rc") == 0,
+                     f"{res.get('train_seconds', 0):.0f} s, final AP {res.get('ap')}")]
+    if "written" in res:
+        need = {"checkpoint.pth", "log.txt"}
+        rows.append(_verdict("checkpoint and log written", need <= set(res["written"]),
+                             ", ".join(res["written"])))
+        rows.append(_verdict("--eval --resume reproduces the AP",
+                             res.get("eval_ap") is not None
+                             and abs(res["eval_ap"] - res["ap"]) <= 1e-4,
+                             f"{res.get('eval_ap')} vs {res['ap']}"))
+    return rows
+
+
+SECTIONS = ("tests", "train", "inference", "demo")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="output/gpu_check", help="folder for results and logs")
+    parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
+    parser.add_argument("--reps", type=int, default=10, help="timed rounds per variant")
+    parser.add_argument("--device", default="cuda", help="the CUDA device to check")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("gpu_check: no CUDA device here; run it on a machine with a GPU", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+              "gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
+              "cuda": torch.version.cuda, "checks": []}
+    print(f"# {report['date']}  {report['gpu']}  torch {report['torch']}  CUDA {report['cuda']}")
+    work = Path(tempfile.mkdtemp(prefix="gpu_check_"))
+    steps = {
+        "tests": lambda: tests_section(out),
+        "train": lambda: train_section(device, args.reps),
+        "inference": lambda: inference_section(device, work / "photo_sized"),
+        "demo": lambda: demo_section(out, work),
+    }
+    checks = {"train": report_train, "demo": report_demo,
+              "tests": lambda r: [_verdict("attention tests on CUDA", r["passed"], r["summary"])]}
+    for name in args.only.split(","):
+        print(f"\n## {name}", flush=True)
+        start = time.perf_counter()
+        try:
+            report[name] = steps[name]()
+            report["checks"] += checks.get(name, lambda r: [])(report[name])
+        except Exception:
+            text = traceback.format_exc()
+            print(text)
+            report[name] = {"error": text}
+            report["checks"].append(_verdict(name, False, text.strip().splitlines()[-1]))
+        print(f"({name}: {time.perf_counter() - start:.0f} s)", flush=True)
+        (out / "gpu_check.json").write_text(json.dumps(report, indent=1))
+    failed = [c["check"] for c in report["checks"] if not c["passed"]]
+    print(f"\n{len(report['checks']) - len(failed)} passed, {len(failed)} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
