@@ -274,14 +274,14 @@ def test_cli_errors(ckpt_path, image_dir, tmp_path, capsys):
     (tmp_path / "broken.jpg").write_bytes(b"not an image")
     code = tool.main(["--checkpoint", str(ckpt_path), "--images", str(tmp_path / "broken.jpg"),
                       "--out", str(tmp_path / "o"), "--strict", "--size", str(SIZE)])
-    assert code == 2 and "broken.jpg" in capsys.readouterr().err
+    assert code == 1 and "broken.jpg" in capsys.readouterr().err
     code = tool.main(["--checkpoint", str(ckpt_path), "--images", str(tmp_path / "none*.jpg"),
                       "--out", str(tmp_path / "o")])
-    assert code == 2 and "none*.jpg" in capsys.readouterr().err
+    assert code == 1 and "none*.jpg" in capsys.readouterr().err
     missing = tmp_path / "missing.pth"
     code = tool.main(["--checkpoint", str(missing), "--images", str(image_dir),
                       "--out", str(tmp_path / "o")])
-    assert code == 2 and str(missing) in capsys.readouterr().err
+    assert code == 1 and str(missing) in capsys.readouterr().err
 
 
 def _log_line(epoch, ap):
