@@ -3,6 +3,10 @@
     torchrun --nproc_per_node=8 main.py --lr_drop 100 --epochs 150 --coco_path ./coco_data \
         --enc_rpe2d rpe-2.0-product-ctx-1-k --output_dir ./output
     python main.py --eval --resume checkpoint.pth --coco_path ./coco_data
+
+Exit codes: 0 done, 1 error, 2 bad command line, 75 stopped by SIGTERM/SIGINT with the
+checkpoint saved (``detr_irpe.options``).  The command line is parsed before torch is
+imported, so ``--help`` and argument errors answer at once.
 """
 
 import os
@@ -13,13 +17,14 @@ os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 import sys
 
-from detr_irpe.engine import TrainingInterrupted
-from detr_irpe.options import parse_args
-from detr_irpe.train import EXIT_INTERRUPTED, run
+from detr_irpe.options import EXIT_ERROR, EXIT_INTERRUPTED, parse_args
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from detr_irpe.engine import TrainingInterrupted
+    from detr_irpe.train import run
+
     try:
         run(args)
     except TrainingInterrupted:
@@ -38,7 +43,7 @@ def cli() -> int:
         if os.environ.get("DETR_IRPE_TRACEBACK"):
             raise
         print(f"main.py: error: {err}", file=sys.stderr)
-        return 1
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

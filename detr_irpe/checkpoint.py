@@ -39,6 +39,29 @@ class Checkpoint:
     inferred: list[str] = field(default_factory=list)
     raw: dict = field(default_factory=dict)
 
+    @property
+    def args(self) -> dict:
+        """The stored command-line options (ours: a dict; official files: a Namespace)."""
+        args = self.raw.get("args", {})
+        return dict(vars(args) if isinstance(args, argparse.Namespace) else args or {})
+
+    @property
+    def epoch(self) -> int | None:
+        """The last completed epoch (counted from 0), ``None`` when not recorded."""
+        return self.raw.get("epoch")
+
+    def progress(self) -> str:
+        """How far training went, in words (epochs counted from 0, as printed)."""
+        if self.epoch is None:
+            return "training progress not recorded"
+        step = self.raw.get("resume_step", 0)
+        later = f" and {step} steps of epoch {self.epoch + 1}" if step else ""
+        return f"trained through epoch {self.epoch}{later}"
+
+    def eval_sizes(self) -> dict:
+        """``val_size`` / ``max_size`` the checkpoint was evaluated with, where stored."""
+        return {k: self.args[k] for k in ("val_size", "max_size") if self.args.get(k)}
+
     def config(self, **overrides) -> DETRConfig:
         """A :class:`DETRConfig` for rebuilding the model (no backbone download: the
         checkpoint carries the backbone weights)."""

@@ -1,12 +1,23 @@
-"""Typed model configuration.  Field names are the official command-line names."""
+"""Typed model configuration.  Field names are the official command-line names.
+
+Plain Python (no torch): the command line validates against it before the heavy imports.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from .models.irpe import IRPEConfig, parse_irpe
+from .models.irpe_config import IRPEConfig, parse_irpe
 
 PAPER_IRPE = "rpe-2.0-product-ctx-1-k"
+# DETR's evaluation resize: shorter side 800, longer side at most 1333.
+EVAL_SIZE, EVAL_MAX_SIZE = 800, 1333
+RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
+BACKBONE_NORMS = ("frozen", "batch")
+# The options that shape the model and its trainable parameters: a checkpoint fixes them.
+ARCHITECTURE = ("num_classes", "enc_rpe2d", "backbone", "dilation", "position_embedding",
+                "hidden_dim", "nheads", "enc_layers", "dec_layers", "dim_feedforward",
+                "num_queries", "pre_norm", "backbone_norm", "trainable_backbone_layers")
 
 
 @dataclass

@@ -12,46 +12,64 @@ import os
 import sys
 import tomllib
 
-from .config import PAPER_IRPE
-from .models.backbone import BACKBONE_NORMS, RESNETS
-from .models.irpe import parse_irpe
+from .config import BACKBONE_NORMS, EVAL_MAX_SIZE, EVAL_SIZE, PAPER_IRPE, RESNETS
+from .models.irpe_config import parse_irpe
 
 SCHEDULES = {"150e": (150, 100), "300e": (300, 200), "500e": (500, 400)}
 # Official flags we accept for compatibility but whose feature is not part of this project.
 UNSUPPORTED = {"masks": False, "frozen_weights": None, "coco_panoptic_path": None,
                "remove_difficult": False}
+# Exit codes of main.py (also printed by --help).
+EXIT_ERROR = 1  # a problem with the data, a file or the machine: the message says which
+EXIT_USAGE = 2  # a bad command line or preset (argparse's code)
+EXIT_INTERRUPTED = 75  # stopped by SIGTERM/SIGINT, checkpoint saved (EX_TEMPFAIL)
+EPILOG = (f"exit codes: 0 done; {EXIT_ERROR} error (one line says what and what to do); "
+          f"{EXIT_USAGE} bad command line; {EXIT_INTERRUPTED} stopped by SIGTERM/SIGINT with the "
+          f"checkpoint saved (run the same command with --resume auto)")
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
         """One line naming the flag and what to do (no usage dump), exit code 2."""
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every help line ends with the flag's default, unless the text states it already
+    (defaults that depend on other options are written out in words); switches have none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.nargs == 0 or "default" in text:
+            return text
+        return f"{text} (default: %(default)s)"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
-        "main.py", description="Train and evaluate DETR with iRPE (see README.md).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = _Parser("main.py", description="Train and evaluate DETR with iRPE (see README.md).",
+                formatter_class=_HelpFormatter, epilog=EPILOG)
     a = p.add_argument
-    a("--config", default=None, help="TOML preset (configs/*.toml); explicit flags override it")
+    a("--config", default=None,
+      help="TOML preset (configs/*.toml); explicit flags override it (default: none)")
     a("--schedule", choices=sorted(SCHEDULES), default=None,
-      help="sets --epochs/--lr_drop: 150e = 150/100, 300e = 300/200, 500e = 500/400")
+      help="sets --epochs/--lr_drop: 150e = 150/100, 300e = 300/200, 500e = 500/400 "
+           "(default: none, --epochs and --lr_drop as given)")
     # Optimisation (official names and defaults).
-    a("--lr", type=float, default=1e-4)
-    a("--lr_backbone", type=float, default=1e-5)
+    a("--lr", type=float, default=1e-4, help="learning rate of the transformer and heads")
+    a("--lr_backbone", type=float, default=1e-5, help="learning rate of the backbone")
     a("--batch_size", type=int, default=2, help="images per process per step")
-    a("--weight_decay", type=float, default=1e-4)
-    a("--epochs", type=int, default=300)
-    a("--lr_drop", type=int, default=200)
+    a("--weight_decay", type=float, default=1e-4, help="AdamW weight decay")
+    a("--epochs", type=int, default=300, help="epochs to train (printed from 0)")
+    a("--lr_drop", type=int, default=200, help="divide the learning rates by 10 after this many epochs")
     a("--clip_max_norm", type=float, default=0.1, help="gradient clipping max norm (0 = off)")
     a("--accum_steps", type=int, default=1,
       help="gradient accumulation: total batch = batch_size x processes x accum_steps")
     a("--amp", choices=["off", "bf16", "fp16"], default="off", help="mixed precision (GPU)")
-    # Model.
-    a("--backbone", default="resnet50", choices=RESNETS)
+    # Model.  With --resume or --eval these come from the checkpoint.
+    a("--backbone", default="resnet50", choices=RESNETS, help="ResNet depth")
     a("--dilation", action="store_true", help="DC5: dilate layer4 instead of striding")
-    a("--position_embedding", default="sine", choices=("sine", "learned"))
+    a("--position_embedding", default="sine", choices=("sine", "learned"),
+      help="position encoding added to the image features")
     a("--pretrained_backbone", default="imagenet",
       help="'imagenet' (torchvision IMAGENET1K_V1), 'none' (random init) or a file path")
     a("--backbone_norm", default="frozen", choices=BACKBONE_NORMS,
@@ -59,65 +77,77 @@ def build_parser() -> argparse.ArgumentParser:
            "(for training from random init)")
     a("--trainable_backbone_layers", type=int, default=3, choices=range(6), metavar="{0..5}",
       help="ResNet stages that train, from the top: 3 = layer2-4 (DETR), 5 = all")
-    a("--enc_layers", type=int, default=6)
-    a("--dec_layers", type=int, default=6)
-    a("--dim_feedforward", type=int, default=2048)
-    a("--hidden_dim", type=int, default=256)
-    a("--dropout", type=float, default=0.1)
-    a("--nheads", type=int, default=8)
-    a("--num_queries", type=int, default=100)
-    a("--pre_norm", action="store_true")
+    a("--enc_layers", type=int, default=6, help="transformer encoder layers")
+    a("--dec_layers", type=int, default=6, help="transformer decoder layers")
+    a("--dim_feedforward", type=int, default=2048, help="hidden size of the feed-forward blocks")
+    a("--hidden_dim", type=int, default=256, help="width of the transformer")
+    a("--dropout", type=float, default=0.1, help="dropout in the transformer")
+    a("--nheads", type=int, default=8, help="attention heads")
+    a("--num_queries", type=int, default=100, help="object queries: most objects per image")
+    a("--pre_norm", action="store_true", help="layer norm before (not after) each block")
     a("--enc_rpe2d", default=None,
       help="iRPE of the encoder: rpe-{ratio}-{method}-{mode}-{shared_head}-{rpe_on}; '' = off "
-           f"(default {PAPER_IRPE}, or the --finetune_from checkpoint's)")
+           f"(default: {PAPER_IRPE}, or the --finetune_from checkpoint's)")
     a("--num_classes", type=int, default=None,
-      help="largest label + 1; default: 91 for COCO, derived from the data for custom sets")
+      help="largest label + 1 (default: 91 for COCO, derived from the data for custom sets)")
     # Loss.
-    a("--no_aux_loss", dest="aux_loss", action="store_false")
-    a("--set_cost_class", type=float, default=1.0)
-    a("--set_cost_bbox", type=float, default=5.0)
-    a("--set_cost_giou", type=float, default=2.0)
-    a("--bbox_loss_coef", type=float, default=5.0)
-    a("--giou_loss_coef", type=float, default=2.0)
-    a("--eos_coef", type=float, default=0.1)
+    a("--no_aux_loss", dest="aux_loss", action="store_false",
+      help="no losses on the outputs of the intermediate decoder layers")
+    a("--set_cost_class", type=float, default=1.0, help="matching cost weight: class")
+    a("--set_cost_bbox", type=float, default=5.0, help="matching cost weight: L1 box")
+    a("--set_cost_giou", type=float, default=2.0, help="matching cost weight: GIoU")
+    a("--bbox_loss_coef", type=float, default=5.0, help="loss weight: L1 box")
+    a("--giou_loss_coef", type=float, default=2.0, help="loss weight: GIoU")
+    a("--eos_coef", type=float, default=0.1, help="class-loss weight of the 'no object' class")
     a("--mask_loss_coef", type=float, default=1.0, help="accepted for compatibility; unused")
     a("--dice_loss_coef", type=float, default=1.0, help="accepted for compatibility; unused")
     # Data.
-    a("--dataset_file", default="coco")
-    a("--coco_path", default=None, help="COCO 2017 root (annotations/, train2017[.zip], ...)")
-    a("--train_json", default=None, help="custom data: COCO-format training annotations")
-    a("--train_images", default=None, help="custom data: training image folder or zip")
-    a("--val_json", default=None, help="custom data: COCO-format validation annotations")
-    a("--val_images", default=None, help="custom data: validation image folder or zip")
+    a("--dataset_file", default="coco",
+      help="coco, or custom (set by --train_json/--val_json)")
+    a("--coco_path", default=None,
+      help="COCO 2017 root (annotations/, train2017[.zip], ...) (default: none)")
+    a("--train_json", default=None, help="custom data: COCO-format training annotations (default: none)")
+    a("--train_images", default=None, help="custom data: training image folder or zip (default: none)")
+    a("--val_json", default=None, help="custom data: COCO-format validation annotations (default: none)")
+    a("--val_images", default=None, help="custom data: validation image folder or zip (default: none)")
     a("--skip_unreadable", action="store_true",
       help="leave out (and report) images whose file is missing or unreadable instead of "
            "stopping; other dataset errors still stop")
     a("--train_scales", type=int, nargs="+", default=None,
-      help="shorter-side sizes of the training resize (default DETR's 480..800)")
-    a("--max_size", type=int, default=1333, help="longest side after resizing")
-    a("--val_size", type=int, default=800, help="shorter side for evaluation")
+      help="shorter-side sizes of the training resize (default: DETR's 480, 512, ..., 800)")
+    a("--max_size", type=int, default=EVAL_MAX_SIZE,
+      help="longest side after resizing (default: the checkpoint's with --resume/--eval, "
+           f"else {EVAL_MAX_SIZE})")
+    a("--val_size", type=int, default=EVAL_SIZE,
+      help="shorter side for evaluation (default: the checkpoint's with --resume/--eval, "
+           f"else {EVAL_SIZE})")
     # Run.
-    a("--output_dir", default="", help="where checkpoints, logs and eval results go")
+    a("--output_dir", default=None,
+      help="where checkpoint.pth, log.txt and eval/ go; needed to train (default: none: "
+           "--eval then only prints)")
     a("--device", default=None, help="cuda, cuda:N or cpu (default: cuda when available)")
-    a("--seed", type=int, default=42)
-    a("--resume", default="", help="checkpoint to resume from, or 'auto' (latest in output_dir)")
-    a("--start_epoch", type=int, default=0)
-    a("--eval", action="store_true", help="only evaluate (with --resume)")
-    a("--num_workers", type=int, default=2)
+    a("--seed", type=int, default=42, help="random seed (each process adds its rank)")
+    a("--resume", default=None,
+      help="checkpoint to continue or evaluate, or 'auto' (--output_dir/checkpoint.pth if "
+           "present) (default: none)")
+    a("--start_epoch", type=int, default=0, help="first epoch when not resuming")
+    a("--eval", action="store_true", help="only evaluate the --resume checkpoint")
+    a("--num_workers", type=int, default=2, help="data-loading processes")
     a("--world_size", type=int, default=1, help="set by torchrun/SLURM; accepted for compatibility")
-    a("--dist_url", default="env://")
+    a("--dist_url", default="env://", help="rendezvous of the processes (torchrun sets it)")
     a("--print_freq", type=int, default=50, help="progress line every N iterations")
     a("--eval_every", type=int, default=1, help="evaluate every N epochs (and after the last)")
     a("--max_bad_steps", type=int, default=10,
       help="stop after this many consecutive non-finite steps")
     a("--finetune_from", default=None,
       help="start from this checkpoint (official DETR, DETR-with-iRPE or ours): every tensor "
-           "whose name and shape fit is loaded, the class head is re-initialised")
+           "whose name and shape fit is loaded, the class head is re-initialised (default: none)")
     a("--finetune_reset_queries", action="store_true",
       help="with --finetune_from, also re-initialise the query embeddings")
     a("--trust_checkpoint", action="store_true",
       help="allow arbitrary pickled objects in --resume files (only for files you trust)")
-    a("--threads", type=int, default=None, help="CPU threads for torch (default: all cores)")
+    a("--threads", type=int, default=None,
+      help="CPU threads for torch (default: this machine's cores, split between processes)")
     for name, default in UNSUPPORTED.items():
         if isinstance(default, bool):
             a(f"--{name}", action="store_true", help=argparse.SUPPRESS)
@@ -142,25 +172,35 @@ def _load_preset(parser: argparse.ArgumentParser, path: str) -> dict:
     return preset
 
 
+def _on_command_line(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """The options the command line itself sets (argparse fills in a default only for
+    names the namespace does not hold yet)."""
+    unset = object()
+    probe = argparse.Namespace(**{a.dest: unset for a in parser._actions})
+    parser.parse_known_args(argv, namespace=probe)
+    return {name for name, value in vars(probe).items() if value is not unset}
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse and validate.  ``args.given`` maps every option that was set on purpose
+    (command line, preset or schedule) to where it was set."""
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
     first, _ = parser.parse_known_args(argv)
-    preset = {}
+    given = {}
     if first.config:
         preset = _load_preset(parser, first.config)
         parser.set_defaults(**preset)
+        given.update(dict.fromkeys(preset, f"--config {first.config}"))
         first, _ = parser.parse_known_args(argv)
-    schedule = first.schedule
-    if schedule:
-        epochs, lr_drop = SCHEDULES[schedule]
+    if first.schedule:
+        epochs, lr_drop = SCHEDULES[first.schedule]
         # The schedule wins over the preset, explicit --epochs/--lr_drop win over both.
         parser.set_defaults(epochs=epochs, lr_drop=lr_drop)
+        given.update(dict.fromkeys(("epochs", "lr_drop"), f"--schedule {first.schedule}"))
     args = parser.parse_args(argv)
-    args.lr_drop_given = bool(
-        schedule or "lr_drop" in preset
-        or any(a == "--lr_drop" or a.startswith("--lr_drop=") for a in argv)
-    )
+    given.update(dict.fromkeys(_on_command_line(parser, argv), "the command line"))
+    args.given = given
     validate(parser, args)
     return args
 
@@ -179,7 +219,7 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.lr_drop < 1:
         err(f"--lr_drop {args.lr_drop}: must be >= 1")
     if args.lr_drop > args.epochs:
-        if getattr(args, "lr_drop_given", False):
+        if "lr_drop" in getattr(args, "given", {}):
             err(f"--lr_drop {args.lr_drop} > --epochs {args.epochs}: the learning rate would "
                 f"never drop; use an lr_drop <= epochs (the schedules use 2/3 of the epochs)")
         print(f"note: the default --lr_drop {args.lr_drop} > --epochs {args.epochs}: the "
@@ -201,7 +241,6 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         err(f"--num_classes {args.num_classes}: must be >= 1 (largest label + 1)")
     if args.dilation and args.backbone in ("resnet18", "resnet34"):
         err(f"--dilation needs --backbone resnet50 or resnet101, not {args.backbone}")
-    args.enc_rpe2d_given = args.enc_rpe2d is not None
     if args.enc_rpe2d is None:
         args.enc_rpe2d = PAPER_IRPE
     try:
@@ -240,3 +279,6 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             "--val_json/--val_images (custom data); `make run` generates and uses a demo set")
     if args.eval and not args.resume:
         err("--eval needs --resume <checkpoint> (the model to evaluate)")
+    if not args.eval and not args.output_dir:
+        err("training needs --output_dir DIR: checkpoint.pth, log.txt and eval/ are written "
+            "there (e.g. --output_dir output/run)")

@@ -30,6 +30,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 from .checkpoint import load_checkpoint
+from .config import EVAL_MAX_SIZE, EVAL_SIZE
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD, resize_size
 from .models.detr import DETR, PostProcess, build_detr
 
@@ -118,7 +119,7 @@ def to_image_tensor(image: ImageInput, exif_transpose: bool = True) -> Tensor:
     return image
 
 
-def preprocess(image: Tensor, size: int = 800, max_size: int | None = 1333) -> Tensor:
+def preprocess(image: Tensor, size: int = EVAL_SIZE, max_size: int | None = EVAL_MAX_SIZE) -> Tensor:
     """The evaluation transform: (3, h, w) uint8/float image -> normalised float32
     (3, H, W), with (H, W) = ``resize_size((h, w), size, max_size)``.
 
@@ -156,8 +157,8 @@ class Detector:
         label_to_category_id: dict[int, int] | None = None,
         category_names: dict[int, str] | None = None,
         device: str | torch.device = "cpu",
-        size: int = 800,
-        max_size: int | None = 1333,
+        size: int = EVAL_SIZE,
+        max_size: int | None = EVAL_MAX_SIZE,
         exif_transpose: bool = True,
     ):
         if size < 1 or (max_size is not None and max_size < size):
@@ -171,7 +172,9 @@ class Detector:
         self.exif_transpose = exif_transpose
         mapping = _as_int_dict(label_to_category_id)
         names = _as_int_dict(category_names)
-        if mapping is None:
+        if mapping is None or all(k == v for k, v in mapping.items()):
+            # Labels are the category ids (COCO-layout training): ids without a category
+            # keep their number.
             mapping = {label: label for label in range(model.num_classes)}
         missing = sorted(set(range(model.num_classes)) - set(mapping))
         if missing:
@@ -197,24 +200,37 @@ class Detector:
         cls,
         path: str | os.PathLike,
         device: str | torch.device = "cpu",
-        size: int = 800,
-        max_size: int | None = 1333,
+        size: int | None = None,
+        max_size: int | None = None,
         trust: bool = False,
         exif_transpose: bool = True,
     ) -> Detector:
         """Build the model a checkpoint describes (ours, official DETR or DETR-with-iRPE),
-        load its weights strictly and take the label mapping and names it stores."""
+        load its weights strictly and take the label mapping and names it stores.
+
+        ``size`` / ``max_size`` default to the evaluation resize stored in the checkpoint
+        (``val_size`` / ``max_size`` of its run; DETR's 800 / 1333 for files that store
+        none), so detections equal the ones its evaluation wrote.  A value that differs
+        from the stored one is used and printed as an override."""
         ckpt = load_checkpoint(str(path), trust=trust)
         model, _, _ = build_detr(ckpt.config())
         model.load_state_dict(ckpt.model, strict=True)
+        stored = ckpt.eval_sizes()
+        chosen = {"size": size, "max_size": max_size}
+        for name, key, default in (("size", "val_size", EVAL_SIZE),
+                                   ("max_size", "max_size", EVAL_MAX_SIZE)):
+            if chosen[name] is None:
+                chosen[name] = stored.get(key, default)
+            elif key in stored and chosen[name] != stored[key]:
+                print(f"note: {name} {chosen[name]} overrides the {key} {stored[key]} that "
+                      f"{path} was evaluated with", flush=True)
         return cls(
             model,
             label_to_category_id=ckpt.raw.get("label_to_category_id"),
             category_names=ckpt.raw.get("category_names"),
             device=device,
-            size=size,
-            max_size=max_size,
             exif_transpose=exif_transpose,
+            **chosen,
         )
 
     def category_name(self, category_id: int) -> str:
@@ -450,7 +466,9 @@ def predict_to_folder(
     if run.skipped:
         log(f"{len(run.skipped)} of {len(files)} image(s) could not be read and were skipped")
     log(f"{len(run.detections)} detections on {len(run.images)} image(s) with score >= "
-        f"{threshold} -> {out / 'predictions.json'}")
+        f"{threshold} -> {out / 'predictions.json'} (image ids: {out / 'images.json'})")
+    if render:
+        log(f"pictures: {len(run.rendered)} PNG(s) in {out}")
     return run
 
 

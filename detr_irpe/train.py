@@ -7,9 +7,12 @@ Files written to ``--output_dir`` (main process only):
 - ``checkpoint_best.pth``: the same at the best box AP so far;
 - ``log.txt``: one JSON line per epoch with the official keys (``train_*``, ``test_*``,
   ``test_coco_eval_bbox``, ``epoch``, ``n_parameters``);
-- ``eval/<epoch>.json``: all AP numbers of that evaluation (and ``eval/eval.json`` for
-  ``--eval``); ``eval/detections_<epoch>.json``: the detections in COCO results format;
-- ``args.json``: the resolved options of the run;
+- ``eval/<epoch>.json`` (the epoch counted from 0, four digits: ``eval/0003.json``): all
+  AP numbers of that evaluation, ``"epoch"`` the epoch as a number (``eval/eval.json``
+  for ``--eval``, with the checkpoint's epoch); ``eval/detections_<epoch>.json``: the
+  detections in COCO results format;
+- ``args.json``: the resolved options of the run (with ``--resume``/``--eval``: the
+  checkpoint's model options), written once the run has started;
 - TensorBoard event files in ``tensorboard/`` when ``tensorboard`` is installed.
 """
 
@@ -24,16 +27,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import (
-    BatchSampler,
-    DataLoader,
-    DistributedSampler,
-    RandomSampler,
-    SequentialSampler,
-)
+from torch.utils.data import BatchSampler, DistributedSampler, RandomSampler, SequentialSampler
 
-from .checkpoint import load_checkpoint, save_checkpoint
-from .config import DETRConfig
+from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .config import ARCHITECTURE, DETRConfig
 from .data import CocoDetection, build_coco, collate_fn, make_transforms
 from .distributed import DistInfo, barrier, cleanup, init_distributed
 from .engine import TrainingInterrupted, evaluate, train_one_epoch
@@ -41,6 +38,7 @@ from .evaluation import STAT_NAMES, CocoEvaluator, format_per_category, format_s
 from .models.detr import build_detr
 from .models.irpe import parse_irpe
 from .runtime import available_cores, configure_cpu
+from .signals import DataLoader, StopRequest
 
 
 def build_datasets(args) -> tuple[CocoDetection | None, CocoDetection]:
@@ -79,6 +77,34 @@ def model_options(args, val: CocoDetection) -> dict:
     return opts
 
 
+def checkpoint_options(args, ckpt: Checkpoint, path: str, verbose: bool) -> dict:
+    """Make ``args`` describe the model in ``ckpt``: every architecture option it records
+    (``ARCHITECTURE``) and, unless given, its ``val_size`` / ``max_size``.  An option set
+    on purpose that contradicts the checkpoint is an error naming both values.  Returns
+    the model options to build with (``num_classes`` included)."""
+    adopted = {}
+    for key in ARCHITECTURE:
+        if key not in ckpt.options:
+            continue
+        stored, ours = ckpt.options[key], getattr(args, key)
+        same = (parse_irpe(stored) == parse_irpe(ours)) if key == "enc_rpe2d" else stored == ours
+        if key in args.given and not same:
+            raise ValueError(
+                f"--{key} {ours!r} (from {args.given[key]}) contradicts {path}, which was trained "
+                f"with {key} {stored!r}; leave --{key} out (the checkpoint's value is used)")
+        if not same:
+            adopted[key] = stored
+    sizes = {k: v for k, v in ckpt.eval_sizes().items() if k not in args.given}
+    changed = {**adopted, **{k: v for k, v in sizes.items() if getattr(args, k) != v}}
+    for key, value in {**adopted, **sizes}.items():
+        if key != "num_classes":  # num_classes stays as given: the data is checked against it
+            setattr(args, key, value)
+    if verbose and changed:
+        shown = ", ".join(f"{k}={v!r}" for k, v in changed.items())
+        print(f"note: using the settings of {path}: {shown}")
+    return {"num_classes": ckpt.options["num_classes"]} if "num_classes" in ckpt.options else {}
+
+
 def finetune_state(model: torch.nn.Module, source: dict, reset_queries: bool) -> dict:
     """Copy from ``source`` every tensor whose name and shape fit ``model``, except the
     class head (always re-initialised: the classes differ) and, optionally, the query
@@ -107,45 +133,6 @@ def _print_finetune(report: dict, path: str) -> None:
         print(f"  shape mismatch (re-initialised): {'; '.join(report['mismatched'])}")
     if report["unused"]:
         print(f"  not in the new model (ignored): {', '.join(report['unused'])}")
-
-
-# Exit code of a run stopped by SIGTERM/SIGINT after saving its checkpoint (EX_TEMPFAIL):
-# run it again with --resume auto.
-EXIT_INTERRUPTED = 75
-
-
-class StopRequest:
-    """Turns SIGTERM/SIGINT into a request honoured at the next step boundary; all
-    processes agree (a MAX all-reduce) so that they stop at the same step."""
-
-    def __init__(self, device: torch.device):
-        self.requested = False
-        self.device = device  # where the all-reduce runs (NCCL needs a CUDA tensor)
-        self._previous = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum, frame):
-        if self.requested:  # a second signal: stop now
-            raise KeyboardInterrupt
-        self.requested = True
-        print(f"received signal {signum}: saving a checkpoint at the next step", flush=True)
-
-    def __call__(self) -> bool:
-        flag = self.requested
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            t = torch.tensor([int(flag)], dtype=torch.int32, device=self.device)
-            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-            flag = bool(t.item())
-        return flag
-
 
 
 class SkipBatches:
@@ -182,11 +169,15 @@ def _set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
 
 
-def _resolve_resume(args) -> str:
+def _resolve_resume(args, verbose: bool) -> str:
     if args.resume != "auto":
-        return args.resume
-    latest = Path(args.output_dir or ".") / "checkpoint.pth"
-    return str(latest) if latest.is_file() else ""
+        return args.resume or ""
+    latest = Path(args.output_dir) / "checkpoint.pth"
+    if latest.is_file():
+        return str(latest)
+    if verbose:
+        print(f"--resume auto: no {latest} yet; starting at epoch {args.start_epoch}")
+    return ""
 
 
 def _local_processes(info: DistInfo) -> int:
@@ -223,7 +214,10 @@ def _tensorboard(output_dir: Path | None):
     return SummaryWriter(str(output_dir / "tensorboard"))
 
 
-def run_evaluation(model, criterion, post, loader, val, device, args, info, tag, output_dir):
+def run_evaluation(model, criterion, post, loader, val, device, args, info, tag, epoch,
+                   output_dir):
+    """Evaluate; write ``eval/<tag>.json`` (``epoch``: the number of the epoch evaluated,
+    counted from 0) and ``eval/detections_<tag>.json`` when there is an ``output_dir``."""
     evaluator = CocoEvaluator(val.coco, val.label_to_category_id)
     test_stats = evaluate(model, criterion, post, loader, evaluator, device, amp=args.amp,
                           print_freq=args.print_freq, verbose=info.is_main)
@@ -236,7 +230,7 @@ def run_evaluation(model, criterion, post, loader, val, device, args, info, tag,
             numbers = dict(zip(STAT_NAMES, summary.stats))
             per_cat = {str(k): (None if v != v else v) for k, v in summary.per_category_ap.items()}
             _write_json(output_dir / "eval" / f"{tag}.json",
-                        {"epoch": tag, "bbox": numbers, "per_category_AP": per_cat,
+                        {"epoch": epoch, "bbox": numbers, "per_category_AP": per_cat,
                          "category_names": {str(k): v for k, v in val.category_names.items()},
                          "test_stats": test_stats})
             _write_json(output_dir / "eval" / f"detections_{tag}.json", evaluator.detections())
@@ -273,27 +267,22 @@ def _run(args, info: DistInfo) -> dict:
         except OSError as err:
             raise OSError(f"--output_dir {output_dir} is not writable ({err.strerror}); choose "
                           f"another folder or free some space") from None
-        _write_json(output_dir / "args.json", vars(args))
 
-    train_set, val = build_datasets(args)
-    resume = _resolve_resume(args)
+    resume = _resolve_resume(args, info.is_main)
     ckpt = load_checkpoint(resume, trust=args.trust_checkpoint) if resume else None
-    opts = model_options(args, val)
+    from_ckpt = checkpoint_options(args, ckpt, resume, info.is_main) if ckpt else {}
+    train_set, val = build_datasets(args)
+    opts = {**model_options(args, val), **from_ckpt}
+    if args.dataset_file == "custom" and opts["num_classes"] != val.num_classes:
+        raise ValueError(f"{resume} has num_classes {opts['num_classes']} but {args.val_json} "
+                         f"gives {val.num_classes}; use the data the checkpoint was trained on")
     if ckpt is not None:
-        stored = ckpt.options
-        for key in ("num_classes", "enc_rpe2d", "num_queries", "hidden_dim", "backbone",
-                    "backbone_norm"):
-            if key in stored and stored[key] != opts.get(key):
-                if info.is_main:
-                    print(f"note: using {key}={stored[key]!r} from {resume} "
-                          f"(options said {opts.get(key)!r})")
-                opts[key] = stored[key]
         opts["pretrained_backbone"] = "none"  # the checkpoint carries the backbone
     source = None
     if args.finetune_from and ckpt is None:
         source = load_checkpoint(args.finetune_from, trust=args.trust_checkpoint)
         theirs = source.options.get("enc_rpe2d", "")
-        if not args.enc_rpe2d_given:
+        if "enc_rpe2d" not in args.given:
             opts["enc_rpe2d"] = theirs
         elif parse_irpe(theirs) != parse_irpe(args.enc_rpe2d):
             raise ValueError(
@@ -356,13 +345,25 @@ def _run(args, info: DistInfo) -> dict:
                 _set_rng_state(raw["rng"])
             if scaler is not None and "scaler" in raw:
                 scaler.load_state_dict(raw["scaler"])
-        if info.is_main:
+        if info.is_main and not args.eval:
             at = f", step {resume_step}" if resume_step else ""
-            print(f"resumed from {resume} (next epoch {start_epoch}{at})")
+            print(f"resumed from {resume}, {ckpt.progress()} (next epoch {start_epoch}{at})")
+        if not args.eval and start_epoch >= args.epochs:
+            if info.is_main:
+                print(f"{resume}: {ckpt.progress()} of --epochs {args.epochs} (counted from "
+                      f"0): nothing left to train; raise --epochs to train longer, or "
+                      f"evaluate it with --eval --resume {resume}")
+            return {"stats": None, "best_ap": best_ap}
 
     if args.eval:
+        if info.is_main:
+            print(f"evaluating {resume}: {ckpt.progress()}")
+            if output_dir is not None:
+                _write_json(output_dir / "args.json", vars(args))
         _, summary = run_evaluation(model, criterion, post["bbox"], val_loader, val, device,
-                                    args, info, "eval", output_dir)
+                                    args, info, "eval", ckpt.epoch, output_dir)
+        if info.is_main:
+            _print_where(output_dir, ["eval/eval.json", "eval/detections_eval.json"])
         return {"stats": summary.stats if summary else None, "best_ap": None}
 
     train_sampler = (DistributedSampler(train_set, shuffle=True, seed=args.seed) if info.enabled
@@ -373,6 +374,8 @@ def _run(args, info: DistInfo) -> dict:
                          f"of --batch_size {args.batch_size} per process")
     train_loader = DataLoader(train_set, batch_sampler=batch_sampler, collate_fn=collate_fn,
                               num_workers=args.num_workers, pin_memory=pin)
+    if info.is_main:  # written once the run has started for good
+        _write_json(output_dir / "args.json", vars(args))
     writer = _tensorboard(output_dir) if info.is_main else None
     last_stats = None
     start = time.time()
@@ -396,7 +399,7 @@ def _run(args, info: DistInfo) -> dict:
             state["scaler"] = scaler.state_dict()
         return state
 
-    stop = StopRequest(device)
+    stop = StopRequest(device, verbose=info.is_main)
     with stop:
         for epoch in range(start_epoch, args.epochs):
             if info.enabled:
@@ -417,7 +420,8 @@ def _run(args, info: DistInfo) -> dict:
                     save_checkpoint(checkpoint_state(epoch - 1, stopped.steps_done),
                                     str(output_dir / "checkpoint.pth"))
                     print(f"stopped in epoch {epoch} after {stopped.steps_done} steps; "
-                          f"checkpoint saved; continue with --resume auto", flush=True)
+                          f"checkpoint saved: {output_dir / 'checkpoint.pth'} (exit code 75); "
+                          f"continue with the same command and --resume auto", flush=True)
                 barrier()
                 raise
             scheduler.step()
@@ -425,8 +429,9 @@ def _run(args, info: DistInfo) -> dict:
             is_last = epoch + 1 == args.epochs
             summary = None
             if (epoch + 1) % args.eval_every == 0 or is_last:
-                test_stats, summary = run_evaluation(model, criterion, post["bbox"], val_loader, val,
-                                                     device, args, info, f"{epoch:04d}", output_dir)
+                test_stats, summary = run_evaluation(
+                    model, criterion, post["bbox"], val_loader, val, device, args, info,
+                    f"{epoch:04d}", epoch, output_dir)
                 log.update({f"test_{k}": v for k, v in test_stats.items()})
                 if summary is not None:
                     log["test_coco_eval_bbox"] = summary.stats
@@ -456,4 +461,19 @@ def _run(args, info: DistInfo) -> dict:
             barrier()
     if writer is not None:
         writer.close()
+    if info.is_main:
+        _print_where(output_dir, ["checkpoint.pth", "checkpoint_best.pth", "log.txt", "eval/"])
     return {"stats": last_stats, "best_ap": best_ap}
+
+
+def _print_where(output_dir: Path | None, names: list[str]) -> None:
+    """The last lines of a run: where its files are and how to look at them."""
+    if output_dir is None:
+        print("results were printed only (no --output_dir)")
+        return
+    found = [str(output_dir / n) for n in names if (output_dir / n).exists()]
+    print(f"written: {', '.join(found)}")
+    if "log.txt" in names:
+        print(f"pictures: python tools/plot_logs.py {output_dir} --out {output_dir / 'curves.png'}"
+              f" (training curves); python tools/predict.py --checkpoint "
+              f"{output_dir / 'checkpoint_best.pth'} --images DIR --out DIR --render (detections)")

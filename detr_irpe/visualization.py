@@ -2,7 +2,7 @@
 iRPE tables of a checkpoint.
 
 - :func:`draw_detections` / :func:`save_png`: boxes and "name score" labels on an image
-  (``torchvision.utils.draw_bounding_boxes``), used by ``tools/predict.py --render``;
+  (PIL), sized to the image and kept inside it, used by ``tools/predict.py --render``;
 - :func:`read_log` / :func:`plot_logs`: loss terms, class error, AP and AP50 per epoch of
   one or more runs (``tools/plot_logs.py``);
 - :func:`irpe_tables` / :func:`plot_irpe_tables`: every encoder layer's iRPE table as heat
@@ -26,7 +26,6 @@ from pathlib import Path
 import torch
 from PIL import Image
 from torch import Tensor
-from torchvision.utils import draw_bounding_boxes
 
 from .checkpoint import Checkpoint, load_checkpoint
 from .models.irpe import IRPEConfig
@@ -57,6 +56,23 @@ def _label_font() -> str | None:
         return None
 
 
+def detection_style(height: int, width: int) -> tuple[int, int]:
+    """(line width, font size) in pixels for an image of this size: both proportional to
+    its shorter side (1 px and 7 px on a 128-px image, 3 px and 25 px on an 800-px one)."""
+    short = min(height, width)
+    return max(1, round(short / 300)), min(48, max(7, round(short / 32)))
+
+
+def _label_box(text_w: int, text_h: int, box: list[float], width: int, height: int):
+    """Top-left corner of a label: above the box when it fits, else just inside its top;
+    always inside the image."""
+    x0, y0 = box[0], box[1]
+    y = y0 - text_h if y0 - text_h >= 0 else y0
+    x = min(max(0, x0), max(0, width - text_w))
+    y = min(max(0, y), max(0, height - text_h))
+    return round(x), round(y)
+
+
 def draw_detections(
     image: Tensor | Image.Image,
     detections: dict,
@@ -68,33 +84,39 @@ def draw_detections(
     image: uint8 (3, H, W) tensor or PIL image; detections: a :meth:`Detector.predict`
     dict (``boxes`` absolute xyxy pixels of this image, ``scores``, ``labels``,
     ``names``).  Returns a uint8 (3, H, W) tensor of the same size.  Line width and
-    font size default to values proportional to the image size.
+    font size default to :func:`detection_style` of the image; every label stays inside
+    the image (above its box when there is room, else inside the box's top edge).
     """
+    from PIL import ImageDraw, ImageFont
+
     if isinstance(image, Image.Image):
         image = torch.from_numpy(_rgb_array(image)).permute(2, 0, 1)
     if image.dtype != torch.uint8 or image.dim() != 3:
         raise ValueError(f"expected a uint8 (3, H, W) image, got {image.dtype} {tuple(image.shape)}")
-    boxes = detections["boxes"]
-    if len(boxes) == 0:
+    if len(detections["boxes"]) == 0:
         return image.clone()
-    short = min(image.shape[-2:])
-    line_width = line_width or max(1, round(short / 320))
-    font_size = font_size or max(10, round(short / 45))
-    font = _label_font()
-    texts = [f"{name} {float(score):.2f}" for name, score in zip(detections["names"], detections["scores"])]
-    colors = [PALETTE[int(c) % len(PALETTE)] for c in detections["labels"]]
-    return draw_bounding_boxes(
-        image,
-        boxes.detach().cpu().float(),
-        labels=texts,
-        colors=colors,
-        width=line_width,
-        font=font,
-        font_size=font_size if font else None,
-        fill_labels=True,
-        label_colors="black",
-        label_background_colors=colors,
-    )
+    height, width = image.shape[-2:]
+    default_line, default_font = detection_style(height, width)
+    line_width, font_size = line_width or default_line, font_size or default_font
+    path = _label_font()
+    font = ImageFont.truetype(path, font_size) if path else ImageFont.load_default()
+    canvas = Image.fromarray(image.permute(1, 2, 0).contiguous().cpu().numpy())
+    draw = ImageDraw.Draw(canvas)
+    boxes = detections["boxes"].detach().cpu().float().tolist()
+    colors = [PALETTE[int(label) % len(PALETTE)] for label in detections["labels"]]
+    for box, color in zip(boxes, colors):
+        draw.rectangle(box, outline=color, width=line_width)
+    # Labels over all boxes, the highest score last (on top).
+    rows = list(zip(boxes, detections["names"], detections["scores"], colors))
+    for box, name, score, color in sorted(rows, key=lambda row: float(row[2])):
+        text = f"{name} {float(score):.2f}"
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        pad = max(1, font_size // 8)
+        text_w, text_h = right - left + 2 * pad, bottom - top + 2 * pad
+        x, y = _label_box(text_w, text_h, box, width, height)
+        draw.rectangle([x, y, x + text_w - 1, y + text_h - 1], fill=color)
+        draw.text((x + pad - left, y + pad - top), text, fill="black", font=font)
+    return torch.from_numpy(_rgb_array(canvas)).permute(2, 0, 1)
 
 
 def _rgb_array(image: Image.Image):

@@ -274,14 +274,14 @@ def test_cli_errors(ckpt_path, image_dir, tmp_path, capsys):
     (tmp_path / "broken.jpg").write_bytes(b"not an image")
     code = tool.main(["--checkpoint", str(ckpt_path), "--images", str(tmp_path / "broken.jpg"),
                       "--out", str(tmp_path / "o"), "--strict", "--size", str(SIZE)])
-    assert code == 2 and "broken.jpg" in capsys.readouterr().err
+    assert code == 1 and "broken.jpg" in capsys.readouterr().err
     code = tool.main(["--checkpoint", str(ckpt_path), "--images", str(tmp_path / "none*.jpg"),
                       "--out", str(tmp_path / "o")])
-    assert code == 2 and "none*.jpg" in capsys.readouterr().err
+    assert code == 1 and "none*.jpg" in capsys.readouterr().err
     missing = tmp_path / "missing.pth"
     code = tool.main(["--checkpoint", str(missing), "--images", str(image_dir),
                       "--out", str(tmp_path / "o")])
-    assert code == 2 and str(missing) in capsys.readouterr().err
+    assert code == 1 and str(missing) in capsys.readouterr().err
 
 
 def _log_line(epoch, ap):
@@ -357,3 +357,20 @@ def test_visualize_rpe_without_irpe_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "no iRPE tables" in err and str(path) in err
     assert not (tmp_path / "rpe.png").exists()
+
+
+def test_labels_scale_with_the_image_and_stay_inside_it():
+    from detr_irpe.visualization import detection_style, draw_detections
+
+    small, large = detection_style(128, 125), detection_style(800, 1066)
+    assert small[0] <= large[0] and small[1] < large[1]
+    assert large[1] / small[1] > 2  # the font follows the image size
+    image = torch.zeros(3, 60, 80, dtype=torch.uint8)
+    det = {"boxes": torch.tensor([[70.0, 0.0, 80.0, 10.0]]), "scores": torch.tensor([0.9]),
+           "labels": torch.tensor([1]), "names": ["a long category name"]}
+    drawn = draw_detections(image, det)
+    assert drawn.shape == image.shape
+    painted = (drawn != 0).any(0)
+    # the label of a box in the top-right corner is pulled left into the image, not cut off
+    assert painted[:, :40].any()
+    assert painted[0].any() and not painted[20:, :60].any()

@@ -116,7 +116,7 @@ def test_batch_norm_backbone_run_evaluates_from_its_checkpoint_alone(coco_root, 
     ev_out = tmp_path / "bn_eval"
     main_module.main(["--coco_path", str(coco_root), "--output_dir", str(ev_out), "--eval",
                       "--resume", str(out / "checkpoint.pth"), *TINY])
-    assert "using backbone_norm='batch'" in capsys.readouterr().out
+    assert "backbone_norm='batch'" in capsys.readouterr().out
     ev = json.loads((ev_out / "eval" / "eval.json").read_text())
     assert [ev["bbox"][k] for k in ev["bbox"]] == pytest.approx(log["test_coco_eval_bbox"], abs=1e-9)
 
@@ -154,14 +154,14 @@ def test_zip_layout_trains_and_matches_folder(coco_zip_root, coco_root, trained,
                                                 ("detr_r50_150e", 150, 100)])
 def test_presets_and_schedules(coco_root, preset, epochs, drop):
     args = parse_args(["--config", str(ROOT / "configs" / f"{preset}.toml"),
-                       "--coco_path", str(coco_root)])
+                       "--coco_path", str(coco_root), "--output_dir", "out"])
     assert (args.epochs, args.lr_drop) == (epochs, drop)
     assert args.enc_rpe2d == ("" if "irpe" not in preset else "rpe-2.0-product-ctx-1-k")
     # Explicit flags override both the preset and its schedule.
     args = parse_args(["--config", str(ROOT / "configs" / f"{preset}.toml"), "--epochs", "400",
-                       "--coco_path", str(coco_root)])
+                       "--coco_path", str(coco_root), "--output_dir", "out"])
     assert (args.epochs, args.lr_drop) == (400, drop)
-    args = parse_args(["--schedule", "500e", "--coco_path", str(coco_root)])
+    args = parse_args(["--schedule", "500e", "--coco_path", str(coco_root), "--output_dir", "out"])
     assert (args.epochs, args.lr_drop) == (500, 400)
 
 
@@ -174,10 +174,12 @@ def test_presets_and_schedules(coco_root, preset, epochs, drop):
     (["--masks"], "--masks"),
     (["--epochs", "10", "--lr_drop", "20"], "--lr_drop 20 > --epochs 10"),
     (["--nheads", "7"], "not divisible by --nheads 7"),
+    ([], "training needs --output_dir"),
 ])
 def test_bad_flags_fail_with_one_clear_line(coco_root, argv, message, capsys):
+    out = [] if message.startswith("training needs") else ["--output_dir", "out"]
     with pytest.raises(SystemExit) as err:
-        parse_args(["--coco_path", str(coco_root), *argv])
+        parse_args(["--coco_path", str(coco_root), *out, *argv])
     assert err.value.code == 2
     printed = capsys.readouterr().err
     assert message in printed
@@ -238,31 +240,132 @@ def test_resume_at_epoch_boundary_is_bit_exact(coco_root, tmp_path):
         assert torch.equal(tensor, b["model"][name]), name
 
 
-def test_sigterm_saves_checkpoint_and_resume_continues(coco_root, tmp_path):
-    """A training process told to stop (SIGTERM) saves at the next step boundary and exits
-    with code 75; --resume auto then finishes the run."""
+def _stop_process_group(cmd, env, sig):
+    """Start ``cmd`` in its own process group, send ``sig`` to the whole group (data-loader
+    workers included, as ``timeout``, ``kill -- -PGID``, SLURM and Ctrl-C do) once training
+    steps are running; returns the exit code and everything printed."""
+    import re
     import signal
     import time
 
-    out = tmp_path / "preempted"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, str(ROOT / "main.py"), "--coco_path", str(coco_root),
-           "--output_dir", str(out), "--epochs", "50", "--print_freq", "1", *TINY]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
     lines = []
     deadline = time.time() + 120
-    for line in proc.stdout:  # wait until training runs (end of the first epoch)
+    for line in proc.stdout:
         lines.append(line)
-        if line.startswith("Epoch 0 [") or time.time() > deadline:
+        if re.match(r"Epoch \d+ \[", line) or time.time() > deadline:
             break
-    proc.send_signal(signal.SIGTERM)
+    os.killpg(proc.pid, sig)
     rest, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 75, "".join(lines) + rest
-    ckpt = torch.load(out / "checkpoint.pth", weights_only=True)
-    assert ckpt["resume_step"] >= 1
-    cmd[cmd.index("--epochs") + 1] = str(ckpt["epoch"] + 2)
-    res = subprocess.run(cmd + ["--resume", "auto"], env=env, capture_output=True, text=True,
-                         timeout=240)
-    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-    assert f"step {ckpt['resume_step']}" in res.stdout
-    assert torch.load(out / "checkpoint.pth", weights_only=True)["epoch"] == ckpt["epoch"] + 1
+    return proc.returncode, "".join(lines) + rest
+
+
+def test_sigterm_then_sigint_to_the_process_group_save_and_exit_75(coco_root, tmp_path):
+    """SIGTERM to the whole process group with two data-loader workers: one message, a
+    loadable checkpoint, exit code 75; --resume auto continues from that step, and SIGINT
+    to its group does the same."""
+    import signal
+
+    out = tmp_path / "preempted"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    flags = [*TINY, "--print_freq", "1"]
+    flags[flags.index("--num_workers") + 1] = "2"
+    cmd = [sys.executable, str(ROOT / "main.py"), "--coco_path", str(coco_root),
+           "--output_dir", str(out), "--epochs", "50", *flags]
+    code, printed = _stop_process_group(cmd, env, signal.SIGTERM)
+    assert code == 75, printed
+    assert printed.count("received SIG") == 1 and "received SIGTERM" in printed, printed
+    assert "DataLoader worker" not in printed and "Traceback" not in printed, printed
+    first = torch.load(out / "checkpoint.pth", weights_only=True)
+    assert first["resume_step"] >= 1
+
+    code, printed = _stop_process_group(cmd + ["--resume", "auto"], env, signal.SIGINT)
+    assert code == 75, printed
+    assert printed.count("received SIG") == 1 and "received SIGINT" in printed, printed
+    assert "Traceback" not in printed and "KeyboardInterrupt" not in printed, printed
+    assert f"step {first['resume_step']})" in printed  # continued where the first run stopped
+    second = torch.load(out / "checkpoint.pth", weights_only=True)
+    assert (second["epoch"], second["resume_step"]) > (first["epoch"], first["resume_step"])
+
+
+# ---------------------------------------------------------------------------------------
+# After training: the checkpoint alone evaluates and predicts.
+
+RUN_ONLY = ["--batch_size", "2", "--num_workers", "0", "--device", "cpu", "--print_freq", "100",
+            "--threads", "2"]  # no model or size flags
+
+
+def test_eval_takes_every_model_option_and_size_from_the_checkpoint(trained, coco_root, tmp_path,
+                                                                    capsys):
+    out = tmp_path / "eval_bare"
+    main_module.main(["--coco_path", str(coco_root), "--output_dir", str(out), "--eval",
+                      "--resume", str(trained / "checkpoint.pth"), *RUN_ONLY])
+    printed = capsys.readouterr().out
+    assert "trained through epoch 0" in printed
+    assert "enc_layers=1" in printed and "val_size=64" in printed
+    ev = json.loads((out / "eval" / "eval.json").read_text())
+    assert ev["epoch"] == 0 and isinstance(ev["epoch"], int)
+    log = json.loads((trained / "log.txt").read_text().splitlines()[0])
+    assert list(ev["bbox"].values()) == pytest.approx(log["test_coco_eval_bbox"], abs=1e-9)
+    assert json.loads((trained / "eval" / "0000.json").read_text())["epoch"] == 0
+    written = json.loads((out / "args.json").read_text())
+    assert (written["dim_feedforward"], written["val_size"]) == (32, 64)
+
+
+@pytest.mark.parametrize("flag,ours,theirs", [("--enc_layers", "3", "enc_layers 1"),
+                                              ("--dim_feedforward", "64", "dim_feedforward 32"),
+                                              ("--enc_rpe2d", "", "'rpe-2.0-product-ctx-1-k'")])
+def test_a_flag_contradicting_the_checkpoint_is_one_line_naming_both(trained, coco_root,
+                                                                     tmp_path, flag, ours, theirs):
+    out = tmp_path / "contradiction"
+    with pytest.raises(ValueError) as err:
+        main_module.main(["--coco_path", str(coco_root), "--output_dir", str(out), "--eval",
+                          "--resume", str(trained / "checkpoint.pth"), flag, ours, *RUN_ONLY])
+    message = str(err.value)
+    assert "\n" not in message and f"{flag} {ours or repr(ours)} (from the command line)" in message
+    assert theirs in message and f"leave {flag} out" in message
+    assert not (out / "args.json").exists()  # a failed start leaves no args.json
+
+
+def test_resume_auto_on_a_finished_run_says_nothing_is_left(trained, coco_root, tmp_path, capsys):
+    out = tmp_path / "finished"
+    shutil.copytree(trained, out)
+    before = (out / "log.txt").read_text()
+    main_module.main(["--coco_path", str(coco_root), "--output_dir", str(out), "--epochs", "1",
+                      "--resume", "auto", *RUN_ONLY])
+    assert "nothing left to train" in capsys.readouterr().out
+    assert (out / "log.txt").read_text() == before
+
+
+def test_predict_tool_gives_the_evaluators_detections(trained, coco_root, tmp_path, capsys):
+    """tools/predict.py with the checkpoint alone (no size flags) on the validation images
+    writes the detections the evaluation wrote: boxes within 1e-3 px, the same scores."""
+    from conftest import load_tool
+
+    out = tmp_path / "pred"
+    code = load_tool("predict").main([
+        "--checkpoint", str(trained / "checkpoint.pth"), "--images", str(coco_root / "val2017"),
+        "--coco_json", str(coco_root / "annotations" / "instances_val2017.json"),
+        "--out", str(out), "--threshold", "0", "--device", "cpu"])
+    assert code == 0 and "overrides" not in capsys.readouterr().out
+
+    def by_image(dets):
+        rows = {}
+        for d in sorted(dets, key=lambda d: (d["image_id"], -d["score"], d["bbox"])):
+            rows.setdefault(d["image_id"], []).append(d)
+        return rows
+
+    ours = by_image(json.loads((out / "predictions.json").read_text()))
+    evaluator = by_image(json.loads((trained / "eval" / "detections_0000.json").read_text()))
+    assert ours.keys() == evaluator.keys() and len(ours) == 5
+    for image_id, rows in evaluator.items():
+        mine = ours[image_id]
+        assert [d["category_id"] for d in mine] == [d["category_id"] for d in rows]
+        assert [d["score"] for d in mine] == pytest.approx([d["score"] for d in rows], abs=1e-6)
+        for a, b in zip(mine, rows):
+            assert a["bbox"] == pytest.approx(b["bbox"], abs=1e-3)
+    code = load_tool("predict").main([
+        "--checkpoint", str(trained / "checkpoint.pth"), "--images", str(coco_root / "val2017"),
+        "--out", str(tmp_path / "pred80"), "--size", "80", "--device", "cpu"])
+    assert code == 0 and "size 80 overrides the val_size 64" in capsys.readouterr().out

@@ -9,6 +9,8 @@ Writes ``OUT/predictions.json`` (COCO results format: ``image_id``, ``category_i
 original category id, ``bbox`` absolute [x, y, width, height], ``score``),
 ``OUT/images.json`` ([{id, file_name, width, height}]; ``id`` is the index in the sorted
 file list, or the id in ``--coco_json``) and, with ``--render``, ``OUT/<stem>.png`` per image.
+Images are resized as the checkpoint's evaluation did, unless ``--size``/``--max_size`` say
+otherwise.  Exit codes: 0 done, 1 error (one line names it), 2 bad command line.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path  # noqa: E402
 # Let the script run from a source checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from detr_irpe.options import EXIT_ERROR  # noqa: E402
 from detr_irpe.predict import Detector, ImageReadError, find_images, predict_to_folder  # noqa: E402
 
 
@@ -40,9 +43,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="keep detections with score >= this (default 0.5)")
     parser.add_argument("--batch_size", type=int, default=4, help="images per forward pass")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if present)")
-    parser.add_argument("--size", type=int, default=800, help="shorter image side (default 800)")
-    parser.add_argument("--max_size", type=int, default=1333,
-                        help="longer image side at most (default 1333)")
+    parser.add_argument("--size", type=int, default=None,
+                        help="shorter image side (default: the checkpoint's evaluation size, "
+                             "--val_size of its run; 800 for official checkpoints)")
+    parser.add_argument("--max_size", type=int, default=None,
+                        help="longer image side at most (default: the checkpoint's; 1333 for "
+                             "official checkpoints)")
     parser.add_argument("--render", action="store_true", help="write OUT/<stem>.png with boxes")
     parser.add_argument("--strict", action="store_true",
                         help="stop at an unreadable image instead of skipping it")
@@ -67,7 +73,8 @@ def main(argv=None) -> int:
             trust=args.trust_checkpoint, exif_transpose=not args.no_exif_transpose,
         )
         print(f"{len(files)} image(s) from {args.images}; checkpoint {args.checkpoint} "
-              f"on {detector.device}", flush=True)
+              f"on {detector.device}, resized to shorter side {detector.size} (longer at most "
+              f"{detector.max_size})", flush=True)
         predict_to_folder(
             detector, files, args.out, threshold=args.threshold, batch_size=args.batch_size,
             render=args.render, strict=args.strict, root=root, coco_json=args.coco_json,
@@ -75,7 +82,7 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ImageReadError, ValueError, RuntimeError,
             pickle.UnpicklingError) as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
-        return 2
+        return EXIT_ERROR
     return 0
 
 

@@ -24,6 +24,8 @@ import torchvision.transforms.v2.functional as F
 from torchvision import tv_tensors
 from torchvision.ops import box_convert
 
+from ..config import EVAL_MAX_SIZE, EVAL_SIZE
+
 Target = dict
 Transform = Callable[[tv_tensors.Image, Target], tuple[tv_tensors.Image, Target]]
 
@@ -173,8 +175,8 @@ class RandomSizeCrop:
 def make_transforms(
     split: str,
     scales: Sequence[int] | None = None,
-    max_size: int = 1333,
-    val_size: int = 800,
+    max_size: int = EVAL_MAX_SIZE,
+    val_size: int = EVAL_SIZE,
     crop_scales: Sequence[int] | None = None,
     crop_size: tuple[int, int] | None = None,
 ) -> Transform:

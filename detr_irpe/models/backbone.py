@@ -18,8 +18,8 @@ from torch import Tensor, nn
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
-BACKBONE_NORMS = ("frozen", "batch")
+from ..config import BACKBONE_NORMS, RESNETS  # noqa: F401  (re-exported)
+
 # Trainable parts of the ResNet, counted from the top, as torchvision's
 # ``trainable_backbone_layers``: 3 = layer2..layer4 (DETR), 5 = everything.
 _STAGES = ("layer4", "layer3", "layer2", "layer1", "conv1")
