@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 from .models.irpe import IRPEConfig, parse_irpe
+from .models.transformer import IRPE_INITS
 
 PAPER_IRPE = "rpe-2.0-product-ctx-1-k"
 
@@ -15,7 +16,9 @@ class DETRConfig:
 
     ``num_classes`` is "largest label + 1" (91 for COCO, whose ids run to 90), and the
     class head has ``num_classes + 1`` outputs, the last one meaning "no object".
-    ``enc_rpe2d`` is the official iRPE string ('' = plain DETR).
+    ``enc_rpe2d`` is the official iRPE string ('' = plain DETR); ``irpe_init`` how its
+    tables start: 'xavier' (the official run) or 'zero' (a fresh model is plain DETR;
+    see docs/irpe.md section 6).
     ``pretrained_backbone``: 'imagenet' (torchvision IMAGENET1K_V1), 'none' (random
     init) or the path of a torchvision ResNet state dict.
     ``backbone_norm`` 'frozen' (DETR) or 'batch' (trainable batch norm, for random init) and
@@ -25,6 +28,7 @@ class DETRConfig:
 
     num_classes: int = 91
     enc_rpe2d: str = PAPER_IRPE
+    irpe_init: str = IRPE_INITS[0]
     backbone: str = "resnet50"
     dilation: bool = False
     position_embedding: str = "sine"

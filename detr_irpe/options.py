@@ -15,6 +15,7 @@ import tomllib
 from .config import PAPER_IRPE
 from .models.backbone import BACKBONE_NORMS, RESNETS
 from .models.irpe import parse_irpe
+from .models.transformer import IRPE_INITS
 
 SCHEDULES = {"150e": (150, 100), "300e": (300, 200), "500e": (500, 400)}
 # Official flags we accept for compatibility but whose feature is not part of this project.
@@ -70,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--enc_rpe2d", default=None,
       help="iRPE of the encoder: rpe-{ratio}-{method}-{mode}-{shared_head}-{rpe_on}; '' = off "
            f"(default {PAPER_IRPE}, or the --finetune_from checkpoint's)")
+    a("--irpe_init", default=IRPE_INITS[0], choices=IRPE_INITS,
+      help="how the iRPE tables start: xavier (the official run) or zero (a fresh model "
+           "computes plain DETR; e.g. to fine-tune a plain DETR checkpoint)")
     a("--num_classes", type=int, default=None,
       help="largest label + 1; default: 91 for COCO, derived from the data for custom sets")
     # Loss.

@@ -295,7 +295,10 @@ def _run(args, info: DistInfo) -> dict:
         theirs = source.options.get("enc_rpe2d", "")
         if not args.enc_rpe2d_given:
             opts["enc_rpe2d"] = theirs
-        elif parse_irpe(theirs) != parse_irpe(args.enc_rpe2d):
+        elif theirs == "" and info.is_main:  # plain DETR into iRPE: only the tables are new
+            print(f"note: {args.finetune_from} is plain DETR; the {args.enc_rpe2d} tables start "
+                  f"{args.irpe_init} (--irpe_init zero starts from the checkpoint's function)")
+        elif theirs != "" and parse_irpe(theirs) != parse_irpe(args.enc_rpe2d):
             raise ValueError(
                 f"--finetune_from {args.finetune_from} was trained with --enc_rpe2d "
                 f"{theirs!r} but this run asks for {args.enc_rpe2d!r}; leave --enc_rpe2d out "
