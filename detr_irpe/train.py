@@ -35,7 +35,7 @@ from torch.utils.data import (
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import DETRConfig
 from .data import CocoDetection, build_coco, collate_fn, make_transforms
-from .distributed import DistInfo, barrier, cleanup, init_distributed
+from .distributed import DistInfo, all_gather_lists, barrier, cleanup, init_distributed
 from .engine import TrainingInterrupted, evaluate, train_one_epoch
 from .evaluation import STAT_NAMES, CocoEvaluator, format_per_category, format_stats
 from .models.detr import build_detr
@@ -180,6 +180,33 @@ def _set_rng_state(state: dict) -> None:
     kind, keys, *rest = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
     random.setstate(state["python"])
+
+
+def _restore_rng(stored, info: DistInfo) -> None:
+    """Give each process its own stored random state (checkpoints before per-process
+    states hold one dict: it can only serve a single process exactly)."""
+    states = stored if isinstance(stored, list) else [stored]
+    if len(states) == info.world_size:
+        _set_rng_state(states[info.rank])
+    elif info.is_main:
+        print(f"note: the checkpoint holds random states for {len(states)} process(es), this "
+              f"run has {info.world_size}: random streams continue from --seed instead")
+
+
+def _keep_or_change_lr_drop(scheduler, args, verbose: bool) -> None:
+    """A resumed run keeps the stored schedule, unless --lr_drop (or a preset or
+    --schedule) asks for another drop epoch: then the learning rate is re-derived."""
+    stored = scheduler.step_size
+    if not args.lr_drop_given or args.lr_drop == stored:
+        return
+    scheduler.step_size = args.lr_drop
+    drops = scheduler.last_epoch // args.lr_drop
+    for group in scheduler.optimizer.param_groups:
+        group["lr"] = group["initial_lr"] * scheduler.gamma**drops
+    if verbose:
+        print(f"lr schedule: --lr_drop {args.lr_drop} replaces the checkpoint's {stored} "
+              f"(after {scheduler.last_epoch} epochs the lr is "
+              f"{scheduler.optimizer.param_groups[0]['lr']:g})")
 
 
 def _resolve_resume(args) -> str:
@@ -349,13 +376,12 @@ def _run(args, info: DistInfo) -> dict:
         if not args.eval and "optimizer" in raw and "lr_scheduler" in raw and "epoch" in raw:
             optimizer.load_state_dict(raw["optimizer"])
             scheduler.load_state_dict(raw["lr_scheduler"])
-            # Flags win over the stored schedule (e.g. resuming with a new --lr_drop).
-            scheduler.step_size = args.lr_drop
+            _keep_or_change_lr_drop(scheduler, args, info.is_main)
             start_epoch = raw["epoch"] + 1
             best_ap = raw.get("best_ap", -1.0)
             resume_step = raw.get("resume_step", 0)
             if "rng" in raw:
-                _set_rng_state(raw["rng"])
+                _restore_rng(raw["rng"], info)
             if scaler is not None and "scaler" in raw:
                 scaler.load_state_dict(raw["scaler"])
         if info.is_main:
@@ -379,7 +405,7 @@ def _run(args, info: DistInfo) -> dict:
     last_stats = None
     start = time.time()
 
-    def checkpoint_state(epoch: int, step: int = 0) -> dict:
+    def checkpoint_state(epoch: int, rng: list, step: int = 0) -> dict:
         state = {
             "model": core.state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -391,7 +417,7 @@ def _run(args, info: DistInfo) -> dict:
             "config": config.to_dict(),
             "label_to_category_id": val.label_to_category_id,
             "category_names": val.category_names,
-            "rng": _rng_state(),
+            "rng": rng,  # one entry per process, by rank
             "finetuned_from": args.finetune_from,
         }
         if scaler is not None:
@@ -415,8 +441,9 @@ def _run(args, info: DistInfo) -> dict:
                     should_stop=stop,
                 )
             except TrainingInterrupted as stopped:
+                rng = all_gather_lists([_rng_state()])
                 if info.is_main and output_dir is not None:
-                    save_checkpoint(checkpoint_state(epoch - 1, stopped.steps_done),
+                    save_checkpoint(checkpoint_state(epoch - 1, rng, stopped.steps_done),
                                     str(output_dir / "checkpoint.pth"))
                     print(f"stopped in epoch {epoch} after {stopped.steps_done} steps; "
                           f"checkpoint saved; continue with --resume auto", flush=True)
@@ -434,13 +461,14 @@ def _run(args, info: DistInfo) -> dict:
                     log["test_coco_eval_bbox"] = summary.stats
                     last_stats = summary.stats
             log.update(epoch=epoch, n_parameters=n_parameters)
+            rng = all_gather_lists([_rng_state()])
             if info.is_main:
                 ap = summary.stats[0] if summary is not None else None
                 improved = ap is not None and ap > best_ap
                 if improved:
                     best_ap = ap
                 if output_dir is not None:
-                    state = checkpoint_state(epoch)
+                    state = checkpoint_state(epoch, rng)
                     save_checkpoint(state, str(output_dir / "checkpoint.pth"))
                     if improved:
                         save_checkpoint(state, str(output_dir / "checkpoint_best.pth"))

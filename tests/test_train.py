@@ -238,6 +238,51 @@ def test_resume_at_epoch_boundary_is_bit_exact(coco_root, tmp_path):
         assert torch.equal(tensor, b["model"][name]), name
 
 
+def _torchrun_main(port: int, flags: list, out: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+           f"--master_port={port}", str(ROOT / "main.py"), "--output_dir", str(out), *flags]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+
+
+def test_ddp_resume_restores_each_process_random_state(coco_root, tmp_path):
+    """2 processes, 2 epochs straight == 1 epoch, stop, --resume auto for the second, bit
+    for bit: each process gets back its own augmentation and dropout streams."""
+    flags = ["--coco_path", str(coco_root), "--lr_drop", "1", "--eval_every", "1", *TINY[:-2]]
+    _torchrun_main(29735, ["--epochs", "2", *flags], tmp_path / "straight")
+    _torchrun_main(29735, ["--epochs", "1", *flags], tmp_path / "split")
+    stored = torch.load(tmp_path / "split" / "checkpoint.pth", weights_only=True)["rng"]
+    assert len(stored) == 2 and not torch.equal(stored[0]["torch"], stored[1]["torch"])
+    _torchrun_main(29735, ["--epochs", "2", "--resume", "auto", *flags],
+                   tmp_path / "split")
+    a = torch.load(tmp_path / "straight" / "checkpoint.pth", weights_only=True)
+    b = torch.load(tmp_path / "split" / "checkpoint.pth", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 1
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+
+
+def test_resume_keeps_stored_lr_drop_unless_another_is_given(trained, coco_root, tmp_path,
+                                                             capsys):
+    """The run in ``trained`` dropped the lr after epoch 0 (--lr_drop 1)."""
+    flags = ["--coco_path", str(coco_root), "--epochs", "2", "--eval_every", "5", *TINY]
+    lrs = {}
+    for name, extra in (("kept", []), ("changed", ["--lr_drop", "2"])):
+        out = tmp_path / name
+        shutil.copytree(trained, out)
+        capsys.readouterr()
+        main_module.main(["--output_dir", str(out), "--resume", "auto", *extra, *flags])
+        printed = capsys.readouterr().out
+        lrs[name] = json.loads((out / "log.txt").read_text().splitlines()[-1])["train_lr"]
+        reports = [line for line in printed.splitlines() if line.startswith("lr schedule:")]
+        assert len(reports) == (1 if extra else 0), printed
+    assert lrs["kept"] == pytest.approx(1e-4)  # the stored drop after epoch 0 (default 200 ignored)
+    assert lrs["changed"] == pytest.approx(1e-3)  # drop at 2: epoch 1 runs at the base lr
+    ckpt = torch.load(tmp_path / "changed" / "checkpoint.pth", weights_only=True)
+    assert ckpt["lr_scheduler"]["step_size"] == 2
+
+
 def test_sigterm_saves_checkpoint_and_resume_continues(coco_root, tmp_path):
     """A training process told to stop (SIGTERM) saves at the next step boundary and exits
     with code 75; --resume auto then finishes the run."""
