@@ -12,6 +12,7 @@ import os
 import sys
 import tomllib
 
+from .checkpoint import is_url
 from .config import PAPER_IRPE
 from .models.backbone import BACKBONE_NORMS, RESNETS
 from .models.irpe import parse_irpe
@@ -212,7 +213,9 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         parse_irpe(args.enc_rpe2d)
     except ValueError as e:
         err(str(e))
-    if args.finetune_from and not os.path.isfile(args.finetune_from):
+    if args.finetune_from and not is_url(args.finetune_from) and not os.path.isfile(
+        args.finetune_from
+    ):
         err(f"--finetune_from {args.finetune_from}: no such file")
     if args.finetune_from and args.eval:
         err("--finetune_from starts a training run; to evaluate a checkpoint use --eval --resume")
