@@ -267,19 +267,23 @@ def evaluate(
     amp: str = "off",
     print_freq: int = 50,
     verbose: bool = True,
+    per_image: bool = True,
 ) -> dict[str, float]:
     """Run the model over ``loader`` and feed the detections (rescaled to the original
     image sizes) to ``evaluator``.  Returns mean test losses; call
     ``evaluator.synchronize_between_processes()`` and ``summarize()`` afterwards.
 
-    Each image's backbone runs on that image alone (see ``DETR.per_image_backbone``), so
-    the detections, and the AP, do not depend on the evaluation batch size.
+    ``per_image`` (default): each image's backbone runs on that image alone (see
+    ``DETR.per_image_backbone``), so the detections, and the AP, do not depend on the
+    evaluation batch size.  ``per_image=False`` is the official protocol: the images of
+    each batch are padded together, which changes the padding mask, the sine positions
+    and the convolutions near the border (how the published AP figures were measured).
     """
     model.eval()
     criterion.eval()
     core = model.module if hasattr(model, "module") else model
     before = core.per_image_backbone
-    core.per_image_backbone = True
+    core.per_image_backbone = per_image
     weights = criterion.weight_dict
     stats = Averages()
     progress = Progress("Test", len(loader), print_freq, enabled=verbose)

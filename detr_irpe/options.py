@@ -108,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     a("--resume", default="", help="checkpoint to resume from, or 'auto' (latest in output_dir)")
     a("--start_epoch", type=int, default=0)
     a("--eval", action="store_true", help="only evaluate (with --resume)")
+    a("--eval_protocol", default="per_image", choices=("per_image", "official"),
+      help="per_image: the backbone sees each image alone (AP independent of the batch size); "
+           "official: images padded together in batches of --batch_size, in the sampler's "
+           "order, as the published AP figures were measured (use --batch_size 2)")
     a("--num_workers", type=int, default=2)
     a("--world_size", type=int, default=1, help="set by torchrun/SLURM; accepted for compatibility")
     a("--dist_url", default="env://")

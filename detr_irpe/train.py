@@ -253,7 +253,8 @@ def _tensorboard(output_dir: Path | None):
 def run_evaluation(model, criterion, post, loader, val, device, args, info, tag, output_dir):
     evaluator = CocoEvaluator(val.coco, val.label_to_category_id)
     test_stats = evaluate(model, criterion, post, loader, evaluator, device, amp=args.amp,
-                          print_freq=args.print_freq, verbose=info.is_main)
+                          print_freq=args.print_freq, verbose=info.is_main,
+                          per_image=args.eval_protocol == "per_image")
     evaluator.synchronize_between_processes()
     summary = evaluator.summarize() if info.is_main else None
     if info.is_main:

@@ -238,6 +238,50 @@ def test_resume_at_epoch_boundary_is_bit_exact(coco_root, tmp_path):
         assert torch.equal(tensor, b["model"][name]), name
 
 
+def _scores_by_image(path: Path) -> dict:
+    out = {}
+    for det in json.loads(path.read_text()):
+        out.setdefault(det["image_id"], []).append(det["score"])
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def test_official_eval_protocol_pads_images_in_pairs(trained, coco_root, tmp_path):
+    """--eval_protocol official gives the detections of the model run on consecutive
+    pairs of val images padded together (recomputed here), which differ from the
+    per-image protocol once the backbone's norms are not the identity."""
+    from detr_irpe import build_detr, load_checkpoint
+    from detr_irpe.data import build_coco, make_transforms
+
+    state = torch.load(trained / "checkpoint.pth", weights_only=True)
+    g = torch.Generator().manual_seed(0)
+    for name, t in state["model"].items():  # frozen norms that do not map zero to zero
+        if name.startswith("backbone.") and name.endswith(("running_mean", "bias")):
+            t.copy_(torch.randn(t.shape, generator=g) * 0.2)
+    path = tmp_path / "norms.pth"
+    torch.save(state, path)
+    scores = {}
+    for protocol in ("official", "per_image"):
+        out = tmp_path / protocol
+        main_module.main(["--coco_path", str(coco_root), "--output_dir", str(out), "--eval",
+                          "--resume", str(path), "--eval_protocol", protocol, *TINY])
+        scores[protocol] = _scores_by_image(out / "eval" / "detections_eval.json")
+    ckpt = load_checkpoint(str(path))
+    model = build_detr(ckpt.config())[0]
+    model.load_state_dict(ckpt.model)
+    model.eval()
+    val = build_coco(coco_root, "val", make_transforms("val", max_size=96, val_size=64))
+    with torch.no_grad():
+        for start in range(0, len(val), 2):  # --batch_size 2, sequential order
+            pair = [val[i] for i in range(start, min(start + 2, len(val)))]
+            probs = model([img for img, _ in pair])["pred_logits"].softmax(-1)[..., :-1]
+            for (_, target), p in zip(pair, probs):
+                expected = sorted(p.max(-1).values.tolist())
+                got = scores["official"][int(target["image_id"])]
+                assert got == pytest.approx(expected, abs=1e-5)
+    assert any(scores["official"][k] != pytest.approx(v, abs=1e-4)
+               for k, v in scores["per_image"].items())
+
+
 def _torchrun_main(port: int, flags: list, out: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
