@@ -324,8 +324,9 @@ def _run(args, info: DistInfo) -> dict:
         if not args.enc_rpe2d_given:
             opts["enc_rpe2d"] = theirs
         elif theirs == "" and info.is_main:  # plain DETR into iRPE: only the tables are new
-            print(f"note: {args.finetune_from} is plain DETR; the {args.enc_rpe2d} tables start "
-                  f"{args.irpe_init} (--irpe_init zero starts from the checkpoint's function)")
+            start = "at zero" if args.irpe_init == "zero" else "Xavier-uniform"
+            print(f"note: {args.finetune_from} is plain DETR; the {args.enc_rpe2d} tables are new "
+                  f"and start {start} (--irpe_init zero starts from the checkpoint's function)")
         elif theirs != "" and parse_irpe(theirs) != parse_irpe(args.enc_rpe2d):
             raise ValueError(
                 f"--finetune_from {args.finetune_from} was trained with --enc_rpe2d "
