@@ -13,14 +13,21 @@ import os
 import pickle
 import re
 import tempfile
+import urllib.error
+import urllib.parse
 from dataclasses import dataclass, field, fields
 
 import torch
 
 from .config import DETRConfig
+from .urls import is_url
 
 # Types beyond tensors and primitives that official and our checkpoints contain.
 SAFE_GLOBALS = [argparse.Namespace]
+# torch hub's naming convention for a checked download: name-<first hex digits of the
+# file's SHA-256>.ext, e.g. detr-r50-e632da11.pth.  At least 8 digits, so that names such
+# as rpe-2.0-product-ctx-1-k.pth carry no hash.
+_HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,})\.[A-Za-z0-9]+$")
 # What the official iRPE ratios give for B = int(2 * ratio); other B map to B / 2.
 _RATIO_FOR_BETA = {3: 1.9, 4: 2.0, 5: 2.5, 6: 3.0}
 
@@ -147,14 +154,41 @@ def _options_from_args(args) -> dict:
     return {k: v for k, v in args.items() if k in known and v is not None}
 
 
+def fetch_checkpoint(url: str) -> str:
+    """The local copy of a checkpoint URL in the torch hub cache
+    (``<torch.hub.get_dir()>/checkpoints/<file name>``), downloaded on first use.  When the
+    file name carries a hash (``name-<hex>.pth``) the download must match it.  Raises
+    ``ConnectionError`` naming the URL and the cache folder when the download fails."""
+    folder = os.path.join(torch.hub.get_dir(), "checkpoints")
+    name = os.path.basename(urllib.parse.urlparse(url).path)
+    local = os.path.join(folder, name)
+    if os.path.isfile(local):
+        return local
+    os.makedirs(folder, exist_ok=True)
+    digest = _HASH_IN_NAME.search(name)
+    try:
+        torch.hub.download_url_to_file(url, local, digest.group(1) if digest else None,
+                                       progress=False)
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", None) or err
+        raise ConnectionError(
+            f"cannot download {url} ({reason}); check the connection, or put the file into "
+            f"{folder} (or pass a local path)"
+        ) from None
+    return local
+
+
 def load_checkpoint(path: str, trust: bool = False) -> Checkpoint:
-    """Read an official or our own checkpoint safely.
+    """Read an official or our own checkpoint safely, from a file or an http(s) URL
+    (downloaded once into the torch hub cache, see :func:`fetch_checkpoint`).
 
     Options come from the stored ``config``/``args`` where present; the rest (number of
     classes, queries, layers, iRPE configuration, ...) is inferred from tensor shapes.
     The iRPE ratio can only be inferred up to its bucket count (1.9/2.0/2.5/3.0 for the
     published counts); stored args always win.
     """
+    if is_url(path):
+        path = fetch_checkpoint(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path!r} does not exist")
     raw = _torch_load(path, trust)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from .models.irpe_config import IRPEConfig, parse_irpe
+from .models.irpe_config import IRPE_INITS, IRPEConfig, parse_irpe
 
 PAPER_IRPE = "rpe-2.0-product-ctx-1-k"
 # DETR's evaluation resize: shorter side 800, longer side at most 1333.
@@ -26,7 +26,9 @@ class DETRConfig:
 
     ``num_classes`` is "largest label + 1" (91 for COCO, whose ids run to 90), and the
     class head has ``num_classes + 1`` outputs, the last one meaning "no object".
-    ``enc_rpe2d`` is the official iRPE string ('' = plain DETR).
+    ``enc_rpe2d`` is the official iRPE string ('' = plain DETR); ``irpe_init`` how its
+    tables start: 'xavier' (the official run) or 'zero' (a fresh model is plain DETR;
+    see docs/irpe.md section 6).
     ``pretrained_backbone``: 'imagenet' (torchvision IMAGENET1K_V1), 'none' (random
     init) or the path of a torchvision ResNet state dict.
     ``backbone_norm`` 'frozen' (DETR) or 'batch' (trainable batch norm, for random init) and
@@ -36,6 +38,7 @@ class DETRConfig:
 
     num_classes: int = 91
     enc_rpe2d: str = PAPER_IRPE
+    irpe_init: str = IRPE_INITS[0]
     backbone: str = "resnet50"
     dilation: bool = False
     position_embedding: str = "sine"

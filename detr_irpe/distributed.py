@@ -66,6 +66,43 @@ def barrier() -> None:
         dist.barrier()
 
 
+def _active() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if _active() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if _active() else 1
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum a tensor over processes, in place (identity when not distributed)."""
+    if _active():
+        dist.all_reduce(t)
+    return t
+
+
+def any_process(flag: bool, device) -> bool:
+    """True on every process when ``flag`` is True on at least one (one all-reduce)."""
+    if not _active():
+        return flag
+    t = torch.tensor([int(flag)], dtype=torch.int32, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def all_gather_lists(items: list) -> list:
+    """The concatenation of every process's ``items`` (picklable), in rank order."""
+    if not _active():
+        return list(items)
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, list(items))
+    return [x for part in gathered for x in part]
+
+
 def all_reduce_mean(values: dict[str, float], device) -> dict[str, float]:
     """Average a dict of floats over processes (identity when not distributed)."""
     if not (dist.is_available() and dist.is_initialized()) or not values:

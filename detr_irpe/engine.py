@@ -11,7 +11,14 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
-from .distributed import all_reduce_mean
+from .distributed import (
+    all_gather_lists,
+    all_reduce_mean,
+    all_reduce_sum,
+    any_process,
+    rank,
+    world_size,
+)
 from .evaluation import CocoEvaluator
 
 
@@ -82,6 +89,99 @@ class TrainingInterrupted(Exception):
         self.steps_done = steps_done
 
 
+def _optimizer_steps(loader, accum_steps: int, first_step: int):
+    """Group the loader's batches by optimiser step: lists of (step, images, targets),
+    ``accum_steps`` long except possibly the last of the epoch."""
+    group = []
+    for step, (images, targets) in enumerate(loader, start=first_step):
+        group.append((step, images, targets))
+        if (step + 1) % accum_steps == 0:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+def _step_num_boxes(group, device) -> float:
+    """DETR's loss normaliser for each micro-batch of an optimiser step: the target boxes
+    of the whole step (every micro-batch on every process) divided by the number of
+    micro-batch forward passes (micro-batches x processes), at least 1.  Gradients are
+    averaged over both, so the step weighs every box as one large batch would."""
+    count = torch.tensor(float(sum(len(t["labels"]) for _, _, tg in group for t in tg)),
+                         device=device)
+    return max(float(all_reduce_sum(count)) / (world_size() * len(group)), 1.0)
+
+
+def _micro_batch_loss(model, criterion, images, targets, num_boxes, device, amp):
+    """(weighted total loss, or None when it is not finite; unweighted losses)."""
+    with autocast(device, amp):
+        outputs = model(images)
+    try:
+        losses = criterion(outputs, targets, num_boxes=num_boxes)
+    except FloatingPointError:  # non-finite predictions: nothing to match
+        return None, {}
+    weights = criterion.weight_dict
+    total = sum(losses[k] * weights[k] for k in losses if k in weights)
+    return (total if bool(torch.isfinite(total)) else None), losses
+
+
+def _stats_row(total, losses, weights) -> dict[str, float]:
+    losses = {k: v.detach() for k, v in losses.items()}
+    row = {"loss": float(total.detach())}
+    row.update({k: float(v) * weights[k] for k, v in losses.items() if k in weights})
+    row.update({f"{k}_unscaled": float(v) for k, v in losses.items()})
+    row["class_error"] = float(losses["class_error"])
+    return row
+
+
+def _accumulate(model, criterion, group, device, amp, scaler) -> tuple[bool, list, list]:
+    """Forward and backward every micro-batch of one optimiser step.
+
+    Returns (complete, stats rows, image ids of non-finite micro-batches on this process).
+    The gradients are complete only if no process met a non-finite loss: before the last
+    micro-batch's backward (the one DDP synchronises) all processes agree on that with
+    one all-reduce, and either all run it or all skip it.
+    """
+    num_boxes = _step_num_boxes(group, device)
+    rows, bad_ids = [], []
+    for n, (_, images, targets) in enumerate(group):
+        images, targets = _to_device(images, targets, device)
+        last = n == len(group) - 1
+        sync = model.no_sync() if not last and hasattr(model, "no_sync") else nullcontext()
+        with sync:
+            total, losses = _micro_batch_loss(model, criterion, images, targets, num_boxes,
+                                              device, amp)
+            if total is None:
+                bad_ids += [int(t["image_id"]) for t in targets if "image_id" in t] or [-1]
+            if last and any_process(bool(bad_ids), device):
+                return False, rows, bad_ids
+            if bad_ids:  # this step is lost already: save the backward
+                continue
+            scaled = total / len(group)
+            (scaler.scale(scaled) if scaler is not None else scaled).backward()
+            rows.append(_stats_row(total, losses, criterion.weight_dict))
+    return True, rows, bad_ids
+
+
+def _apply_gradients(model, optimizer, scaler, clip_max_norm) -> bool:
+    """Clip and step; False (no update) when the gradient is not finite.  The gradient
+    is the same on every process (DDP averaged it), so they all decide alike."""
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(
+        model.parameters(), clip_max_norm if clip_max_norm > 0 else float("inf")
+    )
+    finite = bool(torch.isfinite(grad_norm))
+    if finite:
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return finite
+
+
 def train_one_epoch(
     model: nn.Module,
     criterion: nn.Module,
@@ -103,77 +203,58 @@ def train_one_epoch(
     weighted total), every weighted loss term, the unweighted ones (``*_unscaled``),
     ``class_error`` and ``lr``.
 
-    A step whose loss or gradient is not finite is skipped (no update) and reported with
-    its image ids; ``max_bad_steps`` of them in a row stop training.
+    An optimiser step gathers ``accum_steps`` batches; the box losses of all of them are
+    normalised by the box count of the whole step on all processes (see
+    :func:`_step_num_boxes`), so accumulation equals running on more processes.  A step
+    in which any micro-batch on any process has a non-finite loss, or whose gradient is
+    not finite, is skipped by every process (no update) and reported once with its image
+    ids; ``max_bad_steps`` of them in a row stop training.
 
-    ``first_step``: steps of this epoch already done (``loader`` yields the rest), after
+    ``first_step``: batches of this epoch already done (``loader`` yields the rest), after
     an interruption.  ``should_stop()`` is asked after every optimizer step; when it says
-    yes, :class:`TrainingInterrupted` is raised with the number of steps done.
+    yes, :class:`TrainingInterrupted` is raised with the number of batches done.
     """
     model.train()
     criterion.train()
-    weights = criterion.weight_dict
     stats = Averages()
-    total_steps = first_step + len(loader)
-    progress = Progress(f"Epoch {epoch}", total_steps, print_freq, enabled=verbose)
+    progress = Progress(f"Epoch {epoch}", first_step + len(loader), print_freq, enabled=verbose)
     bad_in_a_row = 0
     optimizer.zero_grad(set_to_none=True)
-    for step, (images, targets) in enumerate(loader, start=first_step):
-        images, targets = _to_device(images, targets, device)
-        last_micro = (step + 1) % accum_steps == 0 or step + 1 == total_steps
-        sync = nullcontext()
-        if not last_micro and hasattr(model, "no_sync"):
-            sync = model.no_sync()
-        with sync:
-            with autocast(device, amp):
-                outputs = model(images)
-            try:
-                losses = criterion(outputs, targets)
-                total = sum(losses[k] * weights[k] for k in losses if k in weights)
-                finite = bool(torch.isfinite(total))
-            except FloatingPointError:  # non-finite predictions: nothing to match
-                finite = False
-            if finite:
-                scaled = total / accum_steps
-                (scaler.scale(scaled) if scaler is not None else scaled).backward()
-        if last_micro:
-            if scaler is not None:
-                scaler.unscale_(optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                model.parameters(), clip_max_norm if clip_max_norm > 0 else float("inf")
-            )
-            finite = finite and bool(torch.isfinite(grad_norm))
-            if finite:
-                if scaler is not None:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
+    for group in _optimizer_steps(loader, accum_steps, first_step):
+        step = group[-1][0]
+        applied, rows, bad_ids = _accumulate(model, criterion, group, device, amp, scaler)
+        if not applied:
             optimizer.zero_grad(set_to_none=True)
-        if last_micro and should_stop is not None and should_stop():
+        else:
+            applied = _apply_gradients(model, optimizer, scaler, clip_max_norm)
+            if not applied:
+                bad_ids = [int(t["image_id"]) for _, _, tg in group for t in tg if "image_id" in t]
+        if should_stop is not None and should_stop():
             raise TrainingInterrupted(epoch, step + 1)
-        if not finite:
+        if not applied:
             bad_in_a_row += 1
-            ids = [int(t["image_id"]) for t in targets if "image_id" in t]
-            print(f"Epoch {epoch} step {step}: non-finite loss or gradient, step skipped "
-                  f"(image ids {ids})", flush=True)
-            if bad_in_a_row >= max_bad_steps:
-                raise FloatingPointError(
-                    f"{bad_in_a_row} consecutive non-finite steps (last image ids {ids}); "
-                    f"training stopped. Lower --lr, check those images, or raise "
-                    f"--max_bad_steps. The last checkpoint in --output_dir is intact."
-                )
+            _report_bad_step(epoch, step, bad_ids, bad_in_a_row, max_bad_steps)
             continue
         bad_in_a_row = 0
-        losses = {k: v.detach() for k, v in losses.items()}
-        row = {"loss": float(total.detach())}
-        row.update({k: float(v) * weights[k] for k, v in losses.items() if k in weights})
-        row.update({f"{k}_unscaled": float(v) for k, v in losses.items()})
-        row["class_error"] = float(losses["class_error"])
-        row["lr"] = optimizer.param_groups[0]["lr"]
-        stats.add(row)
+        for row in rows:
+            stats.add({**row, "lr": optimizer.param_groups[0]["lr"]})
         progress.update(step, {k: stats.means()[k] for k in ("loss", "class_error")})
     return all_reduce_mean(stats.means(), device)
+
+
+def _report_bad_step(epoch, step, local_ids, bad_in_a_row, max_bad_steps) -> None:
+    """Print a skipped step once (main process) with the image ids of every process, and
+    stop after ``max_bad_steps`` in a row (every process at the same step)."""
+    ids = sorted(i for i in all_gather_lists(local_ids) if i >= 0)
+    if rank() == 0:
+        print(f"Epoch {epoch} step {step}: non-finite loss or gradient, step skipped on every "
+              f"process (image ids {ids})", flush=True)
+    if bad_in_a_row >= max_bad_steps:
+        raise FloatingPointError(
+            f"{bad_in_a_row} consecutive non-finite steps (last image ids {ids}); "
+            f"training stopped. Lower --lr, check those images, or raise "
+            f"--max_bad_steps. The last checkpoint in --output_dir is intact."
+        )
 
 
 @torch.no_grad()
@@ -187,19 +268,23 @@ def evaluate(
     amp: str = "off",
     print_freq: int = 50,
     verbose: bool = True,
+    per_image: bool = True,
 ) -> dict[str, float]:
     """Run the model over ``loader`` and feed the detections (rescaled to the original
     image sizes) to ``evaluator``.  Returns mean test losses; call
     ``evaluator.synchronize_between_processes()`` and ``summarize()`` afterwards.
 
-    Each image's backbone runs on that image alone (see ``DETR.per_image_backbone``), so
-    the detections, and the AP, do not depend on the evaluation batch size.
+    ``per_image`` (default): each image's backbone runs on that image alone (see
+    ``DETR.per_image_backbone``), so the detections, and the AP, do not depend on the
+    evaluation batch size.  ``per_image=False`` is the official protocol: the images of
+    each batch are padded together, which changes the padding mask, the sine positions
+    and the convolutions near the border (how the published AP figures were measured).
     """
     model.eval()
     criterion.eval()
     core = model.module if hasattr(model, "module") else model
     before = core.per_image_backbone
-    core.per_image_backbone = True
+    core.per_image_backbone = per_image
     weights = criterion.weight_dict
     stats = Averages()
     progress = Progress("Test", len(loader), print_freq, enabled=verbose)

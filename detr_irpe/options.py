@@ -13,7 +13,8 @@ import sys
 import tomllib
 
 from .config import BACKBONE_NORMS, EVAL_MAX_SIZE, EVAL_SIZE, PAPER_IRPE, RESNETS
-from .models.irpe_config import parse_irpe
+from .models.irpe_config import IRPE_INITS, parse_irpe
+from .urls import is_url
 
 SCHEDULES = {"150e": (150, 100), "300e": (300, 200), "500e": (500, 400)}
 # Official flags we accept for compatibility but whose feature is not part of this project.
@@ -88,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--enc_rpe2d", default=None,
       help="iRPE of the encoder: rpe-{ratio}-{method}-{mode}-{shared_head}-{rpe_on}; '' = off "
            f"(default: {PAPER_IRPE}, or the --finetune_from checkpoint's)")
+    a("--irpe_init", default=IRPE_INITS[0], choices=IRPE_INITS,
+      help="how the iRPE tables start: xavier (the official run) or zero (a fresh model "
+           "computes plain DETR; e.g. to fine-tune a plain DETR checkpoint)")
     a("--num_classes", type=int, default=None,
       help="largest label + 1 (default: 91 for COCO, derived from the data for custom sets)")
     # Loss.
@@ -132,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
            "present) (default: none)")
     a("--start_epoch", type=int, default=0, help="first epoch when not resuming")
     a("--eval", action="store_true", help="only evaluate the --resume checkpoint")
+    a("--eval_protocol", default="per_image", choices=("per_image", "official"),
+      help="per_image: the backbone sees each image alone (AP independent of the batch size); "
+           "official: images padded together in batches of --batch_size, in the sampler's "
+           "order, as the published AP figures were measured (use --batch_size 2)")
     a("--num_workers", type=int, default=2, help="data-loading processes")
     a("--world_size", type=int, default=1, help="set by torchrun/SLURM; accepted for compatibility")
     a("--dist_url", default="env://", help="rendezvous of the processes (torchrun sets it)")
@@ -247,7 +255,9 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         parse_irpe(args.enc_rpe2d)
     except ValueError as e:
         err(str(e))
-    if args.finetune_from and not os.path.isfile(args.finetune_from):
+    if args.finetune_from and not is_url(args.finetune_from) and not os.path.isfile(
+        args.finetune_from
+    ):
         err(f"--finetune_from {args.finetune_from}: no such file")
     if args.finetune_from and args.eval:
         err("--finetune_from starts a training run; to evaluate a checkpoint use --eval --resume")

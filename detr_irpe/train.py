@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import time
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from torch.utils.data import BatchSampler, DistributedSampler, RandomSampler, Se
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import ARCHITECTURE, DETRConfig
 from .data import CocoDetection, build_coco, collate_fn, make_transforms
-from .distributed import DistInfo, barrier, cleanup, init_distributed
+from .distributed import DistInfo, all_gather_lists, barrier, cleanup, init_distributed
 from .engine import TrainingInterrupted, evaluate, train_one_epoch
 from .evaluation import STAT_NAMES, CocoEvaluator, format_per_category, format_stats
 from .models.detr import build_detr
@@ -169,6 +168,33 @@ def _set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
 
 
+def _restore_rng(stored, info: DistInfo) -> None:
+    """Give each process its own stored random state (checkpoints before per-process
+    states hold one dict: it can only serve a single process exactly)."""
+    states = stored if isinstance(stored, list) else [stored]
+    if len(states) == info.world_size:
+        _set_rng_state(states[info.rank])
+    elif info.is_main:
+        print(f"note: the checkpoint holds random states for {len(states)} process(es), this "
+              f"run has {info.world_size}: random streams continue from --seed instead")
+
+
+def _keep_or_change_lr_drop(scheduler, args, verbose: bool) -> None:
+    """A resumed run keeps the stored schedule, unless --lr_drop (or a preset or
+    --schedule) asks for another drop epoch: then the learning rate is re-derived."""
+    stored = scheduler.step_size
+    if "lr_drop" not in args.given or args.lr_drop == stored:
+        return
+    scheduler.step_size = args.lr_drop
+    drops = scheduler.last_epoch // args.lr_drop
+    for group in scheduler.optimizer.param_groups:
+        group["lr"] = group["initial_lr"] * scheduler.gamma**drops
+    if verbose:
+        print(f"lr schedule: --lr_drop {args.lr_drop} replaces the checkpoint's {stored} "
+              f"(after {scheduler.last_epoch} epochs the lr is "
+              f"{scheduler.optimizer.param_groups[0]['lr']:g})")
+
+
 def _resolve_resume(args, verbose: bool) -> str:
     if args.resume != "auto":
         return args.resume or ""
@@ -220,7 +246,8 @@ def run_evaluation(model, criterion, post, loader, val, device, args, info, tag,
     counted from 0) and ``eval/detections_<tag>.json`` when there is an ``output_dir``."""
     evaluator = CocoEvaluator(val.coco, val.label_to_category_id)
     test_stats = evaluate(model, criterion, post, loader, evaluator, device, amp=args.amp,
-                          print_freq=args.print_freq, verbose=info.is_main)
+                          print_freq=args.print_freq, verbose=info.is_main,
+                          per_image=args.eval_protocol == "per_image")
     evaluator.synchronize_between_processes()
     summary = evaluator.summarize() if info.is_main else None
     if info.is_main:
@@ -284,7 +311,11 @@ def _run(args, info: DistInfo) -> dict:
         theirs = source.options.get("enc_rpe2d", "")
         if "enc_rpe2d" not in args.given:
             opts["enc_rpe2d"] = theirs
-        elif parse_irpe(theirs) != parse_irpe(args.enc_rpe2d):
+        elif theirs == "" and info.is_main:  # plain DETR into iRPE: only the tables are new
+            start = "at zero" if args.irpe_init == "zero" else "Xavier-uniform"
+            print(f"note: {args.finetune_from} is plain DETR; the {args.enc_rpe2d} tables are new "
+                  f"and start {start} (--irpe_init zero starts from the checkpoint's function)")
+        elif theirs != "" and parse_irpe(theirs) != parse_irpe(args.enc_rpe2d):
             raise ValueError(
                 f"--finetune_from {args.finetune_from} was trained with --enc_rpe2d "
                 f"{theirs!r} but this run asks for {args.enc_rpe2d!r}; leave --enc_rpe2d out "
@@ -336,13 +367,12 @@ def _run(args, info: DistInfo) -> dict:
         if not args.eval and "optimizer" in raw and "lr_scheduler" in raw and "epoch" in raw:
             optimizer.load_state_dict(raw["optimizer"])
             scheduler.load_state_dict(raw["lr_scheduler"])
-            # Flags win over the stored schedule (e.g. resuming with a new --lr_drop).
-            scheduler.step_size = args.lr_drop
+            _keep_or_change_lr_drop(scheduler, args, info.is_main)
             start_epoch = raw["epoch"] + 1
             best_ap = raw.get("best_ap", -1.0)
             resume_step = raw.get("resume_step", 0)
             if "rng" in raw:
-                _set_rng_state(raw["rng"])
+                _restore_rng(raw["rng"], info)
             if scaler is not None and "scaler" in raw:
                 scaler.load_state_dict(raw["scaler"])
         if info.is_main and not args.eval:
@@ -380,7 +410,7 @@ def _run(args, info: DistInfo) -> dict:
     last_stats = None
     start = time.time()
 
-    def checkpoint_state(epoch: int, step: int = 0) -> dict:
+    def checkpoint_state(epoch: int, rng: list, step: int = 0) -> dict:
         state = {
             "model": core.state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -392,7 +422,7 @@ def _run(args, info: DistInfo) -> dict:
             "config": config.to_dict(),
             "label_to_category_id": val.label_to_category_id,
             "category_names": val.category_names,
-            "rng": _rng_state(),
+            "rng": rng,  # one entry per process, by rank
             "finetuned_from": args.finetune_from,
         }
         if scaler is not None:
@@ -416,8 +446,9 @@ def _run(args, info: DistInfo) -> dict:
                     should_stop=stop,
                 )
             except TrainingInterrupted as stopped:
+                rng = all_gather_lists([_rng_state()])
                 if info.is_main and output_dir is not None:
-                    save_checkpoint(checkpoint_state(epoch - 1, stopped.steps_done),
+                    save_checkpoint(checkpoint_state(epoch - 1, rng, stopped.steps_done),
                                     str(output_dir / "checkpoint.pth"))
                     print(f"stopped in epoch {epoch} after {stopped.steps_done} steps; "
                           f"checkpoint saved: {output_dir / 'checkpoint.pth'} (exit code 75); "
@@ -437,13 +468,14 @@ def _run(args, info: DistInfo) -> dict:
                     log["test_coco_eval_bbox"] = summary.stats
                     last_stats = summary.stats
             log.update(epoch=epoch, n_parameters=n_parameters)
+            rng = all_gather_lists([_rng_state()])
             if info.is_main:
                 ap = summary.stats[0] if summary is not None else None
                 improved = ap is not None and ap > best_ap
                 if improved:
                     best_ap = ap
                 if output_dir is not None:
-                    state = checkpoint_state(epoch)
+                    state = checkpoint_state(epoch, rng)
                     save_checkpoint(state, str(output_dir / "checkpoint.pth"))
                     if improved:
                         save_checkpoint(state, str(output_dir / "checkpoint_best.pth"))

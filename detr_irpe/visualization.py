@@ -271,7 +271,7 @@ class IRPETable:
     (``lookup_table_weight``), the table itself for ``bias`` tables.  H' is 1 when the
     table is shared by all heads.  For ``product``, bucket ``r * side + c`` holds the
     (row, column) offset bucket (r - B, c - B) with B = (side - 1) // 2, offsets being
-    query minus key, compressed logarithmically beyond ``alpha`` (spec/irpe.md).
+    query minus key, compressed logarithmically beyond ``alpha`` (docs/irpe.md).
     """
 
     layer: int

@@ -1,6 +1,6 @@
 """Independent, slow reference implementations used by the tests.
 
-Written straight from spec/irpe.md section 4 with explicit per-token loops, in float64,
+Written straight from docs/irpe.md section 4 with explicit per-token loops, in float64,
 sharing nothing with the fast paths except the bucket-id function (itself tested
 against the official fixtures).
 """
@@ -23,7 +23,7 @@ def reference_attention(
     key_padding_mask: Tensor | None,
     hw: tuple[int, int],
 ) -> Tensor:
-    """Slow, literal implementation of spec/irpe.md section 4 with explicit loops over
+    """Slow, literal implementation of docs/irpe.md section 4 with explicit loops over
     buckets; used by the tests as an independent float64 reference (no dropout)."""
     L, B, E = query.shape
     d = E // num_heads

@@ -106,3 +106,25 @@ def test_custom_num_classes_conflict_is_explained(custom_set, tmp_path):
     with pytest.raises(ValueError, match="derived from the JSON"):
         main_module.main([*_data_flags(custom_set), "--num_classes", "91", "--pretrained_backbone",
                           "none", "--output_dir", str(tmp_path / "nc"), *FLAGS])
+
+
+def test_plain_detr_fine_tuned_into_irpe_starts_from_zero_tables(custom_set, tmp_path, capsys):
+    """A plain DETR checkpoint with --enc_rpe2d and --irpe_init zero: the tables are the only
+    new tensors and start at zero (a note says so); the run trains them."""
+    import argparse
+
+    torch.manual_seed(0)
+    plain, _, _ = detr_irpe.build_detr(num_classes=91, enc_rpe2d="", **SMALL)
+    path = tmp_path / "plain.pth"
+    torch.save({"model": plain.state_dict(), "args": argparse.Namespace(enc_rpe2d="", **SMALL)},
+               path)
+    out = tmp_path / "irpe"
+    main_module.main([*_data_flags(custom_set), "--finetune_from", str(path), "--enc_rpe2d",
+                      "rpe-2.0-product-ctx-1-k", "--irpe_init", "zero", "--output_dir", str(out),
+                      "--pretrained_backbone", "none", *FLAGS])
+    printed = capsys.readouterr().out
+    assert "is plain DETR" in printed and "start at zero" in printed
+    state = torch.load(out / "checkpoint.pth", weights_only=True)["model"]
+    tables = [k for k in state if ".rpe_k." in k]
+    assert len(tables) == 1 and state[tables[0]].shape == (1, 16, 81)
+    assert state[tables[0]].abs().max() > 0  # trained from zero

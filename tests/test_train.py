@@ -240,12 +240,100 @@ def test_resume_at_epoch_boundary_is_bit_exact(coco_root, tmp_path):
         assert torch.equal(tensor, b["model"][name]), name
 
 
+def _scores_by_image(path: Path) -> dict:
+    out = {}
+    for det in json.loads(path.read_text()):
+        out.setdefault(det["image_id"], []).append(det["score"])
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def test_official_eval_protocol_pads_images_in_pairs(trained, coco_root, tmp_path):
+    """--eval_protocol official gives the detections of the model run on consecutive
+    pairs of val images padded together (recomputed here), which differ from the
+    per-image protocol once the backbone's norms are not the identity."""
+    from detr_irpe import build_detr, load_checkpoint
+    from detr_irpe.data import build_coco, make_transforms
+
+    state = torch.load(trained / "checkpoint.pth", weights_only=True)
+    g = torch.Generator().manual_seed(0)
+    for name, t in state["model"].items():  # frozen norms that do not map zero to zero
+        if name.startswith("backbone.") and name.endswith(("running_mean", "bias")):
+            t.copy_(torch.randn(t.shape, generator=g) * 0.2)
+    path = tmp_path / "norms.pth"
+    torch.save(state, path)
+    scores = {}
+    for protocol in ("official", "per_image"):
+        out = tmp_path / protocol
+        main_module.main(["--coco_path", str(coco_root), "--output_dir", str(out), "--eval",
+                          "--resume", str(path), "--eval_protocol", protocol, *TINY])
+        scores[protocol] = _scores_by_image(out / "eval" / "detections_eval.json")
+    ckpt = load_checkpoint(str(path))
+    model = build_detr(ckpt.config())[0]
+    model.load_state_dict(ckpt.model)
+    model.eval()
+    val = build_coco(coco_root, "val", make_transforms("val", max_size=96, val_size=64))
+    with torch.no_grad():
+        for start in range(0, len(val), 2):  # --batch_size 2, sequential order
+            pair = [val[i] for i in range(start, min(start + 2, len(val)))]
+            probs = model([img for img, _ in pair])["pred_logits"].softmax(-1)[..., :-1]
+            for (_, target), p in zip(pair, probs):
+                expected = sorted(p.max(-1).values.tolist())
+                got = scores["official"][int(target["image_id"])]
+                assert got == pytest.approx(expected, abs=1e-5)
+    assert any(scores["official"][k] != pytest.approx(v, abs=1e-4)
+               for k, v in scores["per_image"].items())
+
+
+def _torchrun_main(port: int, flags: list, out: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+           f"--master_port={port}", str(ROOT / "main.py"), "--output_dir", str(out), *flags]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+
+
+def test_ddp_resume_restores_each_process_random_state(coco_root, tmp_path):
+    """2 processes, 2 epochs straight == 1 epoch, stop, --resume auto for the second, bit
+    for bit: each process gets back its own augmentation and dropout streams."""
+    flags = ["--coco_path", str(coco_root), "--lr_drop", "1", "--eval_every", "1", *TINY[:-2]]
+    _torchrun_main(29735, ["--epochs", "2", *flags], tmp_path / "straight")
+    _torchrun_main(29735, ["--epochs", "1", *flags], tmp_path / "split")
+    stored = torch.load(tmp_path / "split" / "checkpoint.pth", weights_only=True)["rng"]
+    assert len(stored) == 2 and not torch.equal(stored[0]["torch"], stored[1]["torch"])
+    _torchrun_main(29735, ["--epochs", "2", "--resume", "auto", *flags],
+                   tmp_path / "split")
+    a = torch.load(tmp_path / "straight" / "checkpoint.pth", weights_only=True)
+    b = torch.load(tmp_path / "split" / "checkpoint.pth", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 1
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+
+
+def test_resume_keeps_stored_lr_drop_unless_another_is_given(trained, coco_root, tmp_path,
+                                                             capsys):
+    """The run in ``trained`` dropped the lr after epoch 0 (--lr_drop 1)."""
+    flags = ["--coco_path", str(coco_root), "--epochs", "2", "--eval_every", "5", *TINY]
+    lrs = {}
+    for name, extra in (("kept", []), ("changed", ["--lr_drop", "2"])):
+        out = tmp_path / name
+        shutil.copytree(trained, out)
+        capsys.readouterr()
+        main_module.main(["--output_dir", str(out), "--resume", "auto", *extra, *flags])
+        printed = capsys.readouterr().out
+        lrs[name] = json.loads((out / "log.txt").read_text().splitlines()[-1])["train_lr"]
+        reports = [line for line in printed.splitlines() if line.startswith("lr schedule:")]
+        assert len(reports) == (1 if extra else 0), printed
+    assert lrs["kept"] == pytest.approx(1e-4)  # the stored drop after epoch 0 (default 200 ignored)
+    assert lrs["changed"] == pytest.approx(1e-3)  # drop at 2: epoch 1 runs at the base lr
+    ckpt = torch.load(tmp_path / "changed" / "checkpoint.pth", weights_only=True)
+    assert ckpt["lr_scheduler"]["step_size"] == 2
+
+
 def _stop_process_group(cmd, env, sig):
     """Start ``cmd`` in its own process group, send ``sig`` to the whole group (data-loader
     workers included, as ``timeout``, ``kill -- -PGID``, SLURM and Ctrl-C do) once training
     steps are running; returns the exit code and everything printed."""
     import re
-    import signal
     import time
 
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

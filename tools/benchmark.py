@@ -265,7 +265,7 @@ def memory_of_step(enc: str, device: str) -> float:
     return float(res.stdout.strip().splitlines()[-1])
 
 
-# The official implementation's figures quoted in issue 5 for "a machine like yours"
+# The official implementation's figures quoted for "a machine like yours"
 # (2 cores, float32, the same shapes), in seconds, by (section, variant).
 OFFICIAL_S = {("train_step", "irpe-k"): 8.4, ("train_step", "plain"): 7.3,
               ("inference_batch1", "irpe-k"): 0.73}
@@ -273,7 +273,7 @@ OFFICIAL_PEAK_MEMORY_BYTES = 4.6e9
 
 
 def targets(report: dict) -> list[dict]:
-    """Every target of issue 5 with the measured figure, ``met`` (True / False / None when
+    """Every speed target with the measured figure, ``met`` (True / False / None when
     it cannot be measured here) and, where it is not met, the reason derived from the
     figures of the same run.  ``report`` is what :func:`main` writes to JSON."""
     rows = []
@@ -329,7 +329,7 @@ def targets(report: dict) -> list[dict]:
 
 
 def print_targets(rows: list[dict]) -> None:
-    print("\n## Targets (issue 5)")
+    print("\n## Targets (speed work)")
     for t in rows:
         verdict = {True: "met", False: "NOT MET", None: "not checkable"}[t["met"]]
         line = f"{verdict:14s} {t['target']}: {t['measured']} (target {t['limit']})"
@@ -377,8 +377,8 @@ def main(argv=None) -> int:
         print("(ratios: median over rounds of the ratio within a round)")
         if device.type == "cpu":
             # Not side by side: the official code is not available here.  These are the
-            # official figures quoted in issue 5 for "a machine like this one".
-            print("vs the official figures quoted in the issue (another machine, not measured here):")
+            # official figures quoted for "a machine like this one".
+            print("vs the quoted official figures (another machine, not measured here):")
             for (label, name), quoted in OFFICIAL_S.items():
                 ours = model[label][name]["median_s"]
                 print(f"  {label} {name}: official {quoted:.2f} s, ours {ours:.3f} s "

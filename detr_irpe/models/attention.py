@@ -2,7 +2,7 @@
 
 Parameter names are those of ``torch.nn.MultiheadAttention`` (``in_proj_weight`` with
 rows ordered q, k, v, ``in_proj_bias``, ``out_proj``) plus the iRPE tables ``rpe_q``,
-``rpe_k``, ``rpe_v`` (spec/irpe.md section 5), so official checkpoints load unchanged.
+``rpe_k``, ``rpe_v`` (docs/irpe.md section 5), so official checkpoints load unchanged.
 """
 
 from __future__ import annotations

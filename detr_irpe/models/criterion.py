@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import box_convert, generalized_box_iou
 
+from ..distributed import all_reduce_sum, world_size
 from .matcher import HungarianMatcher, check_target_boxes, describe_target
 
 
@@ -98,19 +98,19 @@ class SetCriterion(nn.Module):
         losses["loss_giou"] = (1 - giou).sum() / num_boxes
         return losses
 
-    def forward(self, outputs: dict, targets: list[dict]) -> dict[str, Tensor]:
+    def forward(
+        self, outputs: dict, targets: list[dict], num_boxes: float | None = None
+    ) -> dict[str, Tensor]:
+        """``num_boxes``: what the box losses are divided by; default: the target boxes of
+        this batch averaged over processes (one all-reduce), at least 1.  Training with
+        accumulated batches passes the count of the whole optimiser step instead."""
         check_target_boxes(targets)
         self._check_labels(targets)
         device = outputs["pred_logits"].device
-        # Number of target boxes, averaged over processes, at least 1.
-        num_boxes = torch.as_tensor(
-            float(sum(len(t["labels"]) for t in targets)), dtype=torch.float32, device=device
-        )
-        world = 1
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(num_boxes)
-            world = dist.get_world_size()
-        num_boxes = torch.clamp(num_boxes / world, min=1)
+        if num_boxes is None:
+            count = torch.tensor(float(sum(len(t["labels"]) for t in targets)), device=device)
+            num_boxes = max(float(all_reduce_sum(count)) / world_size(), 1.0)
+        num_boxes = torch.tensor(num_boxes, dtype=torch.float32, device=device)
 
         losses = self._losses(outputs, targets, num_boxes, log=True)
         for n, aux in enumerate(outputs.get("aux_outputs", [])):

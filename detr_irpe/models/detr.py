@@ -139,6 +139,7 @@ def build_detr(config: DETRConfig | None = None, **options) -> tuple[DETR, SetCr
         dropout=config.dropout,
         pre_norm=config.pre_norm,
         irpe=config.irpe,
+        irpe_init=config.irpe_init,
     )
     model = DETR(joiner, transformer, config.num_classes, config.num_queries, config.aux_loss)
     matcher = HungarianMatcher(config.set_cost_class, config.set_cost_bbox, config.set_cost_giou)

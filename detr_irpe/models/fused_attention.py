@@ -5,7 +5,7 @@
     attn   = dropout(softmax(masked logits))
     out    = attn v
 
-T = (s q) W is the (B, H, L, n_buckets) table of spec/irpe.md section 6.  The backward
+T = (s q) W is the (B, H, L, n_buckets) table of docs/irpe.md section 7.  The backward
 reuses the one d_logits buffer for dq, dk and, through a single scatter-add into the
 (B, H, L, n_buckets) bins, for dT.  Compared with plain attention of the same code, iRPE-K
 adds one gather in the forward and one scatter-add in the backward, and no L x L

@@ -1,4 +1,4 @@
-"""Image relative position encoding (iRPE), as defined in ``spec/irpe.md``.
+"""Image relative position encoding (iRPE), as defined in ``docs/irpe.md``.
 
 Three layers, from pure functions to modules:
 
@@ -147,7 +147,8 @@ class RelativePositionTable(nn.Module):
     Parameter names follow the official checkpoints: ``lookup_table_weight`` of shape
     (H', head_dim, n_buckets) for ctx on q/k, (H', n_buckets, head_dim) for ctx on v,
     ``lookup_table_bias`` (H', n_buckets) for bias.  H' = 1 when shared across heads.
-    Tables start at zero, so a fresh model computes plain attention.
+    Tables are created at zero, as the official module does; the transformer that holds
+    them decides their initial values (:class:`~detr_irpe.models.transformer.Transformer`).
     """
 
     def __init__(

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 METHODS = ("euc", "quant", "cross", "product")
 MODES = ("bias", "ctx")
+# How the tables start: Xavier-uniform as in the official run, or zero (plain attention).
+IRPE_INITS = ("xavier", "zero")
 FORMAT_HELP = (
     "expected 'rpe-{ratio}-{method}-{mode}-{shared_head}-{rpe_on}', e.g. "
     "'rpe-2.0-product-ctx-1-k', or '' for no iRPE; ratio is a positive number "

@@ -14,6 +14,10 @@ from torch import Tensor, nn
 
 from .attention import IRPEMultiheadAttention
 from .irpe import IRPEConfig
+from .irpe_config import IRPE_INITS
+
+# How the iRPE tables start: "xavier" (the official run, the default) or "zero" (a fresh
+# model computes plain DETR).
 
 
 def _with_pos(x: Tensor, pos: Tensor | None) -> Tensor:
@@ -124,8 +128,11 @@ class Transformer(nn.Module):
         dropout: float = 0.1,
         pre_norm: bool = False,
         irpe: IRPEConfig | None = None,
+        irpe_init: str = IRPE_INITS[0],
     ):
         super().__init__()
+        if irpe_init not in IRPE_INITS:
+            raise ValueError(f"irpe_init {irpe_init!r} not in {IRPE_INITS}")
         enc = EncoderLayer(d_model, nhead, dim_feedforward, dropout, pre_norm, irpe)
         self.encoder = TransformerEncoder(
             enc, num_encoder_layers, nn.LayerNorm(d_model) if pre_norm else None
@@ -134,14 +141,17 @@ class Transformer(nn.Module):
         self.decoder = TransformerDecoder(dec, num_decoder_layers, nn.LayerNorm(d_model))
         self.d_model = d_model
         self.nhead = nhead
-        self._reset_parameters()
+        self._reset_parameters(irpe_init)
 
-    def _reset_parameters(self):
-        # DETR: xavier on every matrix.  The iRPE tables stay at zero (spec/irpe.md
-        # section 4), so a fresh model starts as plain DETR.
+    def _reset_parameters(self, irpe_init: str):
+        # DETR: Xavier-uniform on every parameter of more than one dimension, the iRPE
+        # tables included, as the official run has it (docs/irpe.md section 6).  "zero"
+        # then clears the tables, so that a fresh model computes plain DETR.
         for name, p in self.named_parameters():
-            if p.dim() > 1 and ".rpe_" not in name:
+            if p.dim() > 1:
                 nn.init.xavier_uniform_(p)
+            if irpe_init == "zero" and ".rpe_" in name:
+                nn.init.zeros_(p)
 
     def forward(self, src, mask, query_embed, pos_embed) -> tuple[Tensor, Tensor]:
         """src: (B, D, h, w); mask: bool (B, h, w); query_embed: (Q, D); pos: (B, D, h, w).
