@@ -164,20 +164,25 @@ def _accumulate(model, criterion, group, device, amp, scaler) -> tuple[bool, lis
 
 
 def _apply_gradients(model, optimizer, scaler, clip_max_norm) -> bool:
-    """Clip and step; False (no update) when the gradient is not finite.  The gradient
-    is the same on every process (DDP averaged it), so they all decide alike."""
+    """Clip and step; False (a bad step: no update) when the gradient is not finite.  The
+    gradient is the same on every process (DDP averaged it), so they all decide alike.
+
+    With fp16's gradient scaler an overflow of the scaled gradient is routine, not a bad
+    step: the scaler skips that update and lowers its scale.  Only an overflow at a scale
+    of 1 or less (the unscaled gradient itself) counts as bad."""
     if scaler is not None:
+        scale = scaler.get_scale()
         scaler.unscale_(optimizer)
     grad_norm = torch.nn.utils.clip_grad_norm_(
         model.parameters(), clip_max_norm if clip_max_norm > 0 else float("inf")
     )
     finite = bool(torch.isfinite(grad_norm))
-    if finite:
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
+    if scaler is not None:
+        scaler.step(optimizer)  # no update when the gradient overflowed
+        scaler.update()  # ... and then a lower scale
+        finite = finite or scale > 1.0
+    elif finite:
+        optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return finite
 

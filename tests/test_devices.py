@@ -14,7 +14,8 @@ from reference import reference_attention
 
 from detr_irpe import build_detr
 from detr_irpe.models.attention import IRPEMultiheadAttention
-from detr_irpe.models.irpe import parse_irpe
+from detr_irpe.models.fused_attention import fused_attention
+from detr_irpe.models.irpe import bucket_ids, parse_irpe
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -118,13 +119,16 @@ def _detr_step(model, criterion, images, targets):
     losses = criterion(model(images), targets)
     total = sum(losses[k] * w for k, w in criterion.weight_dict.items())
     total.backward()
-    grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     return {k: v.detach() for k, v in losses.items()}, grads
 
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("enc", ["", "rpe-2.0-product-ctx-1-k"])
-def test_detr_training_step_matches_float64_cpu(device, enc):
+def test_detr_training_step_matches_float64_cpu(device, enc, monkeypatch):
+    # Strict float32 on the GPU: cuDNN's convolutions default to TF32 on recent GPUs (a
+    # 10-bit mantissa, about 1e-4 relative error in the losses measured on an H200).
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     torch.manual_seed(0)
     model, criterion, _ = build_detr(
         enc_rpe2d=enc, backbone="resnet18", pretrained_backbone="none", hidden_dim=32, nheads=4,
@@ -156,3 +160,32 @@ def test_detr_training_step_matches_float64_cpu(device, enc):
         scale = float(ref.abs().max()) + 1e-12
         err = float((grads[n].double().cpu() - ref).abs().max())
         assert err <= 2e-3 * scale, f"{n}: max error {err:.3g} vs scale {scale:.3g}"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_fused_attention_computes_in_the_query_dtype(device, dtype):
+    """Under autocast the projections give half-precision q, k, v while the iRPE table may
+    be float32, and CUDA's autocast runs softmax in float32: the fused path must still
+    compute in one dtype, forward and backward (this failed on an H200 before)."""
+    torch.manual_seed(0)
+    B, H, L, d = 2, 2, 12, 8
+    ids = bucket_ids("product", 2.0, 3, 4).to(device)
+    pad = torch.zeros(B, L, dtype=torch.bool, device=device)
+    pad[1, -3:] = True
+    q, k, v = (torch.randn(B, H, L, d, dtype=torch.float64) for _ in range(3))
+    table = torch.randn(B, H, L, 81, dtype=torch.float64)
+    ref_in = [t.clone().requires_grad_() for t in (q, k, v, table)]
+    ref = fused_attention(*ref_in[:3], ref_in[3], ids.cpu(), pad.cpu())
+    ref_grads = torch.autograd.grad(ref.sum(), ref_in)
+
+    inputs = [t.to(device, dtype).requires_grad_() for t in (q, k, v)]
+    inputs.append(table.to(device, torch.float32).requires_grad_())
+    with torch.autocast(device, dtype=dtype):
+        out = fused_attention(*inputs, ids, pad)
+    out.sum().backward()
+    assert out.dtype == dtype
+    torch.testing.assert_close(out.double().cpu(), ref, rtol=0.05, atol=0.05)
+    for t, r in zip(inputs, ref_grads):
+        assert t.grad.dtype == t.dtype
+        torch.testing.assert_close(t.grad.double().cpu(), r, rtol=0.1, atol=0.1)

@@ -54,6 +54,22 @@ def test_consecutive_bad_steps_stop_training():
                         verbose=False)
 
 
+def test_fp16_scaler_overflows_lower_the_scale_and_are_not_bad_steps():
+    """--amp fp16: a scaled gradient that overflows is the gradient scaler's to handle (it
+    skips the update and halves its scale), so training goes on; before, such steps never
+    reached the scaler, its scale never came down and training stopped as "non-finite"."""
+    model, criterion, _ = _tiny()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    start = 2.0**127  # every scaled loss overflows float32 at first
+    scaler = torch.amp.GradScaler("cpu", init_scale=start)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    stats = train_one_epoch(model, criterion, [_batch(i) for i in range(24)], opt,
+                            torch.device("cpu"), 0, scaler=scaler, max_bad_steps=2, verbose=False)
+    assert scaler.get_scale() < start / 2  # halved on each overflow
+    assert stats["loss"] > 0
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
 def test_checkpoint_survives_sigkill_during_save(tmp_path):
     """Kill a process that keeps rewriting a checkpoint at arbitrary moments: the file
     on disk always loads and holds a complete state."""

@@ -78,5 +78,10 @@ def fused_attention(
     q: Tensor, k: Tensor, v: Tensor, table: Tensor | None = None, ids: Tensor | None = None,
     key_padding_mask: Tensor | None = None, dropout_p: float = 0.0,
 ) -> Tensor:
-    """See :class:`FusedAttention`."""
-    return FusedAttention.apply(q, k, v, table, ids, key_padding_mask, dropout_p)
+    """See :class:`FusedAttention`.  Computes in the query's dtype (under autocast, the
+    half type of the projections): autocast would run the softmax in float32 on CUDA, and
+    the hand-written backward would then mix float32 and half operands."""
+    with torch.autocast(q.device.type, enabled=False):
+        k, v = k.to(q.dtype), v.to(q.dtype)
+        table = None if table is None else table.to(q.dtype)
+        return FusedAttention.apply(q, k, v, table, ids, key_padding_mask, dropout_p)
