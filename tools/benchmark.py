@@ -173,6 +173,7 @@ def _train_step_fn(model, criterion, device, amp: str = "off"):
             scaler.update()
         return loss.detach()
 
+    step.scaler = scaler
     return step
 
 

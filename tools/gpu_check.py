@@ -14,7 +14,8 @@ Sections (each prints its figures and PASS/FAIL, and all go to ``<out>/gpu_check
   and 8, plain and iRPE-K, fp32 and bf16;
 - ``demo``: the CPU demo preset (``configs/cpu_demo.toml``) on the GPU through
   ``torchrun --nproc_per_node=1`` (NCCL): time, AP, the checkpoint and log written, and
-  ``--eval --resume`` of the checkpoint reproducing the AP.
+  ``--eval --resume`` of the checkpoint reproducing the AP; then its first epoch again with
+  ``--amp bf16`` and ``--amp fp16``, whose mean training loss must stay near fp32's.
 
 A section that fails is reported and the next one runs.
 """
@@ -44,8 +45,11 @@ ROOT = Path(__file__).resolve().parents[1]
 PRECISIONS = ("fp32", "bf16", "fp16")
 AMP = {"fp32": "off", "bf16": "bf16", "fp16": "fp16"}
 # AMP against fp32, same weights and batch: the eval-mode loss of the first forward, and
-# the mean loss of the last 5 of 30 training steps on that batch.
-AMP_LOSS_RTOL = {"first_forward": 0.01, "after_30_steps": 0.05}
+# the mean training loss after the same 5 last numbers of updates (of up to 30 steps).
+AMP_LOSS_RTOL = {"first_forward": 0.01, "late_training": 0.05}
+# main.py --amp: the mean training loss of the demo's first epoch (250 steps) against fp32;
+# looser than above: fp16 loses its first updates while the scaler finds its scale.
+AMP_EPOCH_LOSS_RTOL = 0.10
 IRPE_OVERHEAD_LIMIT = 1.05
 # The demo run: the preset as `make run` trains it, on the GPU; more loader workers, the
 # same steps.
@@ -78,7 +82,10 @@ def _peak_memory(enc: str, amp: str, device) -> int:
     return peak
 
 
-def _losses_in(precision: str, device) -> dict:
+def _losses_in(precision: str, device, steps: int = 30) -> dict:
+    """Loss of the first forward (eval mode), and the training losses by the number of
+    updates made before each forward (fp16's scaler skips the first updates while it
+    finds its scale, so step counts do not line up across precisions)."""
     model, criterion, _ = benchmark._model(benchmark.IRPE_K, device)
     images, targets = benchmark._batch(device)
     model.eval()
@@ -87,8 +94,17 @@ def _losses_in(precision: str, device) -> dict:
     losses = criterion({k: v.float() for k, v in outputs.items() if torch.is_tensor(v)}, targets)
     first = float(sum(losses[k] * w for k, w in criterion.weight_dict.items() if k in losses))
     step = benchmark._train_step_fn(model, criterion, device, AMP[precision])
-    curve = [float(step()) for _ in range(30)]
-    return {"first_forward": first, "after_30_steps": statistics.mean(curve[-5:]), "curve": curve}
+    by_updates, updates = {}, 0
+    for _ in range(steps):
+        scale = step.scaler.get_scale() if step.scaler else None
+        by_updates.setdefault(updates, float(step()))
+        updates += step.scaler is None or step.scaler.get_scale() >= scale
+    return {"first_forward": first, "by_updates": by_updates}
+
+
+def _late_loss(losses: dict, common: int) -> float:
+    """Mean training loss after the last 5 of ``common`` update counts."""
+    return statistics.mean(losses["by_updates"][n] for n in range(common - 5, common))
 
 
 def train_section(device, reps: int) -> dict:
@@ -124,11 +140,16 @@ def report_train(res: dict) -> list[dict]:
                              f"{ratio:.3f} (limit {IRPE_OVERHEAD_LIMIT})"))
     ref = res["losses"]["fp32"]
     for p in PRECISIONS[1:]:
-        for key, rtol in AMP_LOSS_RTOL.items():
-            diff = abs(res["losses"][p][key] - ref[key]) / abs(ref[key])
+        ours = res["losses"][p]
+        common = min(len(ours["by_updates"]), len(ref["by_updates"]))
+        pairs = {"first_forward": (ours["first_forward"], ref["first_forward"]),
+                 "late_training": (_late_loss(ours, common), _late_loss(ref, common))}
+        for key, (a, b) in pairs.items():
+            diff = abs(a - b) / abs(b)
+            rtol = AMP_LOSS_RTOL[key]
             rows.append(_verdict(f"{p} loss vs fp32, {key}", diff <= rtol,
-                                 f"{res['losses'][p][key]:.4f} vs {ref[key]:.4f}, "
-                                 f"relative difference {diff:.4f} (limit {rtol})"))
+                                 f"{a:.4f} vs {b:.4f}, relative difference {diff:.4f} "
+                                 f"(limit {rtol}; {common} updates compared)"))
     return rows
 
 
@@ -232,7 +253,26 @@ def demo_section(out: Path, work: Path) -> dict:
         res["eval_ap"] = _final_ap(eval_dir, "eval")
     else:
         print(text[-3000:])
+    res["amp"] = {amp: _amp_epoch(torchrun, common, amp, out, work) for amp in ("bf16", "fp16")}
+    res["fp32_epoch0_loss"] = _epoch0_loss(run_dir)
     return res
+
+
+def _epoch0_loss(run_dir: Path) -> float:
+    return json.loads((run_dir / "log.txt").read_text().splitlines()[0])["train_loss"]
+
+
+def _amp_epoch(torchrun: list, common: list, amp: str, out: Path, work: Path) -> dict:
+    """The first epoch of the demo run again, under ``--amp``."""
+    run_dir = work / f"demo_{amp}"
+    rc, seconds, text = _run([*torchrun, "main.py", *common, "--epochs", "1", "--lr_drop", "1",
+                              "--amp", amp, "--output_dir", str(run_dir)],
+                             out / f"demo_{amp}.log")
+    print(f"demo preset, 1 epoch with --amp {amp}: exit {rc} in {seconds:.0f} s")
+    if rc != 0:
+        print(text[-3000:])
+        return {"rc": rc}
+    return {"rc": rc, "seconds": seconds, "epoch0_loss": _epoch0_loss(run_dir)}
 
 
 def report_demo(res: dict) -> list[dict]:
@@ -246,6 +286,16 @@ def report_demo(res: dict) -> list[dict]:
                              res.get("eval_ap") is not None
                              and abs(res["eval_ap"] - res["ap"]) <= 1e-4,
                              f"{res.get('eval_ap')} vs {res['ap']}"))
+    for amp, r in res.get("amp", {}).items():
+        ok = r["rc"] == 0
+        detail = f"exit {r['rc']}"
+        if ok:
+            diff = abs(r["epoch0_loss"] - res["fp32_epoch0_loss"]) / res["fp32_epoch0_loss"]
+            ok = diff <= AMP_EPOCH_LOSS_RTOL
+            detail += (f", epoch-0 training loss {r['epoch0_loss']:.4f} vs fp32 "
+                       f"{res['fp32_epoch0_loss']:.4f} (relative {diff:.4f}, limit "
+                       f"{AMP_EPOCH_LOSS_RTOL})")
+        rows.append(_verdict(f"main.py --amp {amp}, one demo epoch", ok, detail))
     return rows
 
 
@@ -256,7 +306,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="output/gpu_check", help="folder for results and logs")
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
-    parser.add_argument("--reps", type=int, default=10, help="timed rounds per variant")
+    parser.add_argument("--reps", type=int, default=20, help="timed rounds per variant")
     parser.add_argument("--device", default="cuda", help="the CUDA device to check")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
