@@ -10,6 +10,8 @@ Sections (each prints its figures and PASS/FAIL, and all go to ``<out>/gpu_check
 - ``train``: a DETR-R50 training step at COCO sizes (two images, 800x1066 + 800x1201) in
   fp32, bf16 and fp16 autocast: median step time, peak GPU memory, iRPE-K / plain (variants
   interleaved; a second plain model gives the noise floor), and the AMP losses against fp32;
+- ``profile``: GPU time per fp32 training step from the profiler, plain and iRPE-K, with
+  the kernels that take it (``<out>/profile.txt``);
 - ``inference``: images/s of ``Detector.predict`` and of the ``--eval`` loop for batch 1
   and 8, plain and iRPE-K, fp32 and bf16;
 - ``demo``: the CPU demo preset (``configs/cpu_demo.toml``) on the GPU through
@@ -151,6 +153,37 @@ def report_train(res: dict) -> list[dict]:
                                  f"{a:.4f} vs {b:.4f}, relative difference {diff:.4f} "
                                  f"(limit {rtol}; {common} updates compared)"))
     return rows
+
+
+def profile_section(device, out: Path, steps: int = 3) -> dict:
+    """GPU time per training step (fp32) by kernel, plain and iRPE-K, from the profiler:
+    the sum of the kernels' own times, free of the CPU-side work that wall time includes."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    tables, per_step = [], {}
+    for name, enc in (("plain", ""), ("irpe-k", benchmark.IRPE_K)):
+        model, criterion, _ = benchmark._model(enc, device)
+        step = benchmark._train_step_fn(model, criterion, device)
+        step()
+        step()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for _ in range(steps):
+                step()
+            torch.cuda.synchronize()
+        events = prof.key_averages()
+        kernels = [e for e in events if e.device_type == DeviceType.CUDA]
+        per_step[name] = sum(e.self_device_time_total for e in kernels) / steps / 1e3  # ms
+        tables.append(f"## {name}: {per_step[name]:.1f} ms of GPU time per step\n"
+                      + events.table(sort_by="self_device_time_total", row_limit=20))
+        del model, criterion, step
+        torch.cuda.empty_cache()
+    (out / "profile.txt").write_text("\n\n".join(tables))
+    ratio = per_step["irpe-k"] / max(per_step["plain"], 1e-9)
+    print(f"GPU time per fp32 step: plain {per_step['plain']:.1f} ms, iRPE-K "
+          f"{per_step['irpe-k']:.1f} ms, ratio {ratio:.3f} (kernels: {out / 'profile.txt'})")
+    return {"gpu_ms_per_step": per_step, "ratio": ratio}
 
 
 def _verdict(name: str, ok: bool, detail: str) -> dict:
@@ -299,7 +332,7 @@ def report_demo(res: dict) -> list[dict]:
     return rows
 
 
-SECTIONS = ("tests", "train", "inference", "demo")
+SECTIONS = ("tests", "train", "profile", "inference", "demo")
 
 
 def main(argv=None) -> int:
@@ -323,6 +356,7 @@ def main(argv=None) -> int:
     steps = {
         "tests": lambda: tests_section(out),
         "train": lambda: train_section(device, args.reps),
+        "profile": lambda: profile_section(device, out),
         "inference": lambda: inference_section(device, work / "photo_sized"),
         "demo": lambda: demo_section(out, work),
     }
