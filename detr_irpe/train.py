@@ -244,7 +244,7 @@ def run_evaluation(model, criterion, post, loader, val, device, args, info, tag,
                    output_dir):
     """Evaluate; write ``eval/<tag>.json`` (``epoch``: the number of the epoch evaluated,
     counted from 0) and ``eval/detections_<tag>.json`` when there is an ``output_dir``."""
-    evaluator = CocoEvaluator(val.coco, val.label_to_category_id)
+    evaluator = CocoEvaluator(val.coco, val.label_to_category_id, backend=args.eval_backend)
     test_stats = evaluate(model, criterion, post, loader, evaluator, device, amp=args.amp,
                           print_freq=args.print_freq, verbose=info.is_main,
                           per_image=args.eval_protocol == "per_image")

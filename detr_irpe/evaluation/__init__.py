@@ -1,5 +1,6 @@
-"""COCO box AP (pycocotools) for single- and multi-process evaluation."""
+"""COCO box AP (faster-coco-eval or pycocotools) for single- and multi-process evaluation."""
 
+from .backends import load_backend, resolve_backend
 from .coco_eval import (
     STAT_NAMES,
     CocoEvaluator,
@@ -15,5 +16,7 @@ __all__ = [
     "CocoSummary",
     "format_per_category",
     "format_stats",
+    "load_backend",
     "per_category_ap",
+    "resolve_backend",
 ]
