@@ -16,7 +16,7 @@ from pycocotools.cocoeval import COCOeval
 from detr_irpe.evaluation import (
     STAT_NAMES,
     CocoEvaluator,
-    format_per_category,
+    format_metrics_table,
     format_stats,
     resolve_backend,
 )
@@ -260,11 +260,14 @@ def test_evaluation_does_not_change_ground_truth(coco_gt, gt_file):
 def test_formatting():
     text = format_stats([0.5] * 12)
     assert len(text.splitlines()) == 12 and "maxDets=100 ] = 0.500" in text
-    table = format_per_category({5: 0.25, 2: 1.0, 9: math.nan}, {2: "apple", 5: "pear", 9: "plum"})
+    metrics = {"AP": {5: 0.25, 2: 1.0, 9: math.nan}, "AP50": {5: 0.5, 2: 1.0, 9: math.nan},
+               "AR100": {5: 0.125, 2: 0.75, 9: math.nan}}
+    table = format_metrics_table(metrics, {2: "apple", 5: "pear", 9: "plum"})
     lines = table.splitlines()
-    assert "apple" in lines[1] and "100.0" in lines[1]
-    assert "pear" in lines[2] and "25.0" in lines[2]
-    assert "plum" in lines[3] and "n/a" in lines[3]
+    assert lines[0].split()[-6:] == ["AP", "(%)", "AP50", "(%)", "AR100", "(%)"]
+    assert lines[1].split() == ["2", "apple", "100.0", "100.0", "75.0"]
+    assert lines[2].split() == ["5", "pear", "25.0", "50.0", "12.5"]
+    assert lines[3].split() == ["9", "plum", "n/a", "n/a", "n/a"]
 
 
 def _distributed_worker(rank, world_size, init_file, gt_file, out_dir):

@@ -9,7 +9,7 @@ Usage::
     evaluator.synchronize_between_processes()  # no-op without torch.distributed
     summary = evaluator.summarize()             # CocoSummary(stats, per_category_ap)
     print(format_stats(summary.stats))
-    print(format_per_category(summary.per_category_ap, dataset.category_names))
+    print(format_metrics_table(evaluator.per_category(), dataset.category_names))
 
 Boxes given to :meth:`CocoEvaluator.update` are absolute (x0, y0, x1, y1) in pixels of the
 *original* image (``target["orig_size"]``), not the normalised cxcywh the model predicts.
@@ -22,12 +22,12 @@ import io
 import math
 from typing import NamedTuple
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torchvision.ops import box_convert
 
 from .backends import coco_from_dataset, load_backend
+from .per_category import PER_CATEGORY_METRICS, per_category_metrics
 
 # The 12 numbers of COCOeval.summarize() for "bbox", in order.
 STAT_NAMES = (
@@ -171,6 +171,14 @@ class CocoEvaluator:
         stats = [float(s) for s in coco_eval.stats[: len(STAT_NAMES)]]  # faster-coco-eval adds AR50, AR75
         return CocoSummary(stats, per_category_ap(coco_eval))
 
+    def per_category(self) -> dict[str, dict[int, float]]:
+        """After :meth:`summarize`: {"AP", "AP50", "AR100"} -> {category id: value}, NaN
+        without ground truth (see ``per_category.py``)."""
+        if not self.image_ids:
+            return {name: {c: math.nan for c in sorted(self.coco_gt.cats)}
+                    for name in PER_CATEGORY_METRICS}
+        return per_category_metrics(self.coco_eval)
+
     def _load_results(self, detections: list[dict]):
         if detections:
             return self.coco_gt.loadRes(detections)
@@ -186,14 +194,7 @@ class CocoEvaluator:
 def per_category_ap(coco_eval) -> dict[int, float]:
     """AP@[.5:.95] per category id (area "all", the largest maxDets) from an accumulated
     COCOeval; NaN where the category has no ground truth (precision -1 everywhere)."""
-    # precision: (T iou thresholds, R recall thresholds, K categories, A areas, M maxDets)
-    precision = coco_eval.eval["precision"]
-    result = {}
-    for k, cat_id in enumerate(coco_eval.params.catIds):
-        values = precision[:, :, k, 0, -1]
-        values = values[values > -1]
-        result[int(cat_id)] = float(np.mean(values)) if values.size else math.nan
-    return result
+    return per_category_metrics(coco_eval)["AP"]
 
 
 def format_stats(stats: list[float]) -> str:
@@ -202,20 +203,6 @@ def format_stats(stats: list[float]) -> str:
         f" {description} = {value:0.3f}"
         for description, value in zip(_STAT_DESCRIPTIONS, stats, strict=True)
     )
-
-
-def format_per_category(
-    per_category: dict[int, float], category_names: dict[int, str] | None = None
-) -> str:
-    """A table of per-category AP (in %), one line per category id; "n/a" without ground truth."""
-    names = category_names or {}
-    width = max([len("category")] + [len(names.get(c, str(c))) for c in per_category])
-    lines = [f"{'id':>4}  {'category':<{width}}  {'AP (%)':>6}"]
-    for cat_id in sorted(per_category):
-        ap = per_category[cat_id]
-        shown = "n/a" if math.isnan(ap) else f"{100 * ap:.1f}"
-        lines.append(f"{cat_id:>4}  {names.get(cat_id, str(cat_id)):<{width}}  {shown:>6}")
-    return "\n".join(lines)
 
 
 def _maybe_quiet(quiet: bool):
