@@ -84,6 +84,7 @@ def test_confusion_matrix_counts_a_hand_made_image():
         _det(7, [30, 30, 5, 5], 0.6),     # nothing there -> background
         _det(7, [80, 0, 10, 10], 0.3),    # below the score threshold: ignored, box missed
         _det(3, [0, 60, 20, 20], 0.95),   # on the crowd region: not counted
+        _det(7, [0, 60, 20, 19], 0.55),   # and a second one there neither
     ]
     m = confusion_matrix(gt, detections, [1], score_threshold=0.5, iou_threshold=0.5)
     assert m.category_ids == [3, 7]

@@ -10,8 +10,8 @@ in order of score; each is paired with the unpaired ground-truth box of highest 
 - a detection left without a pair counts in (its category, "background"): a false alarm;
 - a ground-truth box left without a pair counts in ("missed", its category).
 
-Crowd boxes (``iscrowd``) are left out on both sides: a detection whose best IoU is with a
-crowd region is neither paired nor counted as background.
+Crowd boxes (``iscrowd``) are left out on both sides: the detections paired with a crowd
+region (any number of them) are not counted, and a crowd box is never "missed".
 """
 
 from __future__ import annotations
@@ -40,8 +40,10 @@ def _xyxy(boxes: list) -> torch.Tensor:
     return box_convert(xywh, in_fmt="xywh", out_fmt="xyxy")
 
 
-def _pair(det_boxes: torch.Tensor, gt_boxes: torch.Tensor, iou_threshold: float) -> list[int]:
-    """For detections in score order: the index of the paired ground truth, or -1."""
+def _pair(det_boxes: torch.Tensor, gt_boxes: torch.Tensor, crowd: torch.Tensor,
+          iou_threshold: float) -> list[int]:
+    """For detections in score order: the index of the paired ground truth, or -1.  A crowd
+    box can take any number of detections."""
     iou = box_iou(det_boxes, gt_boxes) if len(gt_boxes) else torch.zeros(len(det_boxes), 0)
     taken = torch.zeros(len(gt_boxes), dtype=torch.bool)
     pairs = []
@@ -49,7 +51,7 @@ def _pair(det_boxes: torch.Tensor, gt_boxes: torch.Tensor, iou_threshold: float)
         row = row.masked_fill(taken, -1.0)
         best = int(row.argmax()) if len(row) else -1
         if best >= 0 and row[best] >= iou_threshold:
-            taken[best] = True
+            taken[best] = not crowd[best]
             pairs.append(best)
         else:
             pairs.append(-1)
@@ -79,7 +81,7 @@ def confusion_matrix(gt_dataset: dict, detections: list[dict], image_ids: list[i
         image_gts = gts[image_id]
         crowd = torch.tensor([bool(g.get("iscrowd", 0)) for g in image_gts], dtype=torch.bool)
         pairs = _pair(_xyxy([d["bbox"] for d in image_dets]), _xyxy([g["bbox"] for g in image_gts]),
-                      iou_threshold)
+                      crowd, iou_threshold)
         for det, gt in zip(image_dets, pairs):
             if gt < 0:
                 counts[index[det["category_id"]], k] += 1
