@@ -1,7 +1,8 @@
 """Reading and writing checkpoints: official DETR / DETR-with-iRPE files and ours.
 
 A checkpoint is a ``torch.save``d dict with ``model`` (the state dict) and, when written
-by training, ``optimizer``, ``lr_scheduler``, ``epoch`` and ``args``.  The official
+by training, ``optimizer``, ``lr_scheduler``, ``epoch`` and ``args`` (with ``--ema``
+also ``ema``, the averaged weights, and ``ema_updates``).  The official
 code stores ``args`` as an ``argparse.Namespace``; we store plain dicts.  Files are
 read with ``torch.load(weights_only=True)``: arbitrary pickled code is never run.
 """
@@ -64,6 +65,13 @@ class Checkpoint:
         step = self.raw.get("resume_step", 0)
         later = f" and {step} steps of epoch {self.epoch + 1}" if step else ""
         return f"trained through epoch {self.epoch}{later}"
+
+    @property
+    def inference_model(self) -> dict:
+        """The weights to evaluate and predict with: the moving average (``"ema"``, written
+        by ``--ema``) when the checkpoint has one, else ``model``."""
+        ema = self.raw.get("ema")
+        return ema if isinstance(ema, dict) and ema else self.model
 
     def eval_sizes(self) -> dict:
         """``val_size`` / ``max_size`` the checkpoint was evaluated with, where stored."""

@@ -12,6 +12,8 @@ from .models.irpe_config import IRPE_INITS, IRPEConfig, parse_irpe
 PAPER_IRPE = "rpe-2.0-product-ctx-1-k"
 # DETR's evaluation resize: shorter side 800, longer side at most 1333.
 EVAL_SIZE, EVAL_MAX_SIZE = 800, 1333
+# COCOeval implementations (detr_irpe.evaluation.backends); "auto": faster_coco_eval if installed.
+EVAL_BACKENDS = ("auto", "faster_coco_eval", "pycocotools")
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
 BACKBONE_NORMS = ("frozen", "batch")
 # The options that shape the model and its trainable parameters: a checkpoint fixes them.

@@ -203,6 +203,7 @@ def train_one_epoch(
     verbose: bool = True,
     first_step: int = 0,
     should_stop=None,
+    ema=None,
 ) -> dict[str, float]:
     """Train for one pass over ``loader``.  Returns the epoch's mean of ``loss`` (the
     weighted total), every weighted loss term, the unweighted ones (``*_unscaled``),
@@ -218,6 +219,7 @@ def train_one_epoch(
     ``first_step``: batches of this epoch already done (``loader`` yields the rest), after
     an interruption.  ``should_stop()`` is asked after every optimizer step; when it says
     yes, :class:`TrainingInterrupted` is raised with the number of batches done.
+    ``ema`` (a :class:`detr_irpe.ema.WeightEMA`) folds in the weights after each applied step.
     """
     model.train()
     criterion.train()
@@ -241,6 +243,8 @@ def train_one_epoch(
             _report_bad_step(epoch, step, bad_ids, bad_in_a_row, max_bad_steps)
             continue
         bad_in_a_row = 0
+        if ema is not None:
+            ema.update(getattr(model, "module", model))  # the model inside DDP
         for row in rows:
             stats.add({**row, "lr": optimizer.param_groups[0]["lr"]})
         progress.update(step, {k: stats.means()[k] for k in ("loss", "class_error")})

@@ -214,7 +214,7 @@ class Detector:
         from the stored one is used and printed as an override."""
         ckpt = load_checkpoint(str(path), trust=trust)
         model, _, _ = build_detr(ckpt.config())
-        model.load_state_dict(ckpt.model, strict=True)
+        model.load_state_dict(ckpt.inference_model, strict=True)
         stored = ckpt.eval_sizes()
         chosen = {"size": size, "max_size": max_size}
         for name, key, default in (("size", "val_size", EVAL_SIZE),

@@ -9,8 +9,9 @@ Files written to ``--output_dir`` (main process only):
   ``test_coco_eval_bbox``, ``epoch``, ``n_parameters``);
 - ``eval/<epoch>.json`` (the epoch counted from 0, four digits: ``eval/0003.json``): all
   AP numbers of that evaluation, ``"epoch"`` the epoch as a number (``eval/eval.json``
-  for ``--eval``, with the checkpoint's epoch); ``eval/detections_<epoch>.json``: the
-  detections in COCO results format;
+  for ``--eval``, with the checkpoint's epoch), per-category AP, AP50 and AR100 and the
+  confusion counts; ``eval/detections_<epoch>.json``, ``eval/pr_<epoch>.png``,
+  ``eval/confusion_<epoch>.png`` (see ``detr_irpe/evaluation/report.py``);
 - ``args.json``: the resolved options of the run (with ``--resume``/``--eval``: the
   checkpoint's model options), written once the run has started;
 - TensorBoard event files in ``tensorboard/`` when ``tensorboard`` is installed.
@@ -32,8 +33,11 @@ from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import ARCHITECTURE, DETRConfig
 from .data import CocoDetection, build_coco, collate_fn, make_transforms
 from .distributed import DistInfo, all_gather_lists, barrier, cleanup, init_distributed
+from .ema import WeightEMA
 from .engine import TrainingInterrupted, evaluate, train_one_epoch
-from .evaluation import STAT_NAMES, CocoEvaluator, format_per_category, format_stats
+from .evaluation import CocoEvaluator, format_stats
+from .evaluation.per_category import format_metrics_table
+from .evaluation.report import write_evaluation, write_json
 from .models.detr import build_detr
 from .models.irpe import parse_irpe
 from .runtime import available_cores, configure_cpu
@@ -223,13 +227,6 @@ def _device(args, info: DistInfo) -> torch.device:
     return torch.device(name)
 
 
-def _write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
-
-
 def _tensorboard(output_dir: Path | None):
     if output_dir is None:
         return None
@@ -242,9 +239,10 @@ def _tensorboard(output_dir: Path | None):
 
 def run_evaluation(model, criterion, post, loader, val, device, args, info, tag, epoch,
                    output_dir):
-    """Evaluate; write ``eval/<tag>.json`` (``epoch``: the number of the epoch evaluated,
-    counted from 0) and ``eval/detections_<tag>.json`` when there is an ``output_dir``."""
-    evaluator = CocoEvaluator(val.coco, val.label_to_category_id)
+    """Evaluate; print the 12 numbers and the per-category table; write ``eval/<tag>.json``
+    (``epoch``: the number of the epoch evaluated, counted from 0), the detections and the
+    PNGs when there is an ``output_dir`` (``evaluation/report.py``)."""
+    evaluator = CocoEvaluator(val.coco, val.label_to_category_id, backend=args.eval_backend)
     test_stats = evaluate(model, criterion, post, loader, evaluator, device, amp=args.amp,
                           print_freq=args.print_freq, verbose=info.is_main,
                           per_image=args.eval_protocol == "per_image")
@@ -252,15 +250,10 @@ def run_evaluation(model, criterion, post, loader, val, device, args, info, tag,
     summary = evaluator.summarize() if info.is_main else None
     if info.is_main:
         print(format_stats(summary.stats))
-        print(format_per_category(summary.per_category_ap, val.category_names))
+        print(format_metrics_table(evaluator.per_category(), val.category_names))
         if output_dir is not None:
-            numbers = dict(zip(STAT_NAMES, summary.stats))
-            per_cat = {str(k): (None if v != v else v) for k, v in summary.per_category_ap.items()}
-            _write_json(output_dir / "eval" / f"{tag}.json",
-                        {"epoch": epoch, "bbox": numbers, "per_category_AP": per_cat,
-                         "category_names": {str(k): v for k, v in val.category_names.items()},
-                         "test_stats": test_stats})
-            _write_json(output_dir / "eval" / f"detections_{tag}.json", evaluator.detections())
+            write_evaluation(output_dir / "eval", tag, epoch, evaluator, summary,
+                             val.category_names, test_stats)
     return test_stats, summary
 
 
@@ -362,7 +355,8 @@ def _run(args, info: DistInfo) -> dict:
 
     start_epoch, best_ap, resume_step = args.start_epoch, -1.0, 0
     if ckpt is not None:
-        core.load_state_dict(ckpt.model, strict=True)
+        core.load_state_dict(ckpt.inference_model if args.eval else ckpt.model,
+                             strict=True)
         raw = ckpt.raw
         if not args.eval and "optimizer" in raw and "lr_scheduler" in raw and "epoch" in raw:
             optimizer.load_state_dict(raw["optimizer"])
@@ -389,13 +383,17 @@ def _run(args, info: DistInfo) -> dict:
         if info.is_main:
             print(f"evaluating {resume}: {ckpt.progress()}")
             if output_dir is not None:
-                _write_json(output_dir / "args.json", vars(args))
+                write_json(output_dir / "args.json", vars(args))
         _, summary = run_evaluation(model, criterion, post["bbox"], val_loader, val, device,
                                     args, info, "eval", ckpt.epoch, output_dir)
         if info.is_main:
-            _print_where(output_dir, ["eval/eval.json", "eval/detections_eval.json"])
+            _print_where(output_dir, ["eval/eval.json", "eval/detections_eval.json",
+                                      "eval/pr_eval.png", "eval/confusion_eval.png"])
         return {"stats": summary.stats if summary else None, "best_ap": None}
 
+    ema = WeightEMA(core, args.ema) if args.ema else None  # a copy of the weights as loaded
+    if ckpt is not None:
+        _resume_ema(ema, ckpt.raw, resume, info.is_main)
     train_sampler = (DistributedSampler(train_set, shuffle=True, seed=args.seed) if info.enabled
                      else RandomSampler(train_set, generator=torch.Generator().manual_seed(args.seed)))
     batch_sampler = SkipBatches(BatchSampler(train_sampler, args.batch_size, drop_last=True))
@@ -405,7 +403,7 @@ def _run(args, info: DistInfo) -> dict:
     train_loader = DataLoader(train_set, batch_sampler=batch_sampler, collate_fn=collate_fn,
                               num_workers=args.num_workers, pin_memory=pin)
     if info.is_main:  # written once the run has started for good
-        _write_json(output_dir / "args.json", vars(args))
+        write_json(output_dir / "args.json", vars(args))
     writer = _tensorboard(output_dir) if info.is_main else None
     last_stats = None
     start = time.time()
@@ -427,6 +425,8 @@ def _run(args, info: DistInfo) -> dict:
         }
         if scaler is not None:
             state["scaler"] = scaler.state_dict()
+        if ema is not None:
+            state.update(ema.state_dict())
         return state
 
     stop = StopRequest(device, verbose=info.is_main)
@@ -443,7 +443,7 @@ def _run(args, info: DistInfo) -> dict:
                     model, criterion, train_loader, optimizer, device, epoch,
                     args.clip_max_norm, args.accum_steps, args.amp, scaler, args.max_bad_steps,
                     args.print_freq, verbose=info.is_main, first_step=first_step,
-                    should_stop=stop,
+                    should_stop=stop, ema=ema,
                 )
             except TrainingInterrupted as stopped:
                 rng = all_gather_lists([_rng_state()])
@@ -461,8 +461,8 @@ def _run(args, info: DistInfo) -> dict:
             summary = None
             if (epoch + 1) % args.eval_every == 0 or is_last:
                 test_stats, summary = run_evaluation(
-                    model, criterion, post["bbox"], val_loader, val, device, args, info,
-                    f"{epoch:04d}", epoch, output_dir)
+                    model if ema is None else ema.module, criterion, post["bbox"], val_loader,
+                    val, device, args, info, f"{epoch:04d}", epoch, output_dir)
                 log.update({f"test_{k}": v for k, v in test_stats.items()})
                 if summary is not None:
                     log["test_coco_eval_bbox"] = summary.stats
@@ -496,6 +496,19 @@ def _run(args, info: DistInfo) -> dict:
     if info.is_main:
         _print_where(output_dir, ["checkpoint.pth", "checkpoint_best.pth", "log.txt", "eval/"])
     return {"stats": last_stats, "best_ap": best_ap}
+
+
+def _resume_ema(ema: WeightEMA | None, raw: dict, path: str, verbose: bool) -> None:
+    """Continue the checkpoint's average, or say why the average starts afresh."""
+    if ema is None:
+        if "ema" in raw and verbose:
+            print(f"note: {path} has an EMA of the weights; without --ema training goes on "
+                  f"from the trained weights and keeps no average")
+        return
+    if "ema" in raw:
+        ema.load_state_dict(raw)
+    elif verbose:
+        print(f"note: {path} has no EMA of the weights; --ema starts a new one")
 
 
 def _print_where(output_dir: Path | None, names: list[str]) -> None:

@@ -16,8 +16,9 @@ from pycocotools.cocoeval import COCOeval
 from detr_irpe.evaluation import (
     STAT_NAMES,
     CocoEvaluator,
-    format_per_category,
+    format_metrics_table,
     format_stats,
+    resolve_backend,
 )
 
 # Non-contiguous category ids; category 9 has no ground truth. Model labels 0, 1, 2.
@@ -259,11 +260,14 @@ def test_evaluation_does_not_change_ground_truth(coco_gt, gt_file):
 def test_formatting():
     text = format_stats([0.5] * 12)
     assert len(text.splitlines()) == 12 and "maxDets=100 ] = 0.500" in text
-    table = format_per_category({5: 0.25, 2: 1.0, 9: math.nan}, {2: "apple", 5: "pear", 9: "plum"})
+    metrics = {"AP": {5: 0.25, 2: 1.0, 9: math.nan}, "AP50": {5: 0.5, 2: 1.0, 9: math.nan},
+               "AR100": {5: 0.125, 2: 0.75, 9: math.nan}}
+    table = format_metrics_table(metrics, {2: "apple", 5: "pear", 9: "plum"})
     lines = table.splitlines()
-    assert "apple" in lines[1] and "100.0" in lines[1]
-    assert "pear" in lines[2] and "25.0" in lines[2]
-    assert "plum" in lines[3] and "n/a" in lines[3]
+    assert lines[0].split()[-6:] == ["AP", "(%)", "AP50", "(%)", "AR100", "(%)"]
+    assert lines[1].split() == ["2", "apple", "100.0", "100.0", "75.0"]
+    assert lines[2].split() == ["5", "pear", "25.0", "50.0", "12.5"]
+    assert lines[3].split() == ["9", "plum", "n/a", "n/a", "n/a"]
 
 
 def _distributed_worker(rank, world_size, init_file, gt_file, out_dir):
@@ -306,3 +310,31 @@ def test_synchronize_gathers_and_deduplicates(coco_gt, gt_file, tmp_path):
         assert out["image_ids"] == [1, 2, 3, 4]
         assert out["num_detections"] == len(single.detections())
         np.testing.assert_allclose(out["stats"], expected, atol=1e-12)
+
+
+def test_faster_coco_eval_gives_the_numbers_of_pycocotools(coco_gt):
+    """Both backends on the same detections: the 12 numbers, per-category AP and the
+    precision array agree (the C++ port sums in another order: at most a few ulps)."""
+    results = _as_model_results(_noisy_detections(seed=3))
+    summaries, precisions = {}, {}
+    for backend in ("faster_coco_eval", "pycocotools"):
+        evaluator = CocoEvaluator(coco_gt, LABEL_TO_CATEGORY, backend=backend)
+        evaluator.update(results)
+        summaries[backend] = evaluator.summarize()
+        assert type(evaluator.coco_eval).__module__.startswith(backend)
+        precisions[backend] = evaluator.coco_eval.eval["precision"]
+    faster, reference = summaries["faster_coco_eval"], summaries["pycocotools"]
+    assert 0.1 < reference.stats[0] < 0.99
+    np.testing.assert_allclose(faster.stats, reference.stats, rtol=1e-12, atol=0)
+    assert [f"{v:.6f}" for v in faster.stats] == [f"{v:.6f}" for v in reference.stats]
+    assert faster.per_category_ap.keys() == reference.per_category_ap.keys()
+    for category_id, ap in reference.per_category_ap.items():
+        assert faster.per_category_ap[category_id] == pytest.approx(ap, rel=1e-12, nan_ok=True)
+    np.testing.assert_allclose(precisions["faster_coco_eval"], precisions["pycocotools"], atol=1e-12)
+
+
+def test_backend_choice():
+    assert resolve_backend("auto") == "faster_coco_eval"  # installed from requirements.txt
+    assert resolve_backend("pycocotools") == "pycocotools"
+    with pytest.raises(ValueError, match="--eval_backend nope"):
+        resolve_backend("nope")

@@ -58,7 +58,7 @@ def trained(coco_root, tmp_path_factory):
     return out
 
 
-def test_one_epoch_writes_checkpoint_log_and_eval(trained):
+def test_one_epoch_writes_checkpoint_log_and_eval(trained, coco_root):
     assert (trained / "checkpoint.pth").is_file() and (trained / "checkpoint_best.pth").is_file()
     lines = (trained / "log.txt").read_text().splitlines()
     assert len(lines) == 1
@@ -70,6 +70,14 @@ def test_one_epoch_writes_checkpoint_log_and_eval(trained):
         assert key in log, key
     ev = json.loads((trained / "eval" / "0000.json").read_text())
     assert ev["bbox"]["AP"] == log["test_coco_eval_bbox"][0]
+    for key in ("per_category_AP", "per_category_AP50", "per_category_AR100"):
+        assert set(ev[key]) == set(ev["category_names"]), key
+    counts = ev["confusion"]["counts"]  # every true box is paired or missed, once
+    gt = json.loads((coco_root / "annotations" / "instances_val2017.json").read_text())
+    assert len(counts) == len(ev["category_names"]) + 1
+    assert sum(sum(row[:-1]) for row in counts) == len(gt["annotations"])
+    for name in ("pr_0000.png", "confusion_0000.png"):
+        assert (trained / "eval" / name).stat().st_size > 1000, name
     ckpt = torch.load(trained / "checkpoint.pth", weights_only=True)
     assert ckpt["epoch"] == 0 and {"model", "optimizer", "lr_scheduler", "rng", "config"} <= set(ckpt)
     assert ckpt["lr_scheduler"]["last_epoch"] == 1
@@ -222,8 +230,9 @@ def test_ddp_two_processes_gathers_evaluation(trained, coco_root, tmp_path):
 
 
 def test_resume_at_epoch_boundary_is_bit_exact(coco_root, tmp_path):
-    """Two epochs straight == one epoch, stop, --resume auto for the second (CPU)."""
-    flags = [*TINY, "--lr_drop", "1", "--eval_every", "1"]
+    """Two epochs straight == one epoch, stop, --resume auto for the second (CPU): the
+    weights, and with --ema (which leaves training alone) the average and its count."""
+    flags = [*TINY, "--lr_drop", "1", "--eval_every", "1", "--ema", "0.7"]
     flags[flags.index("--num_workers") + 1] = "1"  # worker seeding must survive the resume too
     straight = tmp_path / "straight"
     main_module.main(["--coco_path", str(coco_root), "--output_dir", str(straight),
@@ -238,6 +247,10 @@ def test_resume_at_epoch_boundary_is_bit_exact(coco_root, tmp_path):
     assert a["epoch"] == b["epoch"] == 1
     for name, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][name]), name
+    assert a["ema_updates"] == b["ema_updates"] == 6  # 3 steps per epoch, 2 epochs
+    assert not torch.equal(a["ema"]["class_embed.bias"], a["model"]["class_embed.bias"])
+    for name, tensor in a["ema"].items():
+        assert torch.equal(tensor, b["ema"][name]), name
 
 
 def _scores_by_image(path: Path) -> dict:
@@ -294,8 +307,10 @@ def _torchrun_main(port: int, flags: list, out: Path) -> None:
 
 def test_ddp_resume_restores_each_process_random_state(coco_root, tmp_path):
     """2 processes, 2 epochs straight == 1 epoch, stop, --resume auto for the second, bit
-    for bit: each process gets back its own augmentation and dropout streams."""
-    flags = ["--coco_path", str(coco_root), "--lr_drop", "1", "--eval_every", "1", *TINY[:-2]]
+    for bit: each process gets back its own augmentation and dropout streams; the EMA
+    (of the model inside DDP) continues too."""
+    flags = ["--coco_path", str(coco_root), "--lr_drop", "1", "--eval_every", "1", "--ema", "0.7",
+             *TINY[:-2]]
     _torchrun_main(29735, ["--epochs", "2", *flags], tmp_path / "straight")
     _torchrun_main(29735, ["--epochs", "1", *flags], tmp_path / "split")
     stored = torch.load(tmp_path / "split" / "checkpoint.pth", weights_only=True)["rng"]
@@ -307,6 +322,9 @@ def test_ddp_resume_restores_each_process_random_state(coco_root, tmp_path):
     assert a["epoch"] == b["epoch"] == 1
     for name, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][name]), name
+    assert a["ema_updates"] == b["ema_updates"] == 2  # 1 step per epoch and process
+    for name, tensor in a["ema"].items():
+        assert torch.equal(tensor, b["ema"][name]), name
 
 
 def test_resume_keeps_stored_lr_drop_unless_another_is_given(trained, coco_root, tmp_path,
@@ -457,3 +475,24 @@ def test_predict_tool_gives_the_evaluators_detections(trained, coco_root, tmp_pa
         "--checkpoint", str(trained / "checkpoint.pth"), "--images", str(coco_root / "val2017"),
         "--out", str(tmp_path / "pred80"), "--size", "80", "--device", "cpu"])
     assert code == 0 and "size 80 overrides the val_size 64" in capsys.readouterr().out
+
+
+def test_ema_is_evaluated_saved_and_loaded_by_eval_and_predict(coco_root, tmp_path):
+    """--ema: the checkpoint holds the average beside the trained weights; the training's
+    evaluation, --eval and the Detector all use the average (same detections)."""
+    from detr_irpe.predict import Detector
+
+    out = tmp_path / "ema"
+    main_module.main(["--coco_path", str(coco_root), "--output_dir", str(out), "--epochs", "1",
+                      "--lr_drop", "1", "--ema", "0.5", *TINY])
+    ckpt = torch.load(out / "checkpoint.pth", weights_only=True)
+    assert ckpt["ema"].keys() == ckpt["model"].keys() and ckpt["ema_updates"] == 3
+    name = "class_embed.weight"
+    assert not torch.equal(ckpt["ema"][name], ckpt["model"][name])
+    main_module.main(["--coco_path", str(coco_root), "--output_dir", str(out / "again"),
+                      "--eval", "--resume", str(out / "checkpoint.pth"), *TINY])
+    during = json.loads((out / "eval" / "detections_0000.json").read_text())
+    after = json.loads((out / "again" / "eval" / "detections_eval.json").read_text())
+    assert [d["score"] for d in after] == pytest.approx([d["score"] for d in during], abs=1e-6)
+    detector = Detector.from_checkpoint(out / "checkpoint.pth", device="cpu")
+    assert torch.equal(detector.model.state_dict()[name], ckpt["ema"][name])

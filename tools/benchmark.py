@@ -3,6 +3,7 @@
     python tools/benchmark.py                 # everything (a few minutes on 2 CPU cores)
     python tools/benchmark.py --quick         # attention only
     python tools/benchmark.py --device cuda   # the same on a GPU
+    python tools/benchmark.py --eval_images 5000 --eval_dets 100   # COCO evaluation only
 
 Prints a table of ratios and writes the raw figures to ``--json``
 (default ``output/benchmark.json``).  Sections:
@@ -16,7 +17,9 @@ Prints a table of ratios and writes the raw figures to ``--json``
    fraction of this machine's matrix-multiply peak, measured in the same run;
 4. peak memory of the training step (high-water resident set, VmHWM, of a fresh process on CPU,
    ``torch.cuda.max_memory_allocated`` on GPU);
-5. the targets of the speed work, each with its verdict (met / NOT MET / not checkable)
+5. with ``--eval_images N``, instead of 1-4: COCO evaluation time, pycocotools vs
+   faster-coco-eval, on a generated set (see ``tools/eval_benchmark.py``);
+6. the targets of the speed work, each with its verdict (met / NOT MET / not checkable)
    and, where it is not met, the reason computed from the figures of the same run.
 
 Each timing is the median of several repetitions after warm-up, with the variants
@@ -343,7 +346,17 @@ def main(argv=None) -> int:
     parser.add_argument("--reps", type=int, default=5, help="timed rounds per variant")
     parser.add_argument("--quick", action="store_true", help="attention section only")
     parser.add_argument("--json", default="output/benchmark.json")
+    parser.add_argument("--eval_images", type=int, default=0,
+                        help="time COCO evaluation of this many generated images instead")
+    parser.add_argument("--eval_dets", type=int, default=100, help="detections per image")
     args = parser.parse_args(argv)
+    if args.eval_images:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import eval_benchmark  # beside this file
+
+        report = eval_benchmark.time_backends(args.eval_images, args.eval_dets)
+        eval_benchmark.print_report(report)
+        return 0
     settings = configure_cpu()
     device = torch.device(args.device)
     report = {

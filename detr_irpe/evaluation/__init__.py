@@ -1,19 +1,23 @@
-"""COCO box AP (pycocotools) for single- and multi-process evaluation."""
+"""COCO box AP (faster-coco-eval or pycocotools) for single- and multi-process evaluation."""
 
+from .backends import load_backend, resolve_backend
 from .coco_eval import (
     STAT_NAMES,
     CocoEvaluator,
     CocoSummary,
-    format_per_category,
     format_stats,
     per_category_ap,
 )
+from .per_category import format_metrics_table, per_category_metrics
 
 __all__ = [
     "STAT_NAMES",
     "CocoEvaluator",
     "CocoSummary",
-    "format_per_category",
+    "format_metrics_table",
     "format_stats",
+    "load_backend",
     "per_category_ap",
+    "per_category_metrics",
+    "resolve_backend",
 ]

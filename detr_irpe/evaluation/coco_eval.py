@@ -1,4 +1,4 @@
-"""COCO box AP with pycocotools, for one process or many.
+"""COCO box AP with faster-coco-eval or pycocotools, for one process or many.
 
 Usage::
 
@@ -9,7 +9,7 @@ Usage::
     evaluator.synchronize_between_processes()  # no-op without torch.distributed
     summary = evaluator.summarize()             # CocoSummary(stats, per_category_ap)
     print(format_stats(summary.stats))
-    print(format_per_category(summary.per_category_ap, dataset.category_names))
+    print(format_metrics_table(evaluator.per_category(), dataset.category_names))
 
 Boxes given to :meth:`CocoEvaluator.update` are absolute (x0, y0, x1, y1) in pixels of the
 *original* image (``target["orig_size"]``), not the normalised cxcywh the model predicts.
@@ -18,17 +18,16 @@ Boxes given to :meth:`CocoEvaluator.update` are absolute (x0, y0, x1, y1) in pix
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 import math
 from typing import NamedTuple
 
-import numpy as np
 import torch
 import torch.distributed as dist
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 from torchvision.ops import box_convert
+
+from .backends import coco_from_dataset, load_backend
+from .per_category import PER_CATEGORY_METRICS, per_category_metrics
 
 # The 12 numbers of COCOeval.summarize() for "bbox", in order.
 STAT_NAMES = (
@@ -71,29 +70,34 @@ class CocoSummary(NamedTuple):
 
 
 class CocoEvaluator:
-    """Accumulates detections per image and scores them with pycocotools ("bbox").
+    """Accumulates detections per image and scores them with COCOeval ("bbox").
 
     Args:
-        coco_gt: ground truth (e.g. ``CocoDetection.coco``).
+        coco_gt: ground truth (e.g. ``CocoDetection.coco``; any object with a COCO-format
+            ``dataset`` dict).
         label_to_category_id: maps model labels back to the JSON's category ids; None when
             labels already are category ids. Detections whose label is not in the mapping
             are dropped.
-        quiet: hide pycocotools' prints.
+        quiet: hide the library's prints.
+        backend: "auto", "faster_coco_eval" or "pycocotools" (see ``backends.py``).
     """
 
     def __init__(
         self,
-        coco_gt: COCO,
+        coco_gt,
         label_to_category_id: dict[int, int] | None = None,
         quiet: bool = True,
+        backend: str = "auto",
     ):
-        self.coco_gt = copy.deepcopy(coco_gt)
+        self.backend = load_backend(backend)
+        with _maybe_quiet(quiet):
+            self.coco_gt = coco_from_dataset(self.backend.coco_cls, coco_gt.dataset)
         self.label_to_category_id = label_to_category_id
         self.quiet = quiet
         # image id -> its COCO-format detections; an image evaluated with no detection
         # still counts (it contributes misses).
         self._detections: dict[int, list[dict]] = {}
-        self.coco_eval: COCOeval | None = None
+        self.coco_eval = None  # the last summarize()'s COCOeval
 
     def update(self, results: dict[int, dict[str, torch.Tensor]]) -> None:
         """Add the detections of some images.
@@ -153,7 +157,7 @@ class CocoEvaluator:
         detections = self.detections()
         with _maybe_quiet(self.quiet):
             coco_dt = self._load_results([dict(det) for det in detections])
-            coco_eval = COCOeval(self.coco_gt, coco_dt, iouType="bbox")
+            coco_eval = self.backend.make_eval(self.coco_gt, coco_dt)
             coco_eval.params.imgIds = image_ids
             if image_ids:
                 coco_eval.evaluate()
@@ -164,34 +168,33 @@ class CocoEvaluator:
             stats = [-1.0] * len(STAT_NAMES)
             per_category = {cat_id: math.nan for cat_id in sorted(self.coco_gt.cats)}
             return CocoSummary(stats, per_category)
-        stats = [float(s) for s in coco_eval.stats]
+        stats = [float(s) for s in coco_eval.stats[: len(STAT_NAMES)]]  # faster-coco-eval adds AR50, AR75
         return CocoSummary(stats, per_category_ap(coco_eval))
 
-    def _load_results(self, detections: list[dict]) -> COCO:
+    def per_category(self) -> dict[str, dict[int, float]]:
+        """After :meth:`summarize`: {"AP", "AP50", "AR100"} -> {category id: value}, NaN
+        without ground truth (see ``per_category.py``)."""
+        if not self.image_ids:
+            return {name: {c: math.nan for c in sorted(self.coco_gt.cats)}
+                    for name in PER_CATEGORY_METRICS}
+        return per_category_metrics(self.coco_eval)
+
+    def _load_results(self, detections: list[dict]):
         if detections:
             return self.coco_gt.loadRes(detections)
         # loadRes rejects an empty list; an empty result set is a COCO with no annotations.
-        coco_dt = COCO()
-        coco_dt.dataset = {
-            "images": list(self.coco_gt.dataset.get("images", [])),
-            "categories": copy.deepcopy(self.coco_gt.dataset.get("categories", [])),
+        empty = {
+            "images": self.coco_gt.dataset.get("images", []),
+            "categories": self.coco_gt.dataset.get("categories", []),
             "annotations": [],
         }
-        coco_dt.createIndex()
-        return coco_dt
+        return coco_from_dataset(self.backend.coco_cls, empty)
 
 
-def per_category_ap(coco_eval: COCOeval) -> dict[int, float]:
+def per_category_ap(coco_eval) -> dict[int, float]:
     """AP@[.5:.95] per category id (area "all", the largest maxDets) from an accumulated
     COCOeval; NaN where the category has no ground truth (precision -1 everywhere)."""
-    # precision: (T iou thresholds, R recall thresholds, K categories, A areas, M maxDets)
-    precision = coco_eval.eval["precision"]
-    result = {}
-    for k, cat_id in enumerate(coco_eval.params.catIds):
-        values = precision[:, :, k, 0, -1]
-        values = values[values > -1]
-        result[int(cat_id)] = float(np.mean(values)) if values.size else math.nan
-    return result
+    return per_category_metrics(coco_eval)["AP"]
 
 
 def format_stats(stats: list[float]) -> str:
@@ -200,20 +203,6 @@ def format_stats(stats: list[float]) -> str:
         f" {description} = {value:0.3f}"
         for description, value in zip(_STAT_DESCRIPTIONS, stats, strict=True)
     )
-
-
-def format_per_category(
-    per_category: dict[int, float], category_names: dict[int, str] | None = None
-) -> str:
-    """A table of per-category AP (in %), one line per category id; "n/a" without ground truth."""
-    names = category_names or {}
-    width = max([len("category")] + [len(names.get(c, str(c))) for c in per_category])
-    lines = [f"{'id':>4}  {'category':<{width}}  {'AP (%)':>6}"]
-    for cat_id in sorted(per_category):
-        ap = per_category[cat_id]
-        shown = "n/a" if math.isnan(ap) else f"{100 * ap:.1f}"
-        lines.append(f"{cat_id:>4}  {names.get(cat_id, str(cat_id)):<{width}}  {shown:>6}")
-    return "\n".join(lines)
 
 
 def _maybe_quiet(quiet: bool):

@@ -98,16 +98,21 @@ class PostProcess(nn.Module):
     @torch.no_grad()
     def forward(self, outputs: dict, target_sizes: Tensor) -> list[dict[str, Tensor]]:
         """target_sizes: (B, 2) as (height, width), usually the original image sizes."""
-        logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
-        if len(logits) != len(target_sizes):
+        if len(outputs["pred_logits"]) != len(target_sizes):
             raise ValueError(
-                f"{len(target_sizes)} target sizes for a batch of {len(logits)} images"
+                f"{len(target_sizes)} target sizes for a batch of {len(outputs['pred_logits'])} images"
             )
+        scores, labels, xyxy = self.batched(outputs, target_sizes)
+        return [{"scores": s, "labels": lab, "boxes": b} for s, lab, b in zip(scores, labels, xyxy)]
+
+    @staticmethod
+    def batched(outputs: dict, target_sizes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The same as tensors: scores (B, Q), labels (B, Q) int64, boxes (B, Q, 4) xyxy."""
+        logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
         scores, labels = logits.softmax(-1)[..., :-1].max(-1)
         xyxy = box_convert(boxes, "cxcywh", "xyxy")
         h, w = target_sizes.to(xyxy).unbind(1)
-        xyxy = xyxy * torch.stack([w, h, w, h], dim=1)[:, None, :]
-        return [{"scores": s, "labels": lab, "boxes": b} for s, lab, b in zip(scores, labels, xyxy)]
+        return scores, labels, xyxy * torch.stack([w, h, w, h], dim=1)[:, None, :]
 
 
 def build_detr(config: DETRConfig | None = None, **options) -> tuple[DETR, SetCriterion, dict]:

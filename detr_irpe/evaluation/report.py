@@ -1,0 +1,65 @@
+"""What one evaluation writes under ``--output_dir``/eval/ (``<tag>`` is the epoch in four
+digits, or ``eval`` for ``--eval``):
+
+- ``<tag>.json``: ``epoch``, ``bbox`` (the 12 numbers by name), ``per_category_AP``,
+  ``per_category_AP50``, ``per_category_AR100`` (category id -> value, null without ground
+  truth), ``category_names``, ``test_stats``, ``confusion`` (thresholds, category order,
+  counts);
+- ``detections_<tag>.json``: the detections in COCO results format (absolute xywh);
+- ``pr_<tag>.png``: precision-recall curves per category at IoU 0.5 and 0.75;
+- ``confusion_<tag>.png``: the confusion matrix at score >= 0.5, IoU >= 0.5 (see
+  ``confusion.py``), with a "missed" row and a "background" column.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+from .coco_eval import STAT_NAMES, CocoEvaluator, CocoSummary
+from .confusion import confusion_matrix
+from .plots import plot_confusion, plot_pr_curves
+
+
+def write_json(path: Path, obj) -> None:
+    """Write ``obj`` as JSON through a temporary file (never half-written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
+def _nan_to_none(values: dict[int, float]) -> dict[str, float | None]:
+    return {str(k): (None if math.isnan(v) else v) for k, v in values.items()}
+
+
+def write_evaluation(eval_dir: Path, tag: str, epoch: int | None, evaluator: CocoEvaluator,
+                     summary: CocoSummary, category_names: dict[int, str],
+                     test_stats: dict) -> list[Path]:
+    """Write the files listed in the module docstring; returns their paths."""
+    eval_dir.mkdir(parents=True, exist_ok=True)
+    metrics = evaluator.per_category()
+    detections = evaluator.detections()
+    matrix = confusion_matrix(evaluator.coco_gt.dataset, detections, evaluator.image_ids)
+    record = {"epoch": epoch, "bbox": dict(zip(STAT_NAMES, summary.stats)),
+              **{f"per_category_{name}": _nan_to_none(v) for name, v in metrics.items()},
+              "category_names": {str(k): v for k, v in category_names.items()},
+              "test_stats": test_stats,
+              "confusion": {"score_threshold": matrix.score_threshold,
+                            "iou_threshold": matrix.iou_threshold,
+                            "rows": [*map(str, matrix.category_ids), "missed"],
+                            "columns": [*map(str, matrix.category_ids), "background"],
+                            "counts": matrix.counts.tolist()}}
+    paths = [eval_dir / f"{tag}.json", eval_dir / f"detections_{tag}.json",
+             eval_dir / f"pr_{tag}.png", eval_dir / f"confusion_{tag}.png"]
+    write_json(paths[0], record)
+    write_json(paths[1], detections)
+    title = f"({'eval' if tag == 'eval' else f'epoch {epoch}'})"
+    if evaluator.image_ids:
+        plot_pr_curves(evaluator.coco_eval, category_names, paths[2], title)
+    else:
+        paths.remove(paths[2])
+    plot_confusion(matrix, category_names, paths[-1], title)
+    return paths
