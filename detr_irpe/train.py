@@ -34,6 +34,7 @@ from .data import CocoDetection, build_coco, collate_fn, make_transforms
 from .distributed import DistInfo, all_gather_lists, barrier, cleanup, init_distributed
 from .engine import TrainingInterrupted, evaluate, train_one_epoch
 from .evaluation import STAT_NAMES, CocoEvaluator, format_per_category, format_stats
+from .models.dense_head import join_state, split_state
 from .models.detr import build_detr
 from .models.irpe import parse_irpe
 from .runtime import available_cores, configure_cpu
@@ -322,6 +323,9 @@ def _run(args, info: DistInfo) -> dict:
                 f"to use the checkpoint's, or pass the same value"
             )
         opts["pretrained_backbone"] = "none"  # the checkpoint carries the backbone
+        if opts.get("backbone_stride") == 16 and source.options.get("backbone_stride") == 32:
+            raise ValueError(f"--finetune_from {args.finetune_from} has a layer4 (stride 32); "
+                             f"--backbone_stride 16 leaves it out: drop --backbone_stride 16")
     config = DETRConfig.from_options(opts, strict=False)
     model, criterion, post = build_detr(config)
     if source is not None:
@@ -362,8 +366,8 @@ def _run(args, info: DistInfo) -> dict:
 
     start_epoch, best_ap, resume_step = args.start_epoch, -1.0, 0
     if ckpt is not None:
-        core.load_state_dict(ckpt.model, strict=True)
         raw = ckpt.raw
+        core.load_state_dict(join_state(core, ckpt.model, raw.get("dense_head")), strict=True)
         if not args.eval and "optimizer" in raw and "lr_scheduler" in raw and "epoch" in raw:
             optimizer.load_state_dict(raw["optimizer"])
             scheduler.load_state_dict(raw["lr_scheduler"])
@@ -411,8 +415,11 @@ def _run(args, info: DistInfo) -> dict:
     start = time.time()
 
     def checkpoint_state(epoch: int, rng: list, step: int = 0) -> dict:
+        # "model" is the plain DETR the official code loads; a training-only head apart.
+        inference, head = split_state(core.state_dict())
         state = {
-            "model": core.state_dict(),
+            "model": inference,
+            "dense_head": head,
             "optimizer": optimizer.state_dict(),
             "lr_scheduler": scheduler.state_dict(),
             "epoch": epoch,  # the last completed epoch
