@@ -13,7 +13,8 @@ Files written to ``--output_dir`` (main process only):
   detections in COCO results format;
 - ``args.json``: the resolved options of the run (with ``--resume``/``--eval``: the
   checkpoint's model options), written once the run has started;
-- TensorBoard event files in ``tensorboard/`` when ``tensorboard`` is installed.
+- TensorBoard event files in ``tensorboard/`` when ``tensorboard`` is installed;
+- at the end of training, ``curves.png`` and ``predictions/*.png`` (:mod:`.run_report`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from .evaluation import STAT_NAMES, CocoEvaluator, format_per_category, format_s
 from .models.dense_head import join_state, split_state
 from .models.detr import build_detr
 from .models.irpe import parse_irpe
+from .run_report import finish_report
 from .runtime import available_cores, configure_cpu
 from .signals import DataLoader, StopRequest
 
@@ -502,6 +504,8 @@ def _run(args, info: DistInfo) -> dict:
         writer.close()
     if info.is_main:
         _print_where(output_dir, ["checkpoint.pth", "checkpoint_best.pth", "log.txt", "eval/"])
+        print(finish_report(output_dir, val, time.time() - start,
+                            last_stats[0] if last_stats is not None else None, best_ap))
     return {"stats": last_stats, "best_ap": best_ap}
 
 
@@ -512,7 +516,3 @@ def _print_where(output_dir: Path | None, names: list[str]) -> None:
         return
     found = [str(output_dir / n) for n in names if (output_dir / n).exists()]
     print(f"written: {', '.join(found)}")
-    if "log.txt" in names:
-        print(f"pictures: python tools/plot_logs.py {output_dir} --out {output_dir / 'curves.png'}"
-              f" (training curves); python tools/predict.py --checkpoint "
-              f"{output_dir / 'checkpoint_best.pth'} --images DIR --out DIR --render (detections)")

@@ -134,6 +134,7 @@ def accelerated(tmp_path_factory):
 
 def test_checkpoint_is_plain_detr_and_resumes_with_its_head(accelerated, tmp_path):
     data, out, flags = accelerated
+    assert (out / "curves.png").is_file() and len(list((out / "predictions").glob("*.png"))) == 4
     ckpt = load_checkpoint(str(out / "checkpoint.pth"))
     assert not any(k.startswith("dense_head.") for k in ckpt.model)
     assert ckpt.raw["dense_head"] and ckpt.options["backbone_stride"] == 16
