@@ -498,7 +498,9 @@ def _run(args, info: DistInfo) -> dict:
                         writer.add_scalar("test_AP", ap, epoch)
                 elapsed = time.time() - start
                 shown = f", AP {ap:.4f} (best {best_ap:.4f})" if ap is not None else ""
-                print(f"epoch {epoch} done in {elapsed:.0f}s total{shown}", flush=True)
+                left = elapsed / (epoch + 1 - start_epoch) * (args.epochs - epoch - 1)
+                print(f"epoch {epoch} done in {elapsed:.0f}s total{shown}; about {left:.0f}s "
+                      f"({args.epochs - epoch - 1} epochs) left", flush=True)
             barrier()
     if writer is not None:
         writer.close()
