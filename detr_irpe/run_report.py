@@ -17,6 +17,7 @@ from .visualization import draw_detections, plot_logs, save_png
 
 PICTURES = 8  # validation images drawn with their detections
 THRESHOLD = 0.5  # score of the detections drawn
+MIN_SIDE = 384  # smaller images are enlarged (whole times) before drawing, to be legible
 
 
 def render_predictions(checkpoint: Path, val: CocoDetection, out_dir: Path,
@@ -29,6 +30,9 @@ def render_predictions(checkpoint: Path, val: CocoDetection, out_dir: Path,
         name = val.coco.imgs[image_id]["file_name"]
         pixels = F.pil_to_tensor(val.source.open(name))
         detections = detector.predict(pixels, threshold=THRESHOLD)
+        zoom = max(1, MIN_SIDE // min(pixels.shape[-2:]))
+        pixels = F.resize(pixels, [pixels.shape[-2] * zoom, pixels.shape[-1] * zoom])
+        detections = {**detections, "boxes": detections["boxes"] * zoom}
         path = out_dir / f"{Path(name).stem}.png"
         save_png(draw_detections(pixels, detections), path)
         written.append(path)
