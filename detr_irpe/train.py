@@ -371,6 +371,10 @@ def _run(args, info: DistInfo) -> dict:
         raw = ckpt.raw
         core.load_state_dict(join_state(core, ckpt.model, raw.get("dense_head")), strict=True)
         if not args.eval and "optimizer" in raw and "lr_scheduler" in raw and "epoch" in raw:
+            if bool(raw.get("dense_head")) != (core.dense_head is not None):
+                raise ValueError(f"{resume} was trained {'with' if raw.get('dense_head') else 'without'}"
+                                 f" --dense_aux_coef; resume with the same setting, or start a new "
+                                 f"run from it with --finetune_from")
             optimizer.load_state_dict(raw["optimizer"])
             scheduler.load_state_dict(raw["lr_scheduler"])
             _keep_or_change_lr_drop(scheduler, args, info.is_main)

@@ -151,6 +151,9 @@ def test_checkpoint_is_plain_detr_and_resumes_with_its_head(accelerated, tmp_pat
     main_module.main([*flags, "--output_dir", str(tmp_path), "--resume", "auto",
                       "--epochs", "2", "--lr_drop", "1"])
     assert load_checkpoint(str(tmp_path / "checkpoint.pth")).epoch == 1
+    with pytest.raises(ValueError, match="trained with --dense_aux_coef"):
+        main_module.main([*flags, "--output_dir", str(tmp_path), "--resume", "auto",
+                          "--epochs", "3", "--dense_aux_coef", "0"])
 
 
 def test_stride_16_refuses_a_checkpoint_with_layer4(accelerated, tmp_path):
