@@ -49,7 +49,7 @@ def finish_report(output_dir: Path, val: CocoDetection, seconds: float,
     final = f"{last_ap:.3f}" if last_ap is not None else "not evaluated"
     return "\n".join([
         "=" * 72,
-        f"done in {seconds / 60:.1f} min: box AP@[.5:.95] {final} at the last evaluation "
+        f"trained in {seconds / 60:.1f} min: box AP@[.5:.95] {final} at the last evaluation "
         f"(best {best_ap:.3f})",
         f"checkpoint: {checkpoint} (plain DETR state dict under 'model'; see also "
         f"{output_dir / 'checkpoint.pth'}, log.txt, eval/)",
