@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--clip_max_norm", type=float, default=0.1, help="gradient clipping max norm (0 = off)")
     a("--accum_steps", type=int, default=1,
       help="gradient accumulation: total batch = batch_size x processes x accum_steps")
-    a("--amp", choices=["off", "bf16", "fp16"], default="off", help="mixed precision (GPU)")
+    a("--amp", choices=["off", "bf16", "fp16"], default="off",
+      help="mixed precision: GPU, or bf16 on CPUs with bf16 instructions (e.g. avx512_bf16)")
     # Model.  With --resume or --eval these come from the checkpoint.
     a("--backbone", default="resnet50", choices=RESNETS, help="ResNet depth")
     a("--dilation", action="store_true", help="DC5: dilate layer4 instead of striding")
