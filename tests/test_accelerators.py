@@ -120,6 +120,7 @@ def test_dense_head_is_training_only_and_weighted():
 
 @pytest.fixture(scope="module")
 def accelerated(tmp_path_factory):
+    """A one-epoch run with the demo's training aids (bf16 autocast on the CPU included)."""
     data = tmp_path_factory.mktemp("shapes")
     generate_shapes_dataset(data, num_train=6, num_val=4, image_size=64, seed=5)
     out = tmp_path_factory.mktemp("run")
@@ -127,7 +128,7 @@ def accelerated(tmp_path_factory):
              "--train_images", str(data / "train"),
              "--val_json", str(data / "annotations/instances_val.json"),
              "--val_images", str(data / "val"), *TINY,
-             "--backbone_stride", "16", "--dense_aux_coef", "1"]
+             "--backbone_stride", "16", "--dense_aux_coef", "1", "--amp", "bf16"]
     main_module.main([*flags, "--output_dir", str(out), "--epochs", "1", "--lr_drop", "1"])
     return data, out, flags
 
