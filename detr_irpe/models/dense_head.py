@@ -70,9 +70,10 @@ class DenseHead(nn.Module):
         prior = torch.cat([centres, torch.full_like(centres, PRIOR_SIZE)], dim=-1)
         # eps clamps the padding cells' centres (> 1) to a finite logit.
         boxes = (self.bbox_embed(tokens) + torch.logit(prior, eps=1e-4)).sigmoid()
-        W = torch.full_like(grid_sizes(mask)[:, :1], mask.shape[-1])
+        sizes = grid_sizes(mask)
+        padded_width = torch.full_like(sizes[:, :1], mask.shape[-1])
         return {"pred_logits": self.class_embed(tokens), "pred_boxes": boxes,
-                "grid": torch.cat([grid_sizes(mask), W], dim=1)}
+                "grid": torch.cat([sizes, padded_width], dim=1)}
 
 
 def assign_cells(boxes: Tensor, h: int, w: int) -> Tensor:
