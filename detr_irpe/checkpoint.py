@@ -80,7 +80,8 @@ class Checkpoint:
     def config(self, **overrides) -> DETRConfig:
         """A :class:`DETRConfig` for rebuilding the model (no backbone download: the
         checkpoint carries the backbone weights)."""
-        opts = {"pretrained_backbone": "none", **self.options, **overrides}
+        # The stored model holds no training-only part (dense_head.py), so none is built.
+        opts = {"pretrained_backbone": "none", **self.options, "dense_aux_coef": 0.0, **overrides}
         return DETRConfig.from_options(opts, strict=False)
 
 
@@ -126,6 +127,7 @@ def _infer_options(state: dict) -> dict:
         else:
             opts["backbone"] = "resnet34" if max(blocks3) + 1 == 6 else "resnet18"
         opts["backbone_norm"] = "batch" if f"{body}bn1.num_batches_tracked" in state else "frozen"
+        opts["backbone_stride"] = 32 if any(k.startswith(f"{body}layer4.") for k in state) else 16
     opts["enc_rpe2d"] = _infer_irpe(state)
     return opts
 

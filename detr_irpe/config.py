@@ -16,10 +16,12 @@ EVAL_SIZE, EVAL_MAX_SIZE = 800, 1333
 EVAL_BACKENDS = ("auto", "faster_coco_eval", "pycocotools")
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
 BACKBONE_NORMS = ("frozen", "batch")
+BACKBONE_STRIDES = (32, 16)  # 32: layer4 features (DETR); 16: layer3 features (C4)
 # The options that shape the model and its trainable parameters: a checkpoint fixes them.
 ARCHITECTURE = ("num_classes", "enc_rpe2d", "backbone", "dilation", "position_embedding",
                 "hidden_dim", "nheads", "enc_layers", "dec_layers", "dim_feedforward",
-                "num_queries", "pre_norm", "backbone_norm", "trainable_backbone_layers")
+                "num_queries", "pre_norm", "backbone_norm", "trainable_backbone_layers",
+                "backbone_stride")
 
 
 @dataclass
@@ -36,6 +38,10 @@ class DETRConfig:
     ``backbone_norm`` 'frozen' (DETR) or 'batch' (trainable batch norm, for random init) and
     ``trainable_backbone_layers`` (3 = layer2..layer4 as DETR, 5 = all) only matter when
     training from scratch; see the README.
+    ``backbone_stride`` 32 (DETR: layer4 features) or 16 (layer3 features, no layer4; for
+    small images).  ``dense_aux_coef`` > 0 adds the training-only dense auxiliary head on
+    the encoder output (:mod:`detr_irpe.models.dense_head`) with that loss weight; 0 = off.
+    Like ``aux_loss`` it is a training option: the inference model is the same either way.
     """
 
     num_classes: int = 91
@@ -63,6 +69,8 @@ class DETRConfig:
     pretrained_backbone: str = "imagenet"
     backbone_norm: str = "frozen"
     trainable_backbone_layers: int = 3
+    backbone_stride: int = BACKBONE_STRIDES[0]
+    dense_aux_coef: float = 0.0
 
     def __post_init__(self):
         parse_irpe(self.enc_rpe2d)  # a bad string fails at construction, naming the flag
@@ -73,6 +81,8 @@ class DETRConfig:
         for name in ("hidden_dim", "nheads", "enc_layers", "dec_layers", "num_queries"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.dense_aux_coef < 0:
+            raise ValueError(f"dense_aux_coef={self.dense_aux_coef}: must be >= 0 (0 = off)")
         if self.hidden_dim % self.nheads:
             raise ValueError(f"hidden_dim={self.hidden_dim} is not divisible by nheads={self.nheads}")
 

@@ -12,7 +12,15 @@ import os
 import sys
 import tomllib
 
-from .config import BACKBONE_NORMS, EVAL_BACKENDS, EVAL_MAX_SIZE, EVAL_SIZE, PAPER_IRPE, RESNETS
+from .config import (
+    BACKBONE_NORMS,
+    BACKBONE_STRIDES,
+    EVAL_BACKENDS,
+    EVAL_MAX_SIZE,
+    EVAL_SIZE,
+    PAPER_IRPE,
+    RESNETS,
+)
 from .models.irpe_config import IRPE_INITS, parse_irpe
 from .urls import is_url
 
@@ -65,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--clip_max_norm", type=float, default=0.1, help="gradient clipping max norm (0 = off)")
     a("--accum_steps", type=int, default=1,
       help="gradient accumulation: total batch = batch_size x processes x accum_steps")
-    a("--amp", choices=["off", "bf16", "fp16"], default="off", help="mixed precision (GPU)")
+    a("--amp", choices=["off", "bf16", "fp16"], default="off",
+      help="mixed precision: GPU, or bf16 on CPUs with bf16 instructions (e.g. avx512_bf16)")
     # Model.  With --resume or --eval these come from the checkpoint.
     a("--backbone", default="resnet50", choices=RESNETS, help="ResNet depth")
     a("--dilation", action="store_true", help="DC5: dilate layer4 instead of striding")
@@ -78,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
            "(for training from random init)")
     a("--trainable_backbone_layers", type=int, default=3, choices=range(6), metavar="{0..5}",
       help="ResNet stages that train, from the top: 3 = layer2-4 (DETR), 5 = all")
+    a("--backbone_stride", type=int, default=BACKBONE_STRIDES[0], choices=BACKBONE_STRIDES,
+      help="32: ResNet layer4 features (DETR); 16: layer3 features, layer4 left out (C4: "
+           "4x the feature cells, for small images; official checkpoints need 32)")
     a("--enc_layers", type=int, default=6, help="transformer encoder layers")
     a("--dec_layers", type=int, default=6, help="transformer decoder layers")
     a("--dim_feedforward", type=int, default=2048, help="hidden size of the feed-forward blocks")
@@ -102,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     a("--set_cost_giou", type=float, default=2.0, help="matching cost weight: GIoU")
     a("--bbox_loss_coef", type=float, default=5.0, help="loss weight: L1 box")
     a("--giou_loss_coef", type=float, default=2.0, help="loss weight: GIoU")
+    a("--dense_aux_coef", type=float, default=0.0,
+      help="training only: weight of a dense auxiliary head on the encoder output (each token "
+           "near an object's centre predicts its class and box; speeds up training from "
+           "scratch); 0 = off.  Saved checkpoints are plain DETR (README, 'Training aids')")
     a("--eos_coef", type=float, default=0.1, help="class-loss weight of the 'no object' class")
     a("--mask_loss_coef", type=float, default=1.0, help="accepted for compatibility; unused")
     a("--dice_loss_coef", type=float, default=1.0, help="accepted for compatibility; unused")
@@ -256,6 +272,10 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         err(f"--hidden_dim {args.hidden_dim} is not divisible by --nheads {args.nheads}")
     if args.num_classes is not None and args.num_classes < 1:
         err(f"--num_classes {args.num_classes}: must be >= 1 (largest label + 1)")
+    if args.dense_aux_coef < 0:
+        err(f"--dense_aux_coef {args.dense_aux_coef}: must be >= 0 (0 = off)")
+    if args.dilation and args.backbone_stride != 32:
+        err("--dilation dilates layer4, which --backbone_stride 16 leaves out; use one of them")
     if args.dilation and args.backbone in ("resnet18", "resnet34"):
         err(f"--dilation needs --backbone resnet50 or resnet101, not {args.backbone}")
     if args.enc_rpe2d is None:

@@ -14,7 +14,8 @@ Files written to ``--output_dir`` (main process only):
   ``eval/confusion_<epoch>.png`` (see ``detr_irpe/evaluation/report.py``);
 - ``args.json``: the resolved options of the run (with ``--resume``/``--eval``: the
   checkpoint's model options), written once the run has started;
-- TensorBoard event files in ``tensorboard/`` when ``tensorboard`` is installed.
+- TensorBoard event files in ``tensorboard/`` when ``tensorboard`` is installed;
+- at the end of training, ``curves.png`` and ``predictions/*.png`` (:mod:`.run_report`).
 """
 
 from __future__ import annotations
@@ -38,8 +39,10 @@ from .engine import TrainingInterrupted, evaluate, train_one_epoch
 from .evaluation import CocoEvaluator, format_stats
 from .evaluation.per_category import format_metrics_table
 from .evaluation.report import write_evaluation, write_json
+from .models.dense_head import join_state, split_state
 from .models.detr import build_detr
 from .models.irpe import parse_irpe
+from .run_report import finish_report
 from .runtime import available_cores, configure_cpu
 from .signals import DataLoader, StopRequest
 
@@ -315,6 +318,9 @@ def _run(args, info: DistInfo) -> dict:
                 f"to use the checkpoint's, or pass the same value"
             )
         opts["pretrained_backbone"] = "none"  # the checkpoint carries the backbone
+        if opts.get("backbone_stride") == 16 and source.options.get("backbone_stride") == 32:
+            raise ValueError(f"--finetune_from {args.finetune_from} has a layer4 (stride 32); "
+                             f"--backbone_stride 16 leaves it out: drop --backbone_stride 16")
     config = DETRConfig.from_options(opts, strict=False)
     model, criterion, post = build_detr(config)
     if source is not None:
@@ -355,10 +361,14 @@ def _run(args, info: DistInfo) -> dict:
 
     start_epoch, best_ap, resume_step = args.start_epoch, -1.0, 0
     if ckpt is not None:
-        core.load_state_dict(ckpt.inference_model if args.eval else ckpt.model,
-                             strict=True)
         raw = ckpt.raw
+        weights = ckpt.inference_model if args.eval else ckpt.model
+        core.load_state_dict(join_state(core, weights, raw.get("dense_head")), strict=True)
         if not args.eval and "optimizer" in raw and "lr_scheduler" in raw and "epoch" in raw:
+            if bool(raw.get("dense_head")) != (core.dense_head is not None):
+                raise ValueError(f"{resume} was trained {'with' if raw.get('dense_head') else 'without'}"
+                                 f" --dense_aux_coef; resume with the same setting, or start a new "
+                                 f"run from it with --finetune_from")
             optimizer.load_state_dict(raw["optimizer"])
             scheduler.load_state_dict(raw["lr_scheduler"])
             _keep_or_change_lr_drop(scheduler, args, info.is_main)
@@ -409,8 +419,11 @@ def _run(args, info: DistInfo) -> dict:
     start = time.time()
 
     def checkpoint_state(epoch: int, rng: list, step: int = 0) -> dict:
+        # "model" is the plain DETR the official code loads; a training-only head apart.
+        inference, head = split_state(core.state_dict())
         state = {
-            "model": core.state_dict(),
+            "model": inference,
+            "dense_head": head,
             "optimizer": optimizer.state_dict(),
             "lr_scheduler": scheduler.state_dict(),
             "epoch": epoch,  # the last completed epoch
@@ -425,8 +438,9 @@ def _run(args, info: DistInfo) -> dict:
         }
         if scaler is not None:
             state["scaler"] = scaler.state_dict()
-        if ema is not None:
-            state.update(ema.state_dict())
+        if ema is not None:  # the average, split the same way
+            averaged, averaged_head = split_state(ema.module.state_dict())
+            state.update(ema=averaged, ema_dense_head=averaged_head, ema_updates=ema.updates)
         return state
 
     stop = StopRequest(device, verbose=info.is_main)
@@ -489,12 +503,16 @@ def _run(args, info: DistInfo) -> dict:
                         writer.add_scalar("test_AP", ap, epoch)
                 elapsed = time.time() - start
                 shown = f", AP {ap:.4f} (best {best_ap:.4f})" if ap is not None else ""
-                print(f"epoch {epoch} done in {elapsed:.0f}s total{shown}", flush=True)
+                left = elapsed / (epoch + 1 - start_epoch) * (args.epochs - epoch - 1)
+                print(f"epoch {epoch} done in {elapsed:.0f}s total{shown}; about {left:.0f}s "
+                      f"({args.epochs - epoch - 1} epochs) left", flush=True)
             barrier()
     if writer is not None:
         writer.close()
     if info.is_main:
         _print_where(output_dir, ["checkpoint.pth", "checkpoint_best.pth", "log.txt", "eval/"])
+        print(finish_report(output_dir, val, time.time() - start,
+                            last_stats[0] if last_stats is not None else None, best_ap))
     return {"stats": last_stats, "best_ap": best_ap}
 
 
@@ -506,7 +524,8 @@ def _resume_ema(ema: WeightEMA | None, raw: dict, path: str, verbose: bool) -> N
                   f"from the trained weights and keeps no average")
         return
     if "ema" in raw:
-        ema.load_state_dict(raw)
+        ema.load_state_dict({"ema": join_state(ema.module, raw["ema"], raw.get("ema_dense_head")),
+                             "ema_updates": raw["ema_updates"]})
     elif verbose:
         print(f"note: {path} has no EMA of the weights; --ema starts a new one")
 
@@ -518,7 +537,3 @@ def _print_where(output_dir: Path | None, names: list[str]) -> None:
         return
     found = [str(output_dir / n) for n in names if (output_dir / n).exists()]
     print(f"written: {', '.join(found)}")
-    if "log.txt" in names:
-        print(f"pictures: python tools/plot_logs.py {output_dir} --out {output_dir / 'curves.png'}"
-              f" (training curves); python tools/predict.py --checkpoint "
-              f"{output_dir / 'checkpoint_best.pth'} --images DIR --out DIR --render (detections)")

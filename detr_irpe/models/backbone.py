@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from ..config import BACKBONE_NORMS, RESNETS  # noqa: F401  (re-exported)
+from ..config import BACKBONE_NORMS, BACKBONE_STRIDES, RESNETS  # noqa: F401  (re-exported)
 
 # Trainable parts of the ResNet, counted from the top, as torchvision's
 # ``trainable_backbone_layers``: 3 = layer2..layer4 (DETR), 5 = everything.
@@ -171,7 +171,9 @@ def _trainable_prefixes(layers: int) -> tuple[str, ...]:
 
 
 class Backbone(nn.Module):
-    """ResNet returning layer4 features (stride 32, or 16 with dilation).
+    """ResNet returning layer4 features (stride 32, or 16 with dilation), or, with
+    ``stride=16``, layer3 features (C4: layer4 is left out of the model and its state dict;
+    for small images, where stride 32 leaves only a few feature cells).
 
     ``norm='frozen'`` (DETR): every batch norm is a fixed affine map, right for a pretrained
     backbone.  ``norm='batch'``: ordinary batch norm that learns its statistics, for training
@@ -189,8 +191,13 @@ class Backbone(nn.Module):
         pretrained: str | None = None,
         norm: str = "frozen",
         trainable_layers: int = 3,
+        stride: int = BACKBONE_STRIDES[0],
     ):
         super().__init__()
+        if stride not in BACKBONE_STRIDES:
+            raise ValueError(f"backbone_stride={stride} is not one of {BACKBONE_STRIDES}")
+        if dilation and stride != 32:
+            raise ValueError("dilation (DC5) dilates layer4, which backbone_stride 16 leaves out")
         if name not in RESNETS:
             raise ValueError(f"backbone={name!r} is not one of {RESNETS}")
         if norm not in BACKBONE_NORMS:
@@ -213,8 +220,10 @@ class Backbone(nn.Module):
         prefixes = _trainable_prefixes(trainable_layers)
         for pname, param in net.named_parameters():
             param.requires_grad_(train_backbone and pname.startswith(prefixes))
-        self.body = IntermediateLayerGetter(net, return_layers={"layer4": "0"})
-        self.num_channels = 512 if name in ("resnet18", "resnet34") else 2048
+        last = "layer4" if stride == 32 else "layer3"  # the getter drops the stages after it
+        self.body = IntermediateLayerGetter(net, return_layers={last: "0"})
+        width = 512 if name in ("resnet18", "resnet34") else 2048  # channels of layer4
+        self.num_channels = width if stride == 32 else width // 2
 
     def forward(self, batch: ImageBatch) -> tuple[Tensor, Tensor]:
         """Returns features (B, C, h, w) and their mask (B, h, w), True on padding."""

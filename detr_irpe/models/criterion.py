@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from torchvision.ops import box_convert, generalized_box_iou
 
 from ..distributed import all_reduce_sum, world_size
+from .dense_head import dense_losses
 from .matcher import HungarianMatcher, check_target_boxes, describe_target
 
 
@@ -16,7 +17,9 @@ class SetCriterion(nn.Module):
 
     ``forward(outputs, targets)`` returns the *unweighted* losses ``loss_ce``,
     ``loss_bbox``, ``loss_giou``, ``cardinality_error``, ``class_error`` and, for every
-    auxiliary decoder output n, the same with suffix ``_n`` (no class_error).  The
+    auxiliary decoder output n, the same with suffix ``_n`` (no class_error), and, when the
+    outputs hold ``dense_outputs``, ``loss_dense_{ce,bbox,giou}`` (weighted by
+    ``dense_coef`` times the usual weights; :mod:`detr_irpe.models.dense_head`).  The
     training loss is ``sum(losses[k] * weight_dict[k] for k in weight_dict)``.
 
     targets: per image ``{"labels": int64 (n,), "boxes": float (n, 4) normalised cxcywh}``.
@@ -30,6 +33,7 @@ class SetCriterion(nn.Module):
         bbox_loss_coef: float = 5.0,
         giou_loss_coef: float = 2.0,
         num_aux: int = 5,
+        dense_coef: float = 0.0,
     ):
         super().__init__()
         self.num_classes = num_classes
@@ -42,6 +46,9 @@ class SetCriterion(nn.Module):
         self.weight_dict = dict(weights)
         for n in range(num_aux):
             self.weight_dict.update({f"{k}_{n}": v for k, v in weights.items()})
+        if dense_coef > 0:
+            self.weight_dict.update({k.replace("loss_", "loss_dense_"): v * dense_coef
+                                     for k, v in weights.items()})
 
     def _check_labels(self, targets: list[dict]) -> None:
         for n, t in enumerate(targets):
@@ -116,4 +123,6 @@ class SetCriterion(nn.Module):
         for n, aux in enumerate(outputs.get("aux_outputs", [])):
             aux_losses = self._losses(aux, targets, num_boxes, log=False)
             losses.update({f"{k}_{n}": v for k, v in aux_losses.items()})
+        if "dense_outputs" in outputs:
+            losses.update(dense_losses(outputs["dense_outputs"], targets, self.num_classes))
         return losses

@@ -5,32 +5,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import box_convert
 
 from ..config import DETRConfig
 from .backbone import Backbone, ImageBatch, Joiner
 from .criterion import SetCriterion
+from .dense_head import DenseHead
 from .matcher import HungarianMatcher
+from .mlp import MLP
 from .position_encoding import build_position_encoding
 from .transformer import Transformer
-
-
-class MLP(nn.Module):
-    """Linear layers with ReLU between them (not after the last)."""
-
-    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int):
-        super().__init__()
-        dims = [in_dim] + [hidden_dim] * (num_layers - 1)
-        self.layers = nn.ModuleList(
-            nn.Linear(a, b) for a, b in zip(dims, dims[1:] + [out_dim])
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        for n, layer in enumerate(self.layers):
-            x = layer(x) if n == len(self.layers) - 1 else F.relu(layer(x))
-        return x
 
 
 class DETR(nn.Module):
@@ -43,7 +28,10 @@ class DETR(nn.Module):
     - ``pred_boxes``:  (B, Q, 4), normalised (cx, cy, w, h) in [0, 1] relative to each
       image's own (unpadded) size;
     - ``aux_outputs``: with ``aux_loss``, a list of the same two keys for every
-      decoder layer but the last.
+      decoder layer but the last;
+    - ``dense_outputs``: in training mode with a ``dense_head`` only, its output
+      (:class:`~detr_irpe.models.dense_head.DenseHead`).  The head is a training aid:
+      in eval mode it is not run, and saved checkpoints leave it out of ``model``.
 
     ``per_image_backbone`` (off by default, as in DETR): run the ResNet on each image of a
     list separately and pad the feature maps instead of the images, which makes every
@@ -57,6 +45,7 @@ class DETR(nn.Module):
         num_classes: int,
         num_queries: int = 100,
         aux_loss: bool = True,
+        dense_head: DenseHead | None = None,
     ):
         super().__init__()
         hidden = transformer.d_model
@@ -70,6 +59,7 @@ class DETR(nn.Module):
         self.backbone = backbone
         self.aux_loss = aux_loss
         self.per_image_backbone = False
+        self.dense_head = dense_head
 
     def forward(self, images: Sequence[Tensor] | ImageBatch | Tensor) -> dict:
         if self.per_image_backbone and not isinstance(images, ImageBatch):
@@ -77,7 +67,7 @@ class DETR(nn.Module):
         else:
             batch = images if isinstance(images, ImageBatch) else ImageBatch.from_images(images)
             feats, mask, pos = self.backbone(batch)
-        hs = self.transformer(self.input_proj(feats), mask, self.query_embed.weight, pos)[0]
+        hs, memory = self.transformer(self.input_proj(feats), mask, self.query_embed.weight, pos)
         logits = self.class_embed(hs)  # (layers, B, Q, C + 1)
         boxes = self.bbox_embed(hs).sigmoid()  # (layers, B, Q, 4)
         out = {"pred_logits": logits[-1], "pred_boxes": boxes[-1]}
@@ -85,6 +75,8 @@ class DETR(nn.Module):
             out["aux_outputs"] = [
                 {"pred_logits": a, "pred_boxes": b} for a, b in zip(logits[:-1], boxes[:-1])
             ]
+        if self.training and self.dense_head is not None:
+            out["dense_outputs"] = self.dense_head(memory, mask)
         return out
 
 
@@ -133,6 +125,7 @@ def build_detr(config: DETRConfig | None = None, **options) -> tuple[DETR, SetCr
         pretrained=config.pretrained_backbone,
         norm=config.backbone_norm,
         trainable_layers=config.trainable_backbone_layers,
+        stride=config.backbone_stride,
     )
     joiner = Joiner(backbone, build_position_encoding(config.position_embedding, config.hidden_dim))
     transformer = Transformer(
@@ -146,7 +139,9 @@ def build_detr(config: DETRConfig | None = None, **options) -> tuple[DETR, SetCr
         irpe=config.irpe,
         irpe_init=config.irpe_init,
     )
-    model = DETR(joiner, transformer, config.num_classes, config.num_queries, config.aux_loss)
+    dense = DenseHead(config.hidden_dim, config.num_classes) if config.dense_aux_coef > 0 else None
+    model = DETR(joiner, transformer, config.num_classes, config.num_queries, config.aux_loss,
+                 dense)
     matcher = HungarianMatcher(config.set_cost_class, config.set_cost_bbox, config.set_cost_giou)
     criterion = SetCriterion(
         config.num_classes,
@@ -155,5 +150,6 @@ def build_detr(config: DETRConfig | None = None, **options) -> tuple[DETR, SetCr
         bbox_loss_coef=config.bbox_loss_coef,
         giou_loss_coef=config.giou_loss_coef,
         num_aux=config.dec_layers - 1 if config.aux_loss else 0,
+        dense_coef=config.dense_aux_coef,
     )
     return model, criterion, {"bbox": PostProcess()}
