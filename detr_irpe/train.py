@@ -85,7 +85,7 @@ def model_options(args, val: CocoDetection) -> dict:
 
 def checkpoint_options(args, ckpt: Checkpoint, path: str, verbose: bool) -> dict:
     """Make ``args`` describe the model in ``ckpt``: every architecture option it records
-    (``ARCHITECTURE``) and, unless given, its ``val_size`` / ``max_size``.  An option set
+    (``ARCHITECTURE``) and, unless given, its ``val_size`` / ``max_size`` / ``amp``.  An option set
     on purpose that contradicts the checkpoint is an error naming both values.  Returns
     the model options to build with (``num_classes`` included)."""
     adopted = {}
@@ -100,7 +100,9 @@ def checkpoint_options(args, ckpt: Checkpoint, path: str, verbose: bool) -> dict
                 f"with {key} {stored!r}; leave --{key} out (the checkpoint's value is used)")
         if not same:
             adopted[key] = stored
-    sizes = {k: v for k, v in ckpt.eval_sizes().items() if k not in args.given}
+    # The evaluation resize and precision it ran with, so that --eval reproduces its AP.
+    stored = {**ckpt.eval_sizes(), **{k: ckpt.args[k] for k in ("amp",) if ckpt.args.get(k)}}
+    sizes = {k: v for k, v in stored.items() if k not in args.given}
     changed = {**adopted, **{k: v for k, v in sizes.items() if getattr(args, k) != v}}
     for key, value in {**adopted, **sizes}.items():
         if key != "num_classes":  # num_classes stays as given: the data is checked against it

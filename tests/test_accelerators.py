@@ -2,6 +2,7 @@
 training-only dense auxiliary head.  Hand-computed assignments and losses; the inference
 model and checkpoint stay a DETR the official code loads."""
 
+import json
 import math
 import shutil
 
@@ -181,3 +182,16 @@ def test_ema_of_a_model_with_the_dense_head_is_plain_detr_too(accelerated, tmp_p
                       "--lr_drop", "1", "--ema", "0.9"])
     resumed = load_checkpoint(str(tmp_path / "checkpoint.pth"))
     assert resumed.epoch == 1 and resumed.raw["ema_updates"] > ckpt.raw["ema_updates"]
+
+
+def test_eval_takes_the_precision_of_the_run_and_reproduces_its_ap(accelerated, tmp_path):
+    """The run trained and evaluated under --amp bf16: --eval of its checkpoint uses bf16
+    too (unless --amp is given), and so gives the AP the run logged."""
+    data, out, flags = accelerated
+    data_flags = flags[:8]  # the data paths only
+    main_module.main([*data_flags, "--eval", "--resume", str(out / "checkpoint.pth"),
+                      "--output_dir", str(tmp_path)])
+    assert json.loads((tmp_path / "args.json").read_text())["amp"] == "bf16"
+    logged = json.loads((out / "log.txt").read_text().splitlines()[-1])["test_coco_eval_bbox"]
+    again = json.loads((tmp_path / "eval" / "eval.json").read_text())["bbox"]
+    assert again["AP"] == pytest.approx(logged[0], abs=1e-9)
