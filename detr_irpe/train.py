@@ -101,7 +101,9 @@ def checkpoint_options(args, ckpt: Checkpoint, path: str, verbose: bool) -> dict
         if not same:
             adopted[key] = stored
     # The evaluation resize and precision it ran with, so that --eval reproduces its AP.
-    stored = {**ckpt.eval_sizes(), **{k: ckpt.args[k] for k in ("amp",) if ckpt.args.get(k)}}
+    stored = ckpt.eval_sizes()
+    if ckpt.args.get("amp"):
+        stored["amp"] = ckpt.args["amp"]
     sizes = {k: v for k, v in stored.items() if k not in args.given}
     changed = {**adopted, **{k: v for k, v in sizes.items() if getattr(args, k) != v}}
     for key, value in {**adopted, **sizes}.items():
