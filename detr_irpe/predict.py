@@ -32,6 +32,7 @@ from torch import Tensor
 from .checkpoint import load_checkpoint
 from .config import EVAL_MAX_SIZE, EVAL_SIZE
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD, resize_size
+from .files import write_json
 from .models.detr import DETR, PostProcess, build_detr
 
 # The 80 COCO categories under their official ids (1..90; the 11 unused ids and 0 map to
@@ -461,8 +462,8 @@ def predict_to_folder(
             log(f"predict: {done}/{len(files)} images, {rate:.2f} images/s")
             last_report = now
     run.seconds = time.perf_counter() - start
-    _write_json(out / "predictions.json", run.detections)
-    _write_json(out / "images.json", run.images)
+    write_json(out / "predictions.json", run.detections, indent=None)
+    write_json(out / "images.json", run.images, indent=None)
     if run.skipped:
         log(f"{len(run.skipped)} of {len(files)} image(s) could not be read and were skipped")
     log(f"{len(run.detections)} detections on {len(run.images)} image(s) with score >= "
@@ -471,8 +472,3 @@ def predict_to_folder(
         log(f"pictures: {len(run.rendered)} PNG(s) in {out}")
     return run
 
-
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)

@@ -38,7 +38,8 @@ from .ema import WeightEMA
 from .engine import TrainingInterrupted, evaluate, train_one_epoch
 from .evaluation import CocoEvaluator, format_stats
 from .evaluation.per_category import format_metrics_table
-from .evaluation.report import write_evaluation, write_json
+from .evaluation.report import write_evaluation
+from .files import write_json
 from .models.dense_head import join_state, split_state
 from .models.detr import build_detr
 from .models.irpe import parse_irpe

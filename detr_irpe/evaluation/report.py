@@ -13,22 +13,13 @@ digits, or ``eval`` for ``--eval``):
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from pathlib import Path
 
+from ..files import write_json
 from .coco_eval import STAT_NAMES, CocoEvaluator, CocoSummary
 from .confusion import confusion_matrix
 from .plots import plot_confusion, plot_pr_curves
-
-
-def write_json(path: Path, obj) -> None:
-    """Write ``obj`` as JSON through a temporary file (never half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
 
 
 def _nan_to_none(values: dict[int, float]) -> dict[str, float | None]:
