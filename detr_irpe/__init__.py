@@ -17,7 +17,7 @@ _PUBLIC = {
     "Checkpoint": ".checkpoint",
     "load_checkpoint": ".checkpoint",
     "save_checkpoint": ".checkpoint",
-    "DETRConfig": ".config",
+    "DETRConfig": ".models.config",
     "ImageBatch": ".models.backbone",
     "DETR": ".models.detr",
     "PostProcess": ".models.detr",

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field, fields
 
 import torch
 
-from .config import DETRConfig
+from .models.config import DETRConfig
+from .models.irpe_config import canonical_irpe
 from .urls import is_url
 
 # Types beyond tensors and primitives that official and our checkpoints contain.
@@ -38,13 +39,12 @@ class Checkpoint:
     """A loaded checkpoint.
 
     model:    the state dict;  options: model options (``DETRConfig`` field names) read
-    from the stored args, or inferred from tensor shapes where args are missing;
-    inferred: names of the options that were inferred;  raw: the whole loaded dict.
+    from the stored args, or inferred from tensor shapes where args are missing (the iRPE
+    string in its canonical spelling);  raw: the whole loaded dict.
     """
 
     model: dict
     options: dict
-    inferred: list[str] = field(default_factory=list)
     raw: dict = field(default_factory=dict)
 
     @property
@@ -217,7 +217,8 @@ def load_checkpoint(path: str, trust: bool = False) -> Checkpoint:
             options[key] = inferred[key]
     if "enc_rpe2d" in stored and bool(stored["enc_rpe2d"]) != bool(inferred["enc_rpe2d"]):
         options["enc_rpe2d"] = inferred["enc_rpe2d"]
-    return Checkpoint(state, options, sorted(set(inferred) - set(stored)), raw)
+    options["enc_rpe2d"] = canonical_irpe(options["enc_rpe2d"])
+    return Checkpoint(state, options, raw)
 
 
 def save_checkpoint(obj: dict, path: str) -> None:

@@ -1,104 +1,163 @@
-"""Typed model configuration.  Field names are the official command-line names.
+"""The configuration of a run besides the model (:class:`~detr_irpe.models.config.DETRConfig`):
+optimisation, data and the run itself, one typed value each, every default and every check
+written once.  Field names are the official command-line names; ``main.py``'s flags are
+generated from these fields (:mod:`detr_irpe.options`).
 
 Plain Python (no torch): the command line validates against it before the heavy imports.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 
-from .models.irpe_config import IRPE_INITS, IRPEConfig, parse_irpe
+from .models.config import DETRConfig, check_at_least, check_choice, option
 
-PAPER_IRPE = "rpe-2.0-product-ctx-1-k"
 # DETR's evaluation resize: shorter side 800, longer side at most 1333.
 EVAL_SIZE, EVAL_MAX_SIZE = 800, 1333
 # COCOeval implementations (detr_irpe.evaluation.backends); "auto": faster_coco_eval if installed.
 EVAL_BACKENDS = ("auto", "faster_coco_eval", "pycocotools")
-RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
-BACKBONE_NORMS = ("frozen", "batch")
-BACKBONE_STRIDES = (32, 16)  # 32: layer4 features (DETR); 16: layer3 features (C4)
-# The options that shape the model and its trainable parameters: a checkpoint fixes them.
-ARCHITECTURE = ("num_classes", "enc_rpe2d", "backbone", "dilation", "position_embedding",
-                "hidden_dim", "nheads", "enc_layers", "dec_layers", "dim_feedforward",
-                "num_queries", "pre_norm", "backbone_norm", "trainable_backbone_layers",
-                "backbone_stride")
+EVAL_PROTOCOLS = ("per_image", "official")
+AMP_MODES = ("off", "bf16", "fp16")
+DATASETS = ("coco", "custom")
 
 
-@dataclass
-class DETRConfig:
-    """Everything :func:`detr_irpe.build_detr` needs; defaults are the paper's recipe.
+class _FromOptions:
+    @classmethod
+    def from_options(cls, options: dict):
+        """Build from a dict that may hold other options too (e.g. ``vars(args)``)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in options.items() if k in names})
 
-    ``num_classes`` is "largest label + 1" (91 for COCO, whose ids run to 90), and the
-    class head has ``num_classes + 1`` outputs, the last one meaning "no object".
-    ``enc_rpe2d`` is the official iRPE string ('' = plain DETR); ``irpe_init`` how its
-    tables start: 'xavier' (the official run) or 'zero' (a fresh model is plain DETR;
-    see docs/irpe.md section 6).
-    ``pretrained_backbone``: 'imagenet' (torchvision IMAGENET1K_V1), 'none' (random
-    init) or the path of a torchvision ResNet state dict.
-    ``backbone_norm`` 'frozen' (DETR) or 'batch' (trainable batch norm, for random init) and
-    ``trainable_backbone_layers`` (3 = layer2..layer4 as DETR, 5 = all) only matter when
-    training from scratch; see the README.
-    ``backbone_stride`` 32 (DETR: layer4 features) or 16 (layer3 features, no layer4; for
-    small images).  ``dense_aux_coef`` > 0 adds the training-only dense auxiliary head on
-    the encoder output (:mod:`detr_irpe.models.dense_head`) with that loss weight; 0 = off.
-    Like ``aux_loss`` it is a training option: the inference model is the same either way.
-    """
 
-    num_classes: int = 91
-    enc_rpe2d: str = PAPER_IRPE
-    irpe_init: str = IRPE_INITS[0]
-    backbone: str = "resnet50"
-    dilation: bool = False
-    position_embedding: str = "sine"
-    hidden_dim: int = 256
-    nheads: int = 8
-    enc_layers: int = 6
-    dec_layers: int = 6
-    dim_feedforward: int = 2048
-    dropout: float = 0.1
-    num_queries: int = 100
-    pre_norm: bool = False
-    aux_loss: bool = True
-    set_cost_class: float = 1.0
-    set_cost_bbox: float = 5.0
-    set_cost_giou: float = 2.0
-    bbox_loss_coef: float = 5.0
-    giou_loss_coef: float = 2.0
-    eos_coef: float = 0.1
-    lr_backbone: float = 1e-5
-    pretrained_backbone: str = "imagenet"
-    backbone_norm: str = "frozen"
-    trainable_backbone_layers: int = 3
-    backbone_stride: int = BACKBONE_STRIDES[0]
-    dense_aux_coef: float = 0.0
+@dataclass(frozen=True)
+class OptimConfig(_FromOptions):
+    """How the weights are updated (official names and defaults; ``lr_backbone`` belongs to
+    the model, which freezes its backbone when it is 0)."""
+
+    lr: float = option(1e-4, "learning rate of the transformer and heads")
+    batch_size: int = option(2, "images per process per step")
+    weight_decay: float = option(1e-4, "AdamW weight decay")
+    epochs: int = option(300, "epochs to train (printed from 0)")
+    lr_drop: int = option(200, "divide the learning rates by 10 after this many epochs")
+    clip_max_norm: float = option(0.1, "gradient clipping max norm (0 = off)")
+    accum_steps: int = option(
+        1, "gradient accumulation: total batch = batch_size x processes x accum_steps")
+    amp: str = option("off", "mixed precision: GPU, or bf16 on CPUs with bf16 instructions "
+                      "(e.g. avx512_bf16)", choices=AMP_MODES)
+    max_bad_steps: int = option(10, "stop after this many consecutive non-finite steps")
+    ema: float | None = option(
+        None, "keep an exponential moving average of the weights with this decay (e.g. "
+        "0.9998), evaluate it and save it in the checkpoint; --eval and prediction use it "
+        "(default: off)", type=float, metavar="DECAY")
 
     def __post_init__(self):
-        parse_irpe(self.enc_rpe2d)  # a bad string fails at construction, naming the flag
-        if self.num_classes < 1:
-            raise ValueError(
-                f"num_classes={self.num_classes}: must be >= 1 (largest label + 1; 91 for COCO)"
-            )
-        for name in ("hidden_dim", "nheads", "enc_layers", "dec_layers", "num_queries"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
-        if self.dense_aux_coef < 0:
-            raise ValueError(f"dense_aux_coef={self.dense_aux_coef}: must be >= 0 (0 = off)")
-        if self.hidden_dim % self.nheads:
-            raise ValueError(f"hidden_dim={self.hidden_dim} is not divisible by nheads={self.nheads}")
+        check_at_least(self, ("epochs", "lr_drop", "batch_size", "accum_steps", "max_bad_steps"), 1)
+        check_choice("amp", self.amp, AMP_MODES)
+        if self.lr <= 0 or self.weight_decay < 0:
+            raise ValueError(f"--lr {self.lr}, --weight_decay {self.weight_decay}: --lr must be "
+                             f"> 0, --weight_decay >= 0")
+        if self.ema is not None and not 0 < self.ema < 1:
+            raise ValueError(f"--ema {self.ema}: the decay must be in (0, 1), e.g. 0.9998")
 
-    @property
-    def irpe(self) -> IRPEConfig | None:
-        return parse_irpe(self.enc_rpe2d)
+
+@dataclass(frozen=True)
+class DataConfig(_FromOptions):
+    """Where the images and annotations are and how they are resized."""
+
+    dataset_file: str = option("coco", "coco, or custom (set by --train_json/--val_json)")
+    coco_path: str | None = option(
+        None, "COCO 2017 root (annotations/, train2017[.zip], ...) (default: none)")
+    train_json: str | None = option(
+        None, "custom data: COCO-format training annotations (default: none)")
+    train_images: str | None = option(
+        None, "custom data: training image folder or zip (default: none)")
+    val_json: str | None = option(
+        None, "custom data: COCO-format validation annotations (default: none)")
+    val_images: str | None = option(
+        None, "custom data: validation image folder or zip (default: none)")
+    skip_unreadable: bool = option(
+        False, "leave out (and report) images whose file is missing or unreadable instead of "
+        "stopping; other dataset errors still stop")
+    train_scales: list[int] | None = option(
+        None, "shorter-side sizes of the training resize (default: DETR's 480, 512, ..., 800)",
+        type=int, nargs="+")
+    max_size: int = option(
+        EVAL_MAX_SIZE, "longest side after resizing (default: the checkpoint's with "
+        f"--resume/--eval, else {EVAL_MAX_SIZE})")
+    val_size: int = option(
+        EVAL_SIZE, "shorter side for evaluation (default: the checkpoint's with --resume/--eval, "
+        f"else {EVAL_SIZE})")
+    num_workers: int = option(2, "data-loading processes")
+
+    def __post_init__(self):
+        check_choice("dataset_file", self.dataset_file, DATASETS)
+        check_at_least(self, ("max_size", "val_size"), 1)
+        check_at_least(self, ("num_workers",), 0)
+        if self.train_scales is not None and min(self.train_scales) < 1:
+            raise ValueError(f"--train_scales {self.train_scales}: every size must be >= 1")
+
+
+@dataclass(frozen=True)
+class RunConfig(_FromOptions):
+    """What the run does, where it writes, and how its processes meet."""
+
+    output_dir: str | None = option(
+        None, "where checkpoint.pth, log.txt and eval/ go; needed to train (default: none: "
+        "--eval then only prints)")
+    device: str | None = option(None, "cuda, cuda:N or cpu (default: cuda when available)")
+    seed: int = option(42, "random seed (each process adds its rank)")
+    resume: str | None = option(
+        None, "checkpoint to continue or evaluate, or 'auto' (--output_dir/checkpoint.pth if "
+        "present) (default: none)")
+    start_epoch: int = option(0, "first epoch when not resuming")
+    eval: bool = option(False, "only evaluate the --resume checkpoint")
+    eval_protocol: str = option(
+        EVAL_PROTOCOLS[0], "per_image: the backbone sees each image alone (AP independent of the "
+        "batch size); official: images padded together in batches of --batch_size, in the "
+        "sampler's order, as the published AP figures were measured (use --batch_size 2)",
+        choices=EVAL_PROTOCOLS)
+    eval_backend: str = option(
+        EVAL_BACKENDS[0], "COCOeval implementation: faster_coco_eval (same numbers, several "
+        "times faster), pycocotools (the reference), or auto (faster_coco_eval when installed)",
+        choices=EVAL_BACKENDS)
+    eval_every: int = option(1, "evaluate every N epochs (and after the last)")
+    print_freq: int = option(50, "progress line every N iterations")
+    finetune_from: str | None = option(
+        None, "start from this checkpoint (official DETR, DETR-with-iRPE or ours): every tensor "
+        "whose name and shape fit is loaded, the class head is re-initialised (default: none)")
+    finetune_reset_queries: bool = option(
+        False, "with --finetune_from, also re-initialise the query embeddings")
+    trust_checkpoint: bool = option(
+        False, "allow arbitrary pickled objects in --resume files (only for files you trust)")
+    threads: int | None = option(
+        None, "CPU threads for torch (default: this machine's cores, split between processes)",
+        type=int)
+    dist_url: str = option("env://", "rendezvous of the processes (torchrun sets it)")
+
+    def __post_init__(self):
+        check_at_least(self, ("start_epoch",), 0)
+        check_at_least(self, ("eval_every", "print_freq"), 1)
+        check_choice("eval_protocol", self.eval_protocol, EVAL_PROTOCOLS)
+        check_choice("eval_backend", self.eval_backend, EVAL_BACKENDS)
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"--threads {self.threads}: must be >= 1")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The four configurations of one run, built from its flat options (``vars(args)``,
+    the form official checkpoints store)."""
+
+    model: DETRConfig
+    optim: OptimConfig
+    data: DataConfig
+    run: RunConfig
 
     @classmethod
-    def from_options(cls, options: dict, strict: bool = True) -> DETRConfig:
-        """Build from a dict of options (e.g. ``vars(args)``); unknown names are an error
-        when ``strict``, else ignored."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - known)
-        if strict and unknown:
-            raise TypeError(f"unknown model options {unknown}; valid options: {sorted(known)}")
-        return cls(**{k: v for k, v in options.items() if k in known})
+    def from_options(cls, options: dict) -> Settings:
+        return cls(DETRConfig.from_options(options, strict=False), OptimConfig.from_options(options),
+                   DataConfig.from_options(options), RunConfig.from_options(options))
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+
+# Every option of a run, by concern, in the order of ``main.py --help``.
+CONFIGS = {"optimisation": OptimConfig, "model": DETRConfig, "data": DataConfig, "run": RunConfig}

@@ -7,10 +7,12 @@ import sys
 import time
 from collections import defaultdict
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from .config import OptimConfig, RunConfig
 from .distributed import (
     all_gather_lists,
     all_reduce_mean,
@@ -20,6 +22,26 @@ from .distributed import (
     world_size,
 )
 from .evaluation import CocoEvaluator
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """How :func:`train_one_epoch` and :func:`evaluate` run (values from the run's
+    :class:`~detr_irpe.config.OptimConfig` and :class:`~detr_irpe.config.RunConfig`)."""
+
+    device: torch.device
+    amp: str  # "off", "bf16" or "fp16"
+    accum_steps: int
+    clip_max_norm: float  # 0 = no clipping
+    max_bad_steps: int
+    print_freq: int
+    verbose: bool  # print progress lines (the main process)
+
+    @classmethod
+    def of(cls, optim: OptimConfig, run: RunConfig, device: torch.device,
+           verbose: bool = True) -> LoopSettings:
+        return cls(device, optim.amp, optim.accum_steps, optim.clip_max_norm,
+                   optim.max_bad_steps, run.print_freq, verbose)
 
 
 class Progress:
@@ -192,29 +214,23 @@ def train_one_epoch(
     criterion: nn.Module,
     loader,
     optimizer: torch.optim.Optimizer,
-    device: torch.device,
     epoch: int,
-    clip_max_norm: float = 0.1,
-    accum_steps: int = 1,
-    amp: str = "off",
+    settings: LoopSettings,
     scaler: torch.amp.GradScaler | None = None,
-    max_bad_steps: int = 10,
-    print_freq: int = 10,
-    verbose: bool = True,
+    ema=None,
     first_step: int = 0,
     should_stop=None,
-    ema=None,
 ) -> dict[str, float]:
     """Train for one pass over ``loader``.  Returns the epoch's mean of ``loss`` (the
     weighted total), every weighted loss term, the unweighted ones (``*_unscaled``),
     ``class_error`` and ``lr``.
 
-    An optimiser step gathers ``accum_steps`` batches; the box losses of all of them are
+    An optimiser step gathers ``settings.accum_steps`` batches; the box losses of all of them are
     normalised by the box count of the whole step on all processes (see
     :func:`_step_num_boxes`), so accumulation equals running on more processes.  A step
     in which any micro-batch on any process has a non-finite loss, or whose gradient is
     not finite, is skipped by every process (no update) and reported once with its image
-    ids; ``max_bad_steps`` of them in a row stop training.
+    ids; ``settings.max_bad_steps`` of them in a row stop training.
 
     ``first_step``: batches of this epoch already done (``loader`` yields the rest), after
     an interruption.  ``should_stop()`` is asked after every optimizer step; when it says
@@ -223,24 +239,26 @@ def train_one_epoch(
     """
     model.train()
     criterion.train()
+    s = settings
     stats = Averages()
-    progress = Progress(f"Epoch {epoch}", first_step + len(loader), print_freq, enabled=verbose)
+    progress = Progress(f"Epoch {epoch}", first_step + len(loader), s.print_freq,
+                        enabled=s.verbose)
     bad_in_a_row = 0
     optimizer.zero_grad(set_to_none=True)
-    for group in _optimizer_steps(loader, accum_steps, first_step):
+    for group in _optimizer_steps(loader, s.accum_steps, first_step):
         step = group[-1][0]
-        applied, rows, bad_ids = _accumulate(model, criterion, group, device, amp, scaler)
+        applied, rows, bad_ids = _accumulate(model, criterion, group, s.device, s.amp, scaler)
         if not applied:
             optimizer.zero_grad(set_to_none=True)
         else:
-            applied = _apply_gradients(model, optimizer, scaler, clip_max_norm)
+            applied = _apply_gradients(model, optimizer, scaler, s.clip_max_norm)
             if not applied:
                 bad_ids = [int(t["image_id"]) for _, _, tg in group for t in tg if "image_id" in t]
         if should_stop is not None and should_stop():
             raise TrainingInterrupted(epoch, step + 1)
         if not applied:
             bad_in_a_row += 1
-            _report_bad_step(epoch, step, bad_ids, bad_in_a_row, max_bad_steps)
+            _report_bad_step(epoch, step, bad_ids, bad_in_a_row, s.max_bad_steps)
             continue
         bad_in_a_row = 0
         if ema is not None:
@@ -248,7 +266,7 @@ def train_one_epoch(
         for row in rows:
             stats.add({**row, "lr": optimizer.param_groups[0]["lr"]})
         progress.update(step, {k: stats.means()[k] for k in ("loss", "class_error")})
-    return all_reduce_mean(stats.means(), device)
+    return all_reduce_mean(stats.means(), s.device)
 
 
 def _report_bad_step(epoch, step, local_ids, bad_in_a_row, max_bad_steps) -> None:
@@ -273,19 +291,16 @@ def evaluate(
     postprocess: nn.Module,
     loader,
     evaluator: CocoEvaluator,
-    device: torch.device,
-    amp: str = "off",
-    print_freq: int = 50,
-    verbose: bool = True,
-    per_image: bool = True,
+    settings: LoopSettings,
+    per_image: bool,
 ) -> dict[str, float]:
     """Run the model over ``loader`` and feed the detections (rescaled to the original
     image sizes) to ``evaluator``.  Returns mean test losses; call
     ``evaluator.synchronize_between_processes()`` and ``summarize()`` afterwards.
 
-    ``per_image`` (default): each image's backbone runs on that image alone (see
-    ``DETR.per_image_backbone``), so the detections, and the AP, do not depend on the
-    evaluation batch size.  ``per_image=False`` is the official protocol: the images of
+    ``per_image`` (``--eval_protocol per_image``): each image's backbone runs on that
+    image alone (see ``DETR.per_image_backbone``), so the detections, and the AP, do not
+    depend on the evaluation batch size.  ``per_image=False`` is the official protocol: the images of
     each batch are padded together, which changes the padding mask, the sine positions
     and the convolutions near the border (how the published AP figures were measured).
     """
@@ -296,16 +311,18 @@ def evaluate(
     core.per_image_backbone = per_image
     weights = criterion.weight_dict
     stats = Averages()
-    progress = Progress("Test", len(loader), print_freq, enabled=verbose)
+    progress = Progress("Test", len(loader), settings.print_freq, enabled=settings.verbose)
+    device = settings.device
     try:
         for step, (images, targets) in enumerate(loader):
             images, targets = _to_device(images, targets, device)
-            with autocast(device, amp):
+            with autocast(device, settings.amp):
                 outputs = core(images)
             outputs = _float_outputs(outputs)
             # Test losses follow DETR: crowd objects are not targets.
             loss_targets = [_without_crowd(t) for t in targets]
-            losses = criterion(outputs, loss_targets)
+            num_boxes = _step_num_boxes([(step, images, loss_targets)], device)
+            losses = criterion(outputs, loss_targets, num_boxes=num_boxes)
             total = sum(losses[k] * weights[k] for k in losses if k in weights)
             row = {"loss": float(total), "class_error": float(losses["class_error"])}
             row.update({k: float(v) * weights[k] for k, v in losses.items() if k in weights})

@@ -14,13 +14,15 @@ import signal
 
 import torch
 
+from .distributed import any_process
+
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class StopRequest:
     """Turns SIGTERM/SIGINT into a request honoured at the next step boundary; all
-    processes agree (a MAX all-reduce) so that they stop at the same step.  Only a
-    ``verbose`` process prints (one line, at the first signal)."""
+    processes agree (:func:`~detr_irpe.distributed.any_process`), so that they stop at the
+    same step.  Only a ``verbose`` process prints (one line, at the first signal)."""
 
     def __init__(self, device: torch.device, verbose: bool = True):
         self.requested = False
@@ -46,12 +48,7 @@ class StopRequest:
                   f"step, then exiting with code 75 (a second signal stops at once)", flush=True)
 
     def __call__(self) -> bool:
-        flag = self.requested
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            t = torch.tensor([int(flag)], dtype=torch.int32, device=self.device)
-            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-            flag = bool(t.item())
-        return flag
+        return any_process(self.requested, self.device)
 
 
 @contextlib.contextmanager

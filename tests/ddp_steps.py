@@ -12,7 +12,8 @@ import torch
 import torch.distributed as dist
 
 import detr_irpe
-from detr_irpe.engine import train_one_epoch
+from detr_irpe.config import OptimConfig, RunConfig
+from detr_irpe.engine import LoopSettings, train_one_epoch
 
 NAN_BATCH = 3  # rank 1's second batch when 6 batches are dealt to 2 ranks
 
@@ -49,8 +50,9 @@ def train_steps(data: list, accum_steps: int, eos_coef: float = 0.1, ddp: bool =
     if ddp:
         model = torch.nn.parallel.DistributedDataParallel(model)
     opt = torch.optim.SGD([p for p in core.parameters() if p.requires_grad], lr=0.1)
-    train_one_epoch(model, criterion, data, opt, torch.device("cpu"), 0, clip_max_norm=0,
-                    accum_steps=accum_steps, print_freq=1000, verbose=False)
+    settings = LoopSettings.of(OptimConfig(clip_max_norm=0, accum_steps=accum_steps),
+                               RunConfig(print_freq=1000), torch.device("cpu"), verbose=False)
+    train_one_epoch(model, criterion, data, opt, 0, settings)
     return core.state_dict()
 
 

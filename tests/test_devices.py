@@ -15,7 +15,8 @@ from reference import reference_attention
 from detr_irpe import build_detr
 from detr_irpe.models.attention import IRPEMultiheadAttention
 from detr_irpe.models.fused_attention import fused_attention
-from detr_irpe.models.irpe import bucket_ids, parse_irpe
+from detr_irpe.models.irpe import bucket_ids
+from detr_irpe.models.irpe_config import parse_irpe
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

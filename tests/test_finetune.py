@@ -9,7 +9,7 @@ import torch
 import detr_irpe
 import main as main_module
 from detr_irpe.data.shapes import generate_shapes_dataset
-from detr_irpe.train import finetune_state
+from detr_irpe.finetune import finetune_state
 
 SMALL = dict(backbone="resnet18", hidden_dim=32, nheads=2, enc_layers=1, dec_layers=2,
              dim_feedforward=32, num_queries=6, pretrained_backbone="none")

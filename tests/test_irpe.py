@@ -14,9 +14,9 @@ from detr_irpe.models.irpe import (
     bucket_ids,
     bucket_map,
     lookup,
-    parse_irpe,
     piecewise_index,
 )
+from detr_irpe.models.irpe_config import parse_irpe
 
 # ---------------------------------------------------------------- configuration strings
 

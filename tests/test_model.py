@@ -141,7 +141,8 @@ def test_frozen_norms_folded_into_convolutions_match_conv_then_norm():
     from detr_irpe.models.backbone import Backbone, ConvFrozenBN2d, FoldedFrozenBatchNorm2d
 
     torch.manual_seed(0)
-    bb = Backbone("resnet18", norm="frozen", trainable_layers=3)
+    bb = Backbone("resnet18", train_backbone=True, dilation=False, pretrained=None, norm="frozen",
+                  trainable_layers=3, stride=32)
     ref = torchvision.models.resnet18(weights=None, norm_layer=FrozenBatchNorm2d)
     assert sum(isinstance(m, FoldedFrozenBatchNorm2d) for m in bb.modules()) == sum(
         isinstance(m, FrozenBatchNorm2d) for m in ref.modules()) == 20  # every norm folded

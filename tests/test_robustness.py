@@ -10,7 +10,8 @@ import torch
 
 import detr_irpe
 from detr_irpe.checkpoint import save_checkpoint
-from detr_irpe.engine import train_one_epoch
+from detr_irpe.config import OptimConfig, RunConfig
+from detr_irpe.engine import LoopSettings, train_one_epoch
 
 
 def _tiny():
@@ -18,6 +19,10 @@ def _tiny():
     return detr_irpe.build_detr(backbone="resnet18", hidden_dim=32, nheads=2, enc_layers=1,
                                 dec_layers=1, dim_feedforward=32, num_queries=4, num_classes=3,
                                 pretrained_backbone="none")
+
+
+def _settings(**optim):
+    return LoopSettings.of(OptimConfig(**optim), RunConfig(), torch.device("cpu"), verbose=False)
 
 
 def _batch(image_id, nan=False):
@@ -32,15 +37,14 @@ def test_nan_batch_is_skipped_without_update(capsys):
     model, criterion, _ = _tiny()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    stats = train_one_epoch(model, criterion, [_batch(11, nan=True)], opt, torch.device("cpu"), 0,
-                            verbose=False)
+    stats = train_one_epoch(model, criterion, [_batch(11, nan=True)], opt, 0, _settings())
     assert stats == {}  # nothing was averaged: the only step was skipped
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert "image ids [11]" in capsys.readouterr().out
     # A good batch after a bad one trains normally.
-    stats = train_one_epoch(model, criterion, [_batch(12, nan=True), _batch(13)], opt,
-                            torch.device("cpu"), 0, verbose=False)
+    stats = train_one_epoch(model, criterion, [_batch(12, nan=True), _batch(13)], opt, 0,
+                            _settings())
     assert stats["loss"] > 0
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
 
@@ -50,8 +54,7 @@ def test_consecutive_bad_steps_stop_training():
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     loader = [_batch(i, nan=True) for i in range(3)]
     with pytest.raises(FloatingPointError, match="3 consecutive non-finite steps.*--max_bad_steps"):
-        train_one_epoch(model, criterion, loader, opt, torch.device("cpu"), 0, max_bad_steps=3,
-                        verbose=False)
+        train_one_epoch(model, criterion, loader, opt, 0, _settings(max_bad_steps=3))
 
 
 def test_fp16_scaler_overflows_lower_the_scale_and_are_not_bad_steps():
@@ -63,8 +66,8 @@ def test_fp16_scaler_overflows_lower_the_scale_and_are_not_bad_steps():
     start = 2.0**127  # every scaled loss overflows float32 at first
     scaler = torch.amp.GradScaler("cpu", init_scale=start)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    stats = train_one_epoch(model, criterion, [_batch(i) for i in range(24)], opt,
-                            torch.device("cpu"), 0, scaler=scaler, max_bad_steps=2, verbose=False)
+    stats = train_one_epoch(model, criterion, [_batch(i) for i in range(24)], opt, 0,
+                            _settings(max_bad_steps=2), scaler=scaler)
     assert scaler.get_scale() < start / 2  # halved on each overflow
     assert stats["loss"] > 0
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())

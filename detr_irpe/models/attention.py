@@ -89,86 +89,94 @@ class IRPEMultiheadAttention(nn.Module):
         """query, key, value: (L, B, E); key_padding_mask: bool (B, L), True on padding;
         hw: the (h, w) feature map the L = h * w tokens come from (needed with iRPE).
         Returns (L, B, E)."""
-        rpe_q = getattr(self, "rpe_q", None)
-        rpe_k = getattr(self, "rpe_k", None)
-        rpe_v = getattr(self, "rpe_v", None)
-        has_rpe = rpe_q is not None or rpe_k is not None or rpe_v is not None
-        if has_rpe:
-            if hw is None or hw[0] * hw[1] != query.shape[0] or query.shape[0] != key.shape[0]:
-                raise ValueError(
-                    f"iRPE self-attention needs hw=(h, w) with h * w = sequence length; "
-                    f"got hw={hw} for query length {query.shape[0]}, key length {key.shape[0]}"
-                )
-            h, w = hw
-
+        rpe_q, rpe_k, rpe_v = (getattr(self, f"rpe_{x}", None) for x in "qkv")
+        has_rpe = any(t is not None for t in (rpe_q, rpe_k, rpe_v))
+        h, w = self._grid(query, key, hw) if has_rpe else (0, 0)
         w_q, w_k, w_v = self.in_proj_weight.chunk(3)
         b_q, b_k, b_v = self.in_proj_bias.chunk(3)
         q = self._split_heads(query, w_q, b_q) * self.scale  # (B, H, Lq, d), scaled
         k = self._split_heads(key, w_k, b_k)  # (B, H, Lk, d)
         v = self._split_heads(value, w_v, b_v)  # (B, H, Lk, d)
         p = self.dropout if self.training else 0.0
-
         fusable = rpe_q is None and rpe_v is None and (
             rpe_k is None or (isinstance(rpe_k, RelativePositionTable) and rpe_k.cfg.mode == "ctx")
         )
-        backend = self.backend
-        if backend == "auto":
-            # Training on CPU: the fused path (no separate L x L bias tensor and gradient).
-            # Otherwise SDPA, whose CPU kernel is twice as fast as the fused path in
-            # inference (docs/benchmarks.md) and which has memory-efficient GPU kernels.
-            if fusable and q.device.type == "cpu" and self.training and torch.is_grad_enabled():
-                backend = "fused"
-            else:
-                backend = "explicit" if rpe_v is not None else "sdpa"
+        backend = self._backend(q, fusable, rpe_v is not None)
         if backend == "fused":
-            if not fusable:
-                raise ValueError("backend 'fused' handles plain attention and ctx iRPE on keys "
-                                 "(product/euc/quant) only; use 'explicit' or 'auto'")
             table, ids = rpe_k.context_table(q, h, w) if rpe_k is not None else (None, None)
             out = fused_attention(q, k, v, table, ids, key_padding_mask, p)
-            Lq, B = query.shape[:2]
-            return self.out_proj(out.permute(2, 0, 1, 3).reshape(Lq, B, self.embed_dim))
+        else:
+            extra = self._logit_terms(q, k, h, w)  # (B or 1, H or 1, Lq, Lk) or None
+            if backend == "sdpa":
+                out = F.scaled_dot_product_attention(
+                    q, k, v, attn_mask=_sdpa_mask(extra, key_padding_mask, q), dropout_p=p,
+                    scale=1.0)
+            else:
+                out = self._explicit(q, k, v, extra, key_padding_mask, p, h, w)
+        Lq, B = query.shape[:2]
+        return self.out_proj(out.permute(2, 0, 1, 3).reshape(Lq, B, self.embed_dim))
 
-        # Additive terms on the logits, (B or 1, H or 1, Lq, Lk).
-        extra = None
-        if rpe_k is not None:
-            extra = rpe_k.logits(q, h, w)
+    @staticmethod
+    def _grid(query: Tensor, key: Tensor, hw: tuple[int, int] | None) -> tuple[int, int]:
+        if hw is None or hw[0] * hw[1] != query.shape[0] or query.shape[0] != key.shape[0]:
+            raise ValueError(
+                f"iRPE self-attention needs hw=(h, w) with h * w = sequence length; "
+                f"got hw={hw} for query length {query.shape[0]}, key length {key.shape[0]}"
+            )
+        return hw
+
+    def _backend(self, q: Tensor, fusable: bool, on_values: bool) -> str:
+        """``auto``: the fused path to train on CPU (no separate L x L bias tensor and
+        gradient); otherwise SDPA, faster in CPU inference (docs/benchmarks.md, "Backend
+        choice") and with memory-efficient GPU kernels."""
+        backend = self.backend
+        if backend == "auto":
+            if fusable and q.device.type == "cpu" and self.training and torch.is_grad_enabled():
+                return "fused"
+            return "explicit" if on_values else "sdpa"
+        if backend == "fused" and not fusable:
+            raise ValueError("backend 'fused' handles plain attention and ctx iRPE on keys "
+                             "(product/euc/quant) only; use 'explicit' or 'auto'")
+        if backend == "sdpa" and on_values:
+            raise ValueError("backend 'sdpa' cannot compute iRPE on values; use 'explicit'")
+        return backend
+
+    def _logit_terms(self, q: Tensor, k: Tensor, h: int, w: int) -> Tensor | None:
+        """The iRPE terms added to the logits: on keys, and on queries (transposed)."""
+        rpe_q, rpe_k = getattr(self, "rpe_q", None), getattr(self, "rpe_k", None)
+        extra = rpe_k.logits(q, h, w) if rpe_k is not None else None
         if rpe_q is not None:
             term = rpe_q.logits(k * self.scale, h, w).transpose(-2, -1)
             extra = term if extra is None else extra + term
+        return extra
 
-        if backend == "sdpa" and rpe_v is not None:
-            raise ValueError("backend 'sdpa' cannot compute iRPE on values; use 'explicit'")
-        if backend == "sdpa":
-            mask = extra
-            if key_padding_mask is not None and (
-                q.device.type != "cpu" or bool(key_padding_mask.any())  # no sync on GPUs
-            ):
-                pad = key_padding_mask[:, None, None, :]
-                if mask is None:
-                    mask = ~pad  # boolean: True = may attend
-                elif mask.shape[0] == pad.shape[0] and mask.shape[1] == q.shape[1]:
-                    # Our own fresh (B, H, L, L) tensor (a gather's output, whose backward
-                    # does not need it): mask in place instead of a second L x L tensor.
-                    mask = mask.masked_fill_(pad, float("-inf"))
-                else:
-                    mask = mask.masked_fill(pad, float("-inf"))
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, scale=1.0)
-        else:
-            logits = q @ k.transpose(-2, -1)  # (B, H, Lq, Lk)
-            if extra is not None:
-                logits = logits + extra
-            if key_padding_mask is not None:
-                logits = logits.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
-            attn = F.dropout(logits.softmax(dim=-1), p=p, training=self.training)
-            out = attn @ v  # (B, H, Lq, d)
-            if rpe_v is not None:
-                out = out + rpe_v.values(attn, h, w)
-
-        Lq, B = query.shape[:2]
-        out = out.permute(2, 0, 1, 3).reshape(Lq, B, self.embed_dim)
-        return self.out_proj(out)
+    def _explicit(self, q, k, v, extra, key_padding_mask, p: float, h: int, w: int) -> Tensor:
+        """Attention written out, the only path for iRPE on values.  Returns (B, H, Lq, d)."""
+        logits = q @ k.transpose(-2, -1)  # (B, H, Lq, Lk)
+        if extra is not None:
+            logits = logits + extra
+        if key_padding_mask is not None:
+            logits = logits.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
+        attn = F.dropout(logits.softmax(dim=-1), p=p, training=self.training)
+        out = attn @ v
+        rpe_v = getattr(self, "rpe_v", None)
+        return out + rpe_v.values(attn, h, w) if rpe_v is not None else out
 
     def extra_repr(self) -> str:
         irpe = self.irpe.to_string() if self.irpe else "off"
         return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, irpe={irpe}"
+
+
+def _sdpa_mask(extra: Tensor | None, key_padding_mask: Tensor | None, q: Tensor) -> Tensor | None:
+    """SDPA's ``attn_mask``: the iRPE logit terms with padded keys at -inf, or a boolean
+    mask (True = may attend) without iRPE; None when nothing is masked."""
+    if key_padding_mask is None or (q.device.type == "cpu" and not bool(key_padding_mask.any())):
+        return extra  # (on GPUs the any() check is skipped: it would synchronise)
+    pad = key_padding_mask[:, None, None, :]
+    if extra is None:
+        return ~pad
+    if extra.shape[0] == pad.shape[0] and extra.shape[1] == q.shape[1]:
+        # Our own fresh (B, H, L, L) tensor (a gather's output, whose backward does not
+        # need it): mask in place instead of a second L x L tensor.
+        return extra.masked_fill_(pad, float("-inf"))
+    return extra.masked_fill(pad, float("-inf"))

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from ..config import BACKBONE_NORMS, BACKBONE_STRIDES, RESNETS  # noqa: F401  (re-exported)
+from .config import BASIC_RESNETS
 
 # Trainable parts of the ResNet, counted from the top, as torchvision's
 # ``trainable_backbone_layers``: 3 = layer2..layer4 (DETR), 5 = everything.
@@ -113,9 +113,9 @@ class ConvFrozenBN2d(nn.Conv2d):
     with weight ``W * scale`` and bias ``shift`` (scale and shift from the norm's buffers).
 
     The same function as conv then norm up to float rounding, without two elementwise
-    passes over every activation: 15-24 % less time for a ResNet-50 forward at 800 x 1066
-    on CPU (docs/benchmarks.md).  The weight stays the parameter (gradients flow to it through
-    the product); the norm stays a registered module, this one only refers to it.
+    passes over every activation (the time saved: docs/benchmarks.md).  The weight stays
+    the parameter (gradients flow to it through the product); the norm stays a registered
+    module, this one only refers to it.
     """
 
     def attach(self, norm: FoldedFrozenBatchNorm2d) -> ConvFrozenBN2d:
@@ -185,30 +185,16 @@ class Backbone(nn.Module):
 
     def __init__(
         self,
-        name: str = "resnet50",
-        train_backbone: bool = True,
-        dilation: bool = False,
-        pretrained: str | None = None,
-        norm: str = "frozen",
-        trainable_layers: int = 3,
-        stride: int = BACKBONE_STRIDES[0],
+        name: str,
+        train_backbone: bool,
+        dilation: bool,
+        pretrained: str | None,
+        norm: str,
+        trainable_layers: int,
+        stride: int,
     ):
+        """The values are checked by :class:`~detr_irpe.models.config.DETRConfig`."""
         super().__init__()
-        if stride not in BACKBONE_STRIDES:
-            raise ValueError(f"backbone_stride={stride} is not one of {BACKBONE_STRIDES}")
-        if dilation and stride != 32:
-            raise ValueError("dilation (DC5) dilates layer4, which backbone_stride 16 leaves out")
-        if name not in RESNETS:
-            raise ValueError(f"backbone={name!r} is not one of {RESNETS}")
-        if norm not in BACKBONE_NORMS:
-            raise ValueError(f"backbone_norm={norm!r} is not one of {BACKBONE_NORMS}")
-        if not 0 <= trainable_layers <= 5:
-            raise ValueError(f"trainable_backbone_layers={trainable_layers}: must be 0..5")
-        if dilation and name in ("resnet18", "resnet34"):
-            raise ValueError(
-                f"dilation (DC5) needs a bottleneck ResNet: use backbone resnet50 or resnet101, "
-                f"not {name}"
-            )
         net = getattr(torchvision.models, name)(
             weights=None,
             replace_stride_with_dilation=[False, False, dilation],
@@ -222,15 +208,15 @@ class Backbone(nn.Module):
             param.requires_grad_(train_backbone and pname.startswith(prefixes))
         last = "layer4" if stride == 32 else "layer3"  # the getter drops the stages after it
         self.body = IntermediateLayerGetter(net, return_layers={last: "0"})
-        width = 512 if name in ("resnet18", "resnet34") else 2048  # channels of layer4
+        width = 512 if name in BASIC_RESNETS else 2048  # channels of layer4
         self.num_channels = width if stride == 32 else width // 2
 
     def forward(self, batch: ImageBatch) -> tuple[Tensor, Tensor]:
         """Returns features (B, C, h, w) and their mask (B, h, w), True on padding."""
         x = batch.tensors
         if x.device.type == "cpu" and not torch.is_grad_enabled():
-            # Inference on CPU: channels-last input lets oneDNN pick faster convolutions
-            # (-13 % time for R50 at 800 x 1066; training is slower with it, so not then).
+            # oneDNN picks faster convolutions for channels-last input in inference only
+            # (docs/benchmarks.md, "CPU settings applied by the project").
             x = x.contiguous(memory_format=torch.channels_last)
         feats = self.body(x)["0"]
         mask = F.interpolate(batch.mask[None].float(), size=feats.shape[-2:])[0].to(torch.bool)

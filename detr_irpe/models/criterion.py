@@ -7,7 +7,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import box_convert, generalized_box_iou
 
-from ..distributed import all_reduce_sum, world_size
 from .dense_head import dense_losses
 from .matcher import HungarianMatcher, check_target_boxes, describe_target
 
@@ -109,14 +108,14 @@ class SetCriterion(nn.Module):
         self, outputs: dict, targets: list[dict], num_boxes: float | None = None
     ) -> dict[str, Tensor]:
         """``num_boxes``: what the box losses are divided by; default: the target boxes of
-        this batch averaged over processes (one all-reduce), at least 1.  Training with
-        accumulated batches passes the count of the whole optimiser step instead."""
+        this batch, at least 1.  Several processes pass DETR's count, the boxes of all
+        processes divided by their number (:mod:`detr_irpe.engine` does, for the whole
+        optimiser step when batches are accumulated)."""
         check_target_boxes(targets)
         self._check_labels(targets)
         device = outputs["pred_logits"].device
         if num_boxes is None:
-            count = torch.tensor(float(sum(len(t["labels"]) for t in targets)), device=device)
-            num_boxes = max(float(all_reduce_sum(count)) / world_size(), 1.0)
+            num_boxes = max(float(sum(len(t["labels"]) for t in targets)), 1.0)
         num_boxes = torch.tensor(num_boxes, dtype=torch.float32, device=device)
 
         losses = self._losses(outputs, targets, num_boxes, log=True)

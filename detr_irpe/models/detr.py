@@ -8,8 +8,8 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import box_convert
 
-from ..config import DETRConfig
 from .backbone import Backbone, ImageBatch, Joiner
+from .config import DETRConfig
 from .criterion import SetCriterion
 from .dense_head import DenseHead
 from .matcher import HungarianMatcher
@@ -114,10 +114,7 @@ def build_detr(config: DETRConfig | None = None, **options) -> tuple[DETR, SetCr
     ``backbone``, ...) and default to the paper's recipe; see :class:`DETRConfig`.
     ``postprocessors["bbox"]`` is a :class:`PostProcess`.
     """
-    if config is None:
-        config = DETRConfig.from_options(options)
-    elif options:
-        config = DETRConfig.from_options({**config.to_dict(), **options})
+    config = DETRConfig.from_options(options) if config is None else config.replace(**options)
     backbone = Backbone(
         config.backbone,
         train_backbone=config.lr_backbone > 0,

@@ -1,20 +1,17 @@
 """Image relative position encoding (iRPE), as defined in ``docs/irpe.md``.
 
-Three layers, from pure functions to modules:
+Two layers, from pure functions to modules (the configuration string is parsed in
+:mod:`.irpe_config`):
 
-1. :class:`IRPEConfig` / :func:`parse_irpe` -- the official configuration string
-   ``rpe-{ratio}-{method}-{mode}-{shared_head}-{rpe_on}`` parsed once into a typed value.
-2. :func:`piecewise_index`, :func:`bucket_ids` and :func:`bucket_map` -- pure functions
+1. :func:`piecewise_index`, :func:`bucket_ids` and :func:`bucket_map` -- pure functions
    of ``(h, w, method, ratio)`` giving the bucket of every (query, key) token pair on an
    ``h x w`` feature map (tokens row-major).  :func:`bucket_map` is cached per shape.
-3. :class:`RelativePositionTable` (one table, attached to q, k or v) and
+2. :class:`RelativePositionTable` (one table, attached to q, k or v) and
    :class:`CrossRelativePositionTable` (row table + column table for ``cross``).
 
 The two primitives that touch an ``L x L`` map are :func:`lookup` (table values per
 bucket -> per token pair, a gather) and its transpose :func:`aggregate` (per token pair
--> per bucket, a scatter-add).  A factorised product lookup through one-hot row and
-column matrix products was measured slower on CPU than the plain gather (the permuted
-copies cost more than the gather's scatter-add backward), so every method uses the gather.
+-> per bucket, a scatter-add).
 """
 
 from __future__ import annotations
@@ -26,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .irpe_config import FORMAT_HELP, METHODS, MODES, IRPEConfig, parse_irpe  # noqa: F401
+from .irpe_config import IRPEConfig
 
 # ----------------------------------------------------------------------------------------
 # Bucket maps: pure functions of (h, w, method, ratio).

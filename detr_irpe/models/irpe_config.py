@@ -105,3 +105,10 @@ def parse_irpe(spec: str | IRPEConfig | None, flag: str = "--enc_rpe2d") -> IRPE
         return IRPEConfig(float(ratio), method, mode, shared == "1", rpe_on)
     except ValueError as err:
         raise ValueError(f"{flag}={spec!r}: {err}; {FORMAT_HELP}") from None
+
+
+def canonical_irpe(spec: str | None, flag: str = "--enc_rpe2d") -> str:
+    """The iRPE string in one spelling (``''`` for none), read at the edges (command line,
+    checkpoint files), so that two spellings of one configuration compare equal as text."""
+    irpe = parse_irpe(spec, flag)
+    return irpe.to_string() if irpe is not None else ""

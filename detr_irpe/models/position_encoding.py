@@ -74,8 +74,7 @@ class PositionEmbeddingLearned(nn.Module):
 
 
 def build_position_encoding(kind: str, hidden_dim: int) -> nn.Module:
-    if kind in ("sine", "v2"):
+    """``kind``: 'sine' or 'learned' (checked by the model config)."""
+    if kind == "sine":
         return PositionEmbeddingSine(hidden_dim // 2, normalize=True)
-    if kind in ("learned", "v3"):
-        return PositionEmbeddingLearned(hidden_dim // 2)
-    raise ValueError(f"position_embedding={kind!r} is not one of 'sine', 'learned'")
+    return PositionEmbeddingLearned(hidden_dim // 2)

@@ -14,7 +14,6 @@ from torch import Tensor, nn
 
 from .attention import IRPEMultiheadAttention
 from .irpe import IRPEConfig
-from .irpe_config import IRPE_INITS
 
 # How the iRPE tables start: "xavier" (the official run, the default) or "zero" (a fresh
 # model computes plain DETR).
@@ -120,19 +119,18 @@ class TransformerDecoder(nn.Module):
 class Transformer(nn.Module):
     def __init__(
         self,
-        d_model: int = 256,
-        nhead: int = 8,
-        num_encoder_layers: int = 6,
-        num_decoder_layers: int = 6,
-        dim_feedforward: int = 2048,
-        dropout: float = 0.1,
-        pre_norm: bool = False,
-        irpe: IRPEConfig | None = None,
-        irpe_init: str = IRPE_INITS[0],
+        d_model: int,
+        nhead: int,
+        num_encoder_layers: int,
+        num_decoder_layers: int,
+        dim_feedforward: int,
+        dropout: float,
+        pre_norm: bool,
+        irpe: IRPEConfig | None,
+        irpe_init: str,
     ):
+        """The values are checked by :class:`~detr_irpe.models.config.DETRConfig`."""
         super().__init__()
-        if irpe_init not in IRPE_INITS:
-            raise ValueError(f"irpe_init {irpe_init!r} not in {IRPE_INITS}")
         enc = EncoderLayer(d_model, nhead, dim_feedforward, dropout, pre_norm, irpe)
         self.encoder = TransformerEncoder(
             enc, num_encoder_layers, nn.LayerNorm(d_model) if pre_norm else None

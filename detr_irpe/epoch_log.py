@@ -1,0 +1,48 @@
+"""What the main process records after each epoch: a JSON line in ``log.txt`` (the official
+keys), TensorBoard scalars when ``tensorboard`` is installed, and a progress line."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+
+def _tensorboard(output_dir: Path | None):
+    if output_dir is None:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception:  # tensorboard not installed: optional
+        return None
+    return SummaryWriter(str(output_dir / "tensorboard"))
+
+
+class EpochLog:
+    def __init__(self, output_dir: Path | None, start_epoch: int, epochs: int):
+        self.output_dir, self.start_epoch, self.epochs = output_dir, start_epoch, epochs
+        self.writer = _tensorboard(output_dir)
+        self.start = time.time()
+
+    @property
+    def seconds(self) -> float:
+        return time.time() - self.start
+
+    def write(self, epoch: int, log: dict, ap: float | None, best_ap: float) -> None:
+        if self.output_dir is not None:
+            with open(self.output_dir / "log.txt", "a") as f:
+                f.write(json.dumps(log) + "\n")
+        if self.writer is not None:
+            for k, v in log.items():
+                if isinstance(v, (int, float)):
+                    self.writer.add_scalar(k, v, epoch)
+            if ap is not None:
+                self.writer.add_scalar("test_AP", ap, epoch)
+        shown = f", AP {ap:.4f} (best {best_ap:.4f})" if ap is not None else ""
+        left = self.seconds / (epoch + 1 - self.start_epoch) * (self.epochs - epoch - 1)
+        print(f"epoch {epoch} done in {self.seconds:.0f}s total{shown}; about {left:.0f}s "
+              f"({self.epochs - epoch - 1} epochs) left", flush=True)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

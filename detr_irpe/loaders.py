@@ -1,0 +1,81 @@
+"""The datasets and data loaders of a run: samplers per process, reproducible order, and
+skipping the batches already done when a run resumes mid-epoch."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import BatchSampler, DistributedSampler, RandomSampler, SequentialSampler
+
+from .config import DataConfig
+from .data import CocoDetection, build_coco, collate_fn, make_transforms
+from .signals import DataLoader
+
+
+def build_datasets(data: DataConfig, evaluate_only: bool) -> tuple[CocoDetection | None,
+                                                                   CocoDetection]:
+    """``(train or None, val)``; custom data declares its categories in both files alike."""
+    train_tf = make_transforms("train", scales=data.train_scales, max_size=data.max_size)
+    val_tf = make_transforms("val", max_size=data.max_size, val_size=data.val_size)
+    skip = data.skip_unreadable
+    if data.dataset_file != "custom":
+        train = None if evaluate_only else build_coco(data.coco_path, "train", train_tf,
+                                                      skip_unreadable=skip)
+        return train, build_coco(data.coco_path, "val", val_tf, skip_unreadable=skip)
+    train = None
+    if data.train_json:
+        train = CocoDetection(data.train_images, data.train_json, train_tf, train=True,
+                              contiguous_labels=True, skip_unreadable=skip)
+    val = CocoDetection(data.val_images, data.val_json, val_tf, train=False,
+                        contiguous_labels=True, drop_crowd=False, skip_unreadable=skip)
+    if train is not None and train.label_to_category_id != val.label_to_category_id:
+        raise ValueError(f"{data.train_json} and {data.val_json} declare different categories; "
+                         f"both files must list the same category ids")
+    return train, val
+
+
+class SkipBatches:
+    """A batch sampler that leaves out the first ``skip`` batches (resuming mid-epoch)."""
+
+    def __init__(self, batch_sampler, skip: int = 0):
+        self.batch_sampler, self.skip = batch_sampler, skip
+
+    def __iter__(self):
+        for n, batch in enumerate(self.batch_sampler):
+            if n >= self.skip:
+                yield batch
+
+    def __len__(self):
+        return len(self.batch_sampler) - self.skip
+
+
+def val_loader(val: CocoDetection, batch_size: int, data: DataConfig, distributed: bool,
+               device: torch.device) -> DataLoader:
+    sampler = DistributedSampler(val, shuffle=False) if distributed else SequentialSampler(val)
+    return DataLoader(val, batch_size, sampler=sampler, drop_last=False, collate_fn=collate_fn,
+                      num_workers=data.num_workers, pin_memory=device.type == "cuda")
+
+
+class TrainLoader:
+    """The training loader and its samplers: :meth:`epoch` sets the order of an epoch
+    (reproducible from the seed, also after a resume) and the batches to skip."""
+
+    def __init__(self, train: CocoDetection, batch_size: int, data: DataConfig, seed: int,
+                 distributed: bool, device: torch.device):
+        self.seed, self.distributed = seed, distributed
+        self.sampler = (DistributedSampler(train, shuffle=True, seed=seed) if distributed
+                        else RandomSampler(train, generator=torch.Generator().manual_seed(seed)))
+        self.batches = SkipBatches(BatchSampler(self.sampler, batch_size, drop_last=True))
+        if len(self.batches) == 0:
+            raise ValueError(f"the training set has {len(train)} images, fewer than one batch "
+                             f"of --batch_size {batch_size} per process")
+        # Page-locked batches on CUDA: asynchronous copies to the GPU.
+        self.loader = DataLoader(train, batch_sampler=self.batches, collate_fn=collate_fn,
+                                 num_workers=data.num_workers, pin_memory=device.type == "cuda")
+
+    def epoch(self, epoch: int, skip: int = 0) -> DataLoader:
+        if self.distributed:
+            self.sampler.set_epoch(epoch)
+        else:
+            self.sampler.generator.manual_seed(self.seed * 100003 + epoch)
+        self.batches.skip = skip
+        return self.loader

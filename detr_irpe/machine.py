@@ -1,0 +1,58 @@
+"""Where a run computes and writes: the device of each process, its CPU threads and random
+seed, and a writable output folder."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .distributed import DistInfo
+from .runtime import available_cores, configure_cpu
+
+
+def device_name(device: str | None) -> str:
+    """``--device``, or cuda when available."""
+    return device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def process_device(device: str | None, info: DistInfo) -> torch.device:
+    """This process's device: ``cuda`` means the GPU of its local rank."""
+    name = device_name(device)
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"--device {name}: CUDA is not available here; use --device cpu")
+    if name == "cuda" and info.enabled:
+        name = f"cuda:{info.local_rank}"
+    return torch.device(name)
+
+
+def prepare_process(device: torch.device, threads: int | None, seed: int,
+                    info: DistInfo) -> None:
+    """CPU threads (the machine's cores split between its processes) and the seeds
+    (``seed`` + rank) of torch, numpy and Python."""
+    if device.type == "cpu":
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", info.world_size if info.enabled else 1))
+        configure_cpu(threads or max(1, available_cores() // max(1, local)))
+    torch.manual_seed(seed + info.rank)
+    np.random.seed(seed + info.rank)
+    random.seed(seed + info.rank)
+
+
+def output_folder(output_dir: str | None, is_main: bool) -> Path | None:
+    """The run's folder, created and checked for a little room by the main process."""
+    if output_dir is None:
+        return None
+    folder = Path(output_dir)
+    if is_main:
+        probe = folder / ".write_test"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"\0" * 2**20)  # room for at least a little
+            probe.unlink()
+        except OSError as err:
+            raise OSError(f"--output_dir {folder} is not writable ({err.strerror}); choose "
+                          f"another folder or free some space") from None
+    return folder

@@ -1,0 +1,150 @@
+"""The model's configuration, :class:`DETRConfig`: every architecture and loss option with
+its default (the paper's recipe) and its check, written once.  Field names are the official
+command-line names; ``main.py``'s flags are generated from these fields
+(:mod:`detr_irpe.options`).
+
+Plain Python (no torch), so that the command line checks its values before the heavy
+imports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from .irpe_config import IRPE_INITS, IRPEConfig, parse_irpe
+
+PAPER_IRPE = "rpe-2.0-product-ctx-1-k"
+RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
+BASIC_RESNETS = ("resnet18", "resnet34")  # basic blocks: 512 channels, no DC5
+BACKBONE_NORMS = ("frozen", "batch")
+BACKBONE_STRIDES = (32, 16)  # 32: layer4 features (DETR); 16: layer3 features (C4)
+POSITION_EMBEDDINGS = ("sine", "learned")
+# The options that shape the model and its trainable parameters: a checkpoint fixes them.
+ARCHITECTURE = ("num_classes", "enc_rpe2d", "backbone", "dilation", "position_embedding",
+                "hidden_dim", "nheads", "enc_layers", "dec_layers", "dim_feedforward",
+                "num_queries", "pre_norm", "backbone_norm", "trainable_backbone_layers",
+                "backbone_stride")
+_AT_LEAST_ONE = ("num_classes", "hidden_dim", "nheads", "enc_layers", "dec_layers",
+                 "dim_feedforward", "num_queries")
+
+
+def option(default, help: str, **cli):
+    """A configuration field with its command-line help (the checks below name options by
+    their flags, for the command line and the Python API alike); ``cli`` holds argparse extras
+    (``choices``, ``type``, ``metavar``, ``nargs``, ``flag`` for a differently named switch)."""
+    return field(default=default, metadata={"help": help, **cli})
+
+
+def check_choice(name: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"--{name}={value!r} is not one of {', '.join(map(str, choices))}")
+
+
+def check_at_least(config, names, low: int) -> None:
+    for name in names:
+        if getattr(config, name) < low:
+            raise ValueError(f"--{name} {getattr(config, name)}: must be >= {low}")
+
+
+@dataclass(frozen=True)
+class DETRConfig:
+    """Everything :func:`detr_irpe.build_detr` needs.  ``enc_rpe2d`` is the official iRPE
+    string, parsed once here into :attr:`irpe`; ``aux_loss`` and ``dense_aux_coef`` only
+    change training, never the inference model."""
+
+    # Architecture.
+    num_classes: int = option(
+        91, "largest label + 1; the class head has num_classes + 1 outputs, the last meaning "
+        "'no object' (default: 91 for COCO, derived from the data for custom sets)")
+    enc_rpe2d: str = option(
+        PAPER_IRPE, "iRPE of the encoder: rpe-{ratio}-{method}-{mode}-{shared_head}-{rpe_on}; "
+        f"'' = off (default: {PAPER_IRPE}, or the --finetune_from checkpoint's)")
+    irpe_init: str = option(
+        IRPE_INITS[0], "how the iRPE tables start: xavier (the official run) or zero (a fresh "
+        "model computes plain DETR; e.g. to fine-tune a plain DETR checkpoint)",
+        choices=IRPE_INITS)
+    backbone: str = option("resnet50", "ResNet depth", choices=RESNETS)
+    dilation: bool = option(False, "DC5: dilate layer4 instead of striding")
+    position_embedding: str = option("sine", "position encoding added to the image features",
+                                     choices=POSITION_EMBEDDINGS)
+    hidden_dim: int = option(256, "width of the transformer")
+    nheads: int = option(8, "attention heads")
+    enc_layers: int = option(6, "transformer encoder layers")
+    dec_layers: int = option(6, "transformer decoder layers")
+    dim_feedforward: int = option(2048, "hidden size of the feed-forward blocks")
+    dropout: float = option(0.1, "dropout in the transformer")
+    num_queries: int = option(100, "object queries: most objects per image")
+    pre_norm: bool = option(False, "layer norm before (not after) each block")
+    # Backbone.
+    pretrained_backbone: str = option(
+        "imagenet", "'imagenet' (torchvision IMAGENET1K_V1), 'none' (random init) or the path "
+        "of a torchvision ResNet state dict")
+    backbone_norm: str = option(
+        "frozen", "'frozen' batch norm (DETR, for a pretrained backbone) or trainable 'batch' "
+        "norm (for training from random init)", choices=BACKBONE_NORMS)
+    trainable_backbone_layers: int = option(
+        3, "ResNet stages that train, from the top: 3 = layer2-4 (DETR), 5 = all",
+        choices=range(6), metavar="{0..5}")
+    backbone_stride: int = option(
+        BACKBONE_STRIDES[0], "32: ResNet layer4 features (DETR); 16: layer3 features, layer4 "
+        "left out (C4: 4x the feature cells, for small images; official checkpoints need 32)",
+        choices=BACKBONE_STRIDES)
+    lr_backbone: float = option(1e-5, "learning rate of the backbone (0: the backbone is frozen)")
+    # Matching and losses.
+    aux_loss: bool = option(True, "no losses on the outputs of the intermediate decoder layers",
+                            flag="--no_aux_loss")
+    set_cost_class: float = option(1.0, "matching cost weight: class")
+    set_cost_bbox: float = option(5.0, "matching cost weight: L1 box")
+    set_cost_giou: float = option(2.0, "matching cost weight: GIoU")
+    bbox_loss_coef: float = option(5.0, "loss weight: L1 box")
+    giou_loss_coef: float = option(2.0, "loss weight: GIoU")
+    eos_coef: float = option(0.1, "class-loss weight of the 'no object' class")
+    dense_aux_coef: float = option(
+        0.0, "training only: weight of a dense auxiliary head on the encoder output (each token "
+        "near an object's centre predicts its class and box; speeds up training from "
+        "scratch); 0 = off.  Saved checkpoints are plain DETR (README, 'Training aids')")
+
+    def __post_init__(self):
+        irpe = parse_irpe(self.enc_rpe2d)  # a bad string fails here, naming the flag
+        object.__setattr__(self, "_irpe", irpe)
+        check_at_least(self, _AT_LEAST_ONE, 1)
+        check_choice("irpe_init", self.irpe_init, IRPE_INITS)
+        check_choice("backbone", self.backbone, RESNETS)
+        check_choice("position_embedding", self.position_embedding, POSITION_EMBEDDINGS)
+        check_choice("backbone_norm", self.backbone_norm, BACKBONE_NORMS)
+        check_choice("trainable_backbone_layers", self.trainable_backbone_layers, range(6))
+        check_choice("backbone_stride", self.backbone_stride, BACKBONE_STRIDES)
+        if self.hidden_dim % self.nheads:
+            raise ValueError(f"--hidden_dim {self.hidden_dim} is not divisible by --nheads {self.nheads}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"--dropout {self.dropout}: must be in [0, 1)")
+        if self.lr_backbone < 0 or self.dense_aux_coef < 0:
+            raise ValueError(f"--lr_backbone {self.lr_backbone}, --dense_aux_coef "
+                             f"{self.dense_aux_coef}: must be >= 0 (0 = off)")
+        if self.dilation and self.backbone_stride != 32:
+            raise ValueError("--dilation dilates layer4, which --backbone_stride 16 leaves out; "
+                             "use one of them")
+        if self.dilation and self.backbone in BASIC_RESNETS:
+            raise ValueError(f"--dilation (DC5) needs --backbone resnet50 or resnet101, "
+                             f"not {self.backbone}")
+
+    @property
+    def irpe(self) -> IRPEConfig | None:
+        """The parsed ``enc_rpe2d`` (None: no iRPE)."""
+        return self._irpe
+
+    @classmethod
+    def from_options(cls, options: dict, strict: bool = True) -> DETRConfig:
+        """Build from a dict of options (e.g. ``vars(args)``); unknown names are an error
+        when ``strict``, else ignored."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if strict and unknown:
+            raise TypeError(f"unknown model options {unknown}; valid options: {sorted(known)}")
+        return cls(**{k: v for k, v in options.items() if k in known})
+
+    def replace(self, **changes) -> DETRConfig:
+        return DETRConfig.from_options({**self.to_dict(), **changes})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
