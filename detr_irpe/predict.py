@@ -29,32 +29,12 @@ import torchvision.transforms.v2.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
+from .categories import COCO_CATEGORY_NAMES, COCO_NUM_CLASSES, UNNAMED_COCO_ID
 from .checkpoint import load_checkpoint
 from .config import EVAL_MAX_SIZE, EVAL_SIZE
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD, resize_size
 from .files import write_json
 from .models.detr import DETR, PostProcess, build_detr
-
-# The 80 COCO categories under their official ids (1..90; the 11 unused ids and 0 map to
-# "N/A").  Official DETR checkpoints predict these ids directly (num_classes = 91).
-COCO_CATEGORY_NAMES: dict[int, str] = {
-    1: "person", 2: "bicycle", 3: "car", 4: "motorcycle", 5: "airplane", 6: "bus",
-    7: "train", 8: "truck", 9: "boat", 10: "traffic light", 11: "fire hydrant",
-    13: "stop sign", 14: "parking meter", 15: "bench", 16: "bird", 17: "cat", 18: "dog",
-    19: "horse", 20: "sheep", 21: "cow", 22: "elephant", 23: "bear", 24: "zebra",
-    25: "giraffe", 27: "backpack", 28: "umbrella", 31: "handbag", 32: "tie",
-    33: "suitcase", 34: "frisbee", 35: "skis", 36: "snowboard", 37: "sports ball",
-    38: "kite", 39: "baseball bat", 40: "baseball glove", 41: "skateboard",
-    42: "surfboard", 43: "tennis racket", 44: "bottle", 46: "wine glass", 47: "cup",
-    48: "fork", 49: "knife", 50: "spoon", 51: "bowl", 52: "banana", 53: "apple",
-    54: "sandwich", 55: "orange", 56: "broccoli", 57: "carrot", 58: "hot dog",
-    59: "pizza", 60: "donut", 61: "cake", 62: "chair", 63: "couch", 64: "potted plant",
-    65: "bed", 67: "dining table", 70: "toilet", 72: "tv", 73: "laptop", 74: "mouse",
-    75: "remote", 76: "keyboard", 77: "cell phone", 78: "microwave", 79: "oven",
-    80: "toaster", 81: "sink", 82: "refrigerator", 84: "book", 85: "clock", 86: "vase",
-    87: "scissors", 88: "teddy bear", 89: "hair drier", 90: "toothbrush",
-}  # fmt: skip
-COCO_NUM_CLASSES = 91
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -63,11 +43,6 @@ ImageInput = str | os.PathLike | Image.Image | Tensor
 
 class ImageReadError(OSError):
     """An image file that is missing or cannot be decoded; the message names the path."""
-
-
-def coco_category_name(category_id: int) -> str:
-    """Name of a COCO category id; ids without a category give "N/A"."""
-    return COCO_CATEGORY_NAMES.get(int(category_id), "N/A")
 
 
 def load_image(path: str | os.PathLike, exif_transpose: bool = True) -> Image.Image:
@@ -186,7 +161,7 @@ class Detector:
         self.label_to_category_id = {k: int(v) for k, v in mapping.items()}
         if names is None and label_to_category_id is None and model.num_classes == COCO_NUM_CLASSES:
             names = dict(COCO_CATEGORY_NAMES)
-            self._unknown_name = "N/A"
+            self._unknown_name = UNNAMED_COCO_ID
         else:
             self._unknown_name = None
         self.category_names = {k: str(v) for k, v in (names or {}).items()}

@@ -15,9 +15,9 @@ from pycocotools.coco import COCO
 from torchvision import tv_tensors
 
 import detr_irpe
+from detr_irpe.categories import COCO_CATEGORY_NAMES
 from detr_irpe.data.transforms import make_transforms, to_model_format
 from detr_irpe.predict import (
-    COCO_CATEGORY_NAMES,
     Detector,
     ImageReadError,
     find_images,
