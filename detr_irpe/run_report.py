@@ -12,7 +12,7 @@ from pathlib import Path
 from torchvision.transforms.v2 import functional as F
 
 from .data import CocoDetection
-from .predict import Detector
+from .detector import Detector
 from .visualization import draw_detections, plot_logs, save_png
 
 PICTURES = 8  # validation images drawn with their detections

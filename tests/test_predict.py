@@ -17,13 +17,9 @@ from torchvision import tv_tensors
 import detr_irpe
 from detr_irpe.categories import COCO_CATEGORY_NAMES
 from detr_irpe.data.transforms import make_transforms, to_model_format
-from detr_irpe.predict import (
-    Detector,
-    ImageReadError,
-    find_images,
-    preprocess,
-    to_image_tensor,
-)
+from detr_irpe.detector import Detector, preprocess
+from detr_irpe.image_input import ImageReadError, to_image_tensor
+from detr_irpe.predict import find_images
 from detr_irpe.visualization import irpe_tables, plot_irpe_tables, read_log
 
 TINY = dict(backbone="resnet18", hidden_dim=32, nheads=2, enc_layers=1, dec_layers=1,
