@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torchvision.transforms.v2.functional as F
 
+from .detection_drawing import draw_detections, save_png
 from .detector import Detector
 from .files import write_json
 from .image_input import ImageReadError, load_image
@@ -132,8 +133,6 @@ def predict_to_folder(
     An unreadable image is skipped with a message (listed in the result) unless
     ``strict``, which raises :class:`ImageReadError`.
     """
-    from .visualization import draw_detections, save_png  # rendering only
-
     log = log or (lambda msg: print(msg, flush=True))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -19,8 +19,9 @@ from detr_irpe.categories import COCO_CATEGORY_NAMES
 from detr_irpe.data.transforms import make_transforms, to_model_format
 from detr_irpe.detector import Detector, preprocess
 from detr_irpe.image_input import ImageReadError, to_image_tensor
+from detr_irpe.irpe_table_plots import irpe_tables, plot_irpe_tables
 from detr_irpe.predict import find_images
-from detr_irpe.visualization import irpe_tables, plot_irpe_tables, read_log
+from detr_irpe.training_curves import read_log
 
 TINY = dict(backbone="resnet18", hidden_dim=32, nheads=2, enc_layers=1, dec_layers=1,
             dim_feedforward=32, num_queries=5, pretrained_backbone="none")
@@ -356,7 +357,7 @@ def test_visualize_rpe_without_irpe_errors(tmp_path, capsys):
 
 
 def test_labels_scale_with_the_image_and_stay_inside_it():
-    from detr_irpe.visualization import detection_style, draw_detections
+    from detr_irpe.detection_drawing import detection_style, draw_detections
 
     small, large = detection_style(128, 125), detection_style(800, 1066)
     assert small[0] <= large[0] and small[1] < large[1]
