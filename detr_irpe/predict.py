@@ -14,6 +14,7 @@ from glob import glob
 from pathlib import Path
 
 import torchvision.transforms.v2.functional as F
+from torch import Tensor
 
 from .detection_drawing import draw_detections, save_png
 from .detector import Detector
@@ -99,12 +100,95 @@ class PredictionRun:
     seconds: float = 0.0
 
 
-def _render_name(stem: str, image_id: int, taken: set[str]) -> str:
+class _Progress:
+    """Logs "predict: done/total images, rate images/s" after the first batch, after the
+    last one and, between them, at most once every ``every_s`` seconds."""
+
+    def __init__(self, total: int, log: Callable[[str], None], every_s: float):
+        self.total, self.log, self.every_s = total, log, every_s
+        self.start = self.last_report = time.perf_counter()
+        self.reports = 0
+
+    def batch_done(self, done: int) -> None:
+        now = time.perf_counter()
+        if done == self.total or self.reports == 0 or now - self.last_report >= self.every_s:
+            rate = done / max(now - self.start, 1e-9)
+            self.log(f"predict: {done}/{self.total} images, {rate:.2f} images/s")
+            self.last_report = now
+            self.reports += 1
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start
+
+
+def _read_images(
+    files: Sequence[Path],
+    indices: range,
+    exif_transpose: bool,
+    strict: bool,
+    log: Callable[[str], None],
+    skipped: list[tuple[str, str]],
+) -> list[tuple[int, Tensor]]:
+    """(index, uint8 RGB (3, H, W) pixels) of the files at ``indices`` that can be read.
+
+    An unreadable file is logged and added to ``skipped`` as (path, reason), or, with
+    ``strict``, its :class:`ImageReadError` is raised."""
+    read = []
+    for k in indices:
+        try:
+            read.append((k, F.pil_to_tensor(load_image(files[k], exif_transpose))))
+        except ImageReadError as err:
+            if strict:
+                raise
+            log(f"skipped: {err}")
+            skipped.append((str(files[k]), str(err)))
+    return read
+
+
+def _detect(
+    detector: Detector, read: list[tuple[int, Tensor]], threshold: float
+) -> list[tuple[int, Tensor, dict]]:
+    """(index, pixels, detections) of each read image, all in one call of the detector."""
+    if not read:
+        return []
+    pixels = [image for _, image in read]
+    dets = detector.predict(pixels, threshold=threshold, batch_size=len(pixels))
+    return [(k, image, det) for (k, image), det in zip(read, dets)]
+
+
+def _image_entry(image_id: int, file_name: str, pixels: Tensor) -> dict:
+    """The ``images.json`` entry of one image."""
+    return {"id": image_id, "file_name": file_name, "width": pixels.shape[-1],
+            "height": pixels.shape[-2]}
+
+
+def _save_picture(
+    pixels: Tensor, det: dict, out: Path, stem: str, image_id: int, taken: set[str]
+) -> Path:
+    """Write the image with its detections drawn on it to ``out/<stem>.png``, or to
+    ``out/<stem>_<image_id>.png`` when a picture of that name was written before."""
     name = f"{stem}.png"
     if name in taken:
         name = f"{stem}_{image_id}.png"
     taken.add(name)
-    return name
+    path = out / name
+    save_png(draw_detections(pixels, det), path)
+    return path
+
+
+def _write_results(
+    run: PredictionRun, out: Path, total: int, threshold: float, render: bool,
+    log: Callable[[str], None],
+) -> None:
+    """Write ``predictions.json`` and ``images.json`` and log what the run did."""
+    write_json(out / "predictions.json", run.detections, indent=None)
+    write_json(out / "images.json", run.images, indent=None)
+    if run.skipped:
+        log(f"{len(run.skipped)} of {total} image(s) could not be read and were skipped")
+    log(f"{len(run.detections)} detections on {len(run.images)} image(s) with score >= "
+        f"{threshold} -> {out / 'predictions.json'} (image ids: {out / 'images.json'})")
+    if render:
+        log(f"pictures: {len(run.rendered)} PNG(s) in {out}")
 
 
 def predict_to_folder(
@@ -139,46 +223,17 @@ def predict_to_folder(
     names = [str(p.relative_to(root)) if root is not None else str(p) for p in files]
     ids = _image_ids_from_coco(coco_json, names) if coco_json else list(range(len(files)))
     run = PredictionRun()
-    taken: set[str] = set()
-    start = last_report = time.perf_counter()
-    done = 0
+    taken: set[str] = set()  # names of the pictures written
+    progress = _Progress(len(files), log, progress_every_s)
     for first in range(0, len(files), batch_size):
-        batch = []
-        for k in range(first, min(first + batch_size, len(files))):
-            try:
-                batch.append((k, load_image(files[k], detector.exif_transpose)))
-            except ImageReadError as err:
-                if strict:
-                    raise
-                log(f"skipped: {err}")
-                run.skipped.append((str(files[k]), str(err)))
-        if batch:
-            tensors = [F.pil_to_tensor(image) for _, image in batch]
-            dets = detector.predict(tensors, threshold=threshold, batch_size=len(tensors))
-            for (k, image), det, pixels in zip(batch, dets, tensors):
-                run.images.append(
-                    {"id": ids[k], "file_name": names[k], "width": image.width,
-                     "height": image.height}
-                )
-                run.detections.extend(coco_results(det, ids[k]))
-                if render:
-                    target = out / _render_name(files[k].stem, ids[k], taken)
-                    save_png(draw_detections(pixels, det), target)
-                    run.rendered.append(target)
-        done = min(first + batch_size, len(files))
-        now = time.perf_counter()
-        if done == len(files) or first == 0 or now - last_report >= progress_every_s:
-            rate = done / max(now - start, 1e-9)
-            log(f"predict: {done}/{len(files)} images, {rate:.2f} images/s")
-            last_report = now
-    run.seconds = time.perf_counter() - start
-    write_json(out / "predictions.json", run.detections, indent=None)
-    write_json(out / "images.json", run.images, indent=None)
-    if run.skipped:
-        log(f"{len(run.skipped)} of {len(files)} image(s) could not be read and were skipped")
-    log(f"{len(run.detections)} detections on {len(run.images)} image(s) with score >= "
-        f"{threshold} -> {out / 'predictions.json'} (image ids: {out / 'images.json'})")
-    if render:
-        log(f"pictures: {len(run.rendered)} PNG(s) in {out}")
+        batch = range(first, min(first + batch_size, len(files)))
+        read = _read_images(files, batch, detector.exif_transpose, strict, log, run.skipped)
+        for k, pixels, det in _detect(detector, read, threshold):
+            run.images.append(_image_entry(ids[k], names[k], pixels))
+            run.detections.extend(coco_results(det, ids[k]))
+            if render:
+                run.rendered.append(_save_picture(pixels, det, out, files[k].stem, ids[k], taken))
+        progress.batch_done(batch.stop)
+    run.seconds = progress.seconds()
+    _write_results(run, out, len(files), threshold, render, log)
     return run
-
