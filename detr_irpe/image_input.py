@@ -2,7 +2,9 @@
 
 A file path is decoded here (:func:`load_image`), a PIL image converted, a tensor checked
 (:func:`to_image_tensor`); a file that cannot be read raises :class:`ImageReadError`
-naming it.
+naming it.  Files and PIL images go through the data pipeline's own
+:func:`~detr_irpe.data.image_source.to_rgb`, so the detector sees the pixels that
+evaluation sees.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import torchvision.transforms.v2.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
+from .data.image_source import to_rgb
+
 # What the detector accepts as one image: a file path, a PIL image or a (3, H, W) tensor.
 ImageInput = str | os.PathLike | Image.Image | Tensor
 
@@ -23,7 +27,9 @@ class ImageReadError(OSError):
 
 
 def load_image(path: str | os.PathLike, exif_transpose: bool = True) -> Image.Image:
-    """Read an image file as RGB (grayscale, RGBA and palette files are converted).
+    """Read an image file as 8-bit RGB, decoded as the data pipeline decodes it
+    (:func:`~detr_irpe.data.image_source.to_rgb`: 16-bit files are scaled to 8 bits;
+    grayscale, RGBA and palette files are converted).
 
     With ``exif_transpose`` the EXIF orientation tag is applied (photos from phones and
     cameras then come out the way viewers show them; boxes refer to that orientation).
@@ -33,7 +39,7 @@ def load_image(path: str | os.PathLike, exif_transpose: bool = True) -> Image.Im
         with Image.open(path) as image:
             if exif_transpose:
                 image = ImageOps.exif_transpose(image)
-            return image.convert("RGB")
+            return to_rgb(image)
     except FileNotFoundError:
         raise ImageReadError(f"image {str(path)!r} does not exist") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
@@ -49,7 +55,7 @@ def to_image_tensor(image: ImageInput, exif_transpose: bool = True) -> Tensor:
     if isinstance(image, (str, os.PathLike)):
         image = load_image(image, exif_transpose)
     if isinstance(image, Image.Image):
-        return F.pil_to_tensor(image.convert("RGB"))
+        return F.pil_to_tensor(to_rgb(image))
     if not isinstance(image, Tensor):
         raise TypeError(
             f"expected a file path, a PIL image or a (3, H, W) tensor, got {type(image).__name__}"
