@@ -8,8 +8,9 @@ pre-processes images, runs the model and decodes its outputs into detections.
     # dets[i]["labels"] int64 (n,)     original category ids (not model labels)
     # dets[i]["names"]  list[str]      category names
 
-Pre-processing is the evaluation transform (shorter side ``size``, longer side at most
-``max_size``, :func:`~detr_irpe.data.transforms.resize_size`; ImageNet mean/std) and the
+Pre-processing is the evaluation transform itself (``make_transforms("val")`` and
+``to_model_format`` of :mod:`detr_irpe.data.transforms`: shorter side ``size``, longer
+side at most ``max_size``; ImageNet mean/std) and the
 backbone runs on every image alone (``DETR.per_image_backbone``), so a detection does not
 depend on the other images of its batch.
 """
@@ -20,20 +21,21 @@ import os
 from collections.abc import Sequence
 
 import torch
-import torchvision.transforms.v2.functional as F
 from torch import Tensor
+from torchvision import tv_tensors
 
 from .categories import COCO_CATEGORY_NAMES, COCO_NUM_CLASSES, UNNAMED_COCO_ID
 from .checkpoint import load_checkpoint
 from .config import EVAL_MAX_SIZE, EVAL_SIZE
-from .data.transforms import IMAGENET_MEAN, IMAGENET_STD, resize_size
+from .data.transforms import make_transforms, to_model_format
 from .image_input import ImageInput, to_image_tensor
 from .models.detr import DETR, PostProcess, build_detr
 
 
-def preprocess(image: Tensor, size: int = EVAL_SIZE, max_size: int | None = EVAL_MAX_SIZE) -> Tensor:
-    """The evaluation transform: (3, h, w) uint8/float image -> normalised float32
-    (3, H, W), with (H, W) = ``resize_size((h, w), size, max_size)``.
+def preprocess(image: Tensor, size: int, max_size: int | None) -> Tensor:
+    """The evaluation transform itself, ``make_transforms("val", ...)`` then
+    ``to_model_format``: (3, h, w) uint8/float image -> normalised float32 (3, H, W), with
+    (H, W) = ``resize_size((h, w), size, max_size)``.
 
     Float images (values 0-1) are first rounded to 8 bits: evaluation resizes the uint8
     pixels of image files, and this keeps a float copy of a file's pixels bit-identical
@@ -41,11 +43,11 @@ def preprocess(image: Tensor, size: int = EVAL_SIZE, max_size: int | None = EVAL
     """
     if image.is_floating_point():
         image = image.mul(255).round_().clamp_(0, 255).to(torch.uint8)
-    new_hw = resize_size(tuple(image.shape[-2:]), size, max_size)
-    if new_hw != tuple(image.shape[-2:]):
-        image = F.resize(image, list(new_hw))
-    pixels = F.to_dtype(image, torch.float32, scale=True)
-    return F.normalize(pixels, mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD))
+    no_boxes = {"boxes": tv_tensors.BoundingBoxes(torch.zeros(0, 4), format="XYXY",
+                                                  canvas_size=tuple(image.shape[-2:]))}
+    evaluation = make_transforms("val", max_size=max_size, val_size=size)
+    pixels, _ = to_model_format(*evaluation(tv_tensors.Image(image), no_boxes))
+    return pixels
 
 
 def _as_int_dict(mapping) -> dict[int, object] | None:

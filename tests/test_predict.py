@@ -91,16 +91,19 @@ def _same(a, b, atol=0.0):
     torch.testing.assert_close(a["boxes"], b["boxes"], atol=atol * 100, rtol=0)
 
 
-def test_preprocess_is_the_evaluation_transform(image_dir):
-    pil = Image.open(image_dir / "img0.png").convert("RGB")
+@pytest.mark.parametrize("n", range(len(IMAGE_SIZES)))
+def test_preprocess_is_the_evaluation_transform(image_dir, n):
+    pil = Image.open(image_dir / f"img{n}.png").convert("RGB")
     image = TF.to_image(pil)
     target = {"boxes": tv_tensors.BoundingBoxes(torch.zeros(0, 4), format="XYXY",
                                                 canvas_size=image.shape[-2:])}
     expected, _ = to_model_format(*make_transforms("val", max_size=MAX_SIZE, val_size=SIZE)(
         image, target))
     ours = preprocess(to_image_tensor(pil), SIZE, MAX_SIZE)
-    assert ours.shape == (3, 64, 85)  # 60 x 80 -> shorter side 64, 64 * 80 / 60 truncated
-    assert torch.equal(ours, expected)
+    assert torch.equal(ours, expected)  # bit for bit
+    assert torch.equal(preprocess(to_image_tensor(pil).float() / 255, SIZE, MAX_SIZE), expected)
+    if n == 0:
+        assert ours.shape == (3, 64, 85)  # 60 x 80 -> shorter side 64, 64 * 80 / 60 truncated
 
 
 def test_16_bit_images_reach_the_model_as_the_evaluation_dataset_reads_them(detector, tmp_path):
