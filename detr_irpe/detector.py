@@ -28,8 +28,11 @@ from .categories import COCO_CATEGORY_NAMES, COCO_NUM_CLASSES, UNNAMED_COCO_ID
 from .checkpoint import load_checkpoint
 from .config import EVAL_MAX_SIZE, EVAL_SIZE
 from .data.transforms import make_transforms, to_model_format
-from .image_input import ImageInput, to_image_tensor
+from .image_input import EXIF_TRANSPOSE, ImageInput, to_image_tensor
 from .models.detr import DETR, PostProcess, build_detr
+
+THRESHOLD = 0.5  # detections with a lower score are left out
+BATCH_SIZE = 4  # images per forward pass
 
 
 def preprocess(image: Tensor, size: int, max_size: int | None) -> Tensor:
@@ -73,7 +76,7 @@ class Detector:
         device: str | torch.device = "cpu",
         size: int = EVAL_SIZE,
         max_size: int | None = EVAL_MAX_SIZE,
-        exif_transpose: bool = True,
+        exif_transpose: bool = EXIF_TRANSPOSE,
     ):
         if size < 1 or (max_size is not None and max_size < size):
             raise ValueError(f"size={size}, max_size={max_size}: need 1 <= size <= max_size")
@@ -117,7 +120,7 @@ class Detector:
         size: int | None = None,
         max_size: int | None = None,
         trust: bool = False,
-        exif_transpose: bool = True,
+        exif_transpose: bool = EXIF_TRANSPOSE,
     ) -> Detector:
         """Build the model a checkpoint describes (ours, official DETR or DETR-with-iRPE),
         load its weights strictly and take the label mapping and names it stores.
@@ -157,8 +160,8 @@ class Detector:
     def predict(
         self,
         images: ImageInput | Sequence[ImageInput],
-        threshold: float = 0.5,
-        batch_size: int = 4,
+        threshold: float = THRESHOLD,
+        batch_size: int = BATCH_SIZE,
     ) -> dict | list[dict]:
         """Detections for one image or a list of images.
 

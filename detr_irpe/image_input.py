@@ -20,13 +20,15 @@ from .data.image_source import to_rgb
 
 # What the detector accepts as one image: a file path, a PIL image or a (3, H, W) tensor.
 ImageInput = str | os.PathLike | Image.Image | Tensor
+# Files are turned the way their EXIF orientation tag says unless the caller opts out.
+EXIF_TRANSPOSE = True
 
 
 class ImageReadError(OSError):
     """An image file that is missing or cannot be decoded; the message names the path."""
 
 
-def load_image(path: str | os.PathLike, exif_transpose: bool = True) -> Image.Image:
+def load_image(path: str | os.PathLike, exif_transpose: bool = EXIF_TRANSPOSE) -> Image.Image:
     """Read an image file as 8-bit RGB, decoded as the data pipeline decodes it
     (:func:`~detr_irpe.data.image_source.to_rgb`: 16-bit files are scaled to 8 bits;
     grayscale, RGBA and palette files are converted).
@@ -46,7 +48,7 @@ def load_image(path: str | os.PathLike, exif_transpose: bool = True) -> Image.Im
         raise ImageReadError(f"cannot read image {str(path)!r}: {err}") from None
 
 
-def to_image_tensor(image: ImageInput, exif_transpose: bool = True) -> Tensor:
+def to_image_tensor(image: ImageInput, exif_transpose: bool = EXIF_TRANSPOSE) -> Tensor:
     """A path, PIL image or CHW tensor -> (3, H, W) tensor, uint8 0-255 or float 0-1.
 
     Tensors: uint8 values 0-255 or floating values in [0, 1], RGB, (3, H, W); a

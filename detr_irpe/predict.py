@@ -17,7 +17,7 @@ import torchvision.transforms.v2.functional as F
 from torch import Tensor
 
 from .detection_drawing import draw_detections, save_png
-from .detector import Detector
+from .detector import BATCH_SIZE, THRESHOLD, Detector
 from .files import write_json
 from .image_input import ImageReadError, load_image
 
@@ -195,8 +195,8 @@ def predict_to_folder(
     detector: Detector,
     files: Sequence[Path],
     out_dir: str | os.PathLike,
-    threshold: float = 0.5,
-    batch_size: int = 4,
+    threshold: float = THRESHOLD,
+    batch_size: int = BATCH_SIZE,
     render: bool = False,
     strict: bool = False,
     root: Path | None = None,
