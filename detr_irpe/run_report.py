@@ -12,8 +12,9 @@ from pathlib import Path
 from torchvision.transforms.v2 import functional as F
 
 from .data import CocoDetection
-from .predict import Detector
-from .visualization import draw_detections, plot_logs, save_png
+from .detection_drawing import draw_detections, save_png
+from .detector import Detector
+from .training_curves import plot_logs
 
 PICTURES = 8  # validation images drawn with their detections
 THRESHOLD = 0.5  # score of the detections drawn

@@ -15,16 +15,15 @@ from pycocotools.coco import COCO
 from torchvision import tv_tensors
 
 import detr_irpe
+from detr_irpe.categories import COCO_CATEGORY_NAMES
+from detr_irpe.data.coco import CocoDetection
+from detr_irpe.data.image_source import SIXTEEN_BIT_MODES
 from detr_irpe.data.transforms import make_transforms, to_model_format
-from detr_irpe.predict import (
-    COCO_CATEGORY_NAMES,
-    Detector,
-    ImageReadError,
-    find_images,
-    preprocess,
-    to_image_tensor,
-)
-from detr_irpe.visualization import irpe_tables, plot_irpe_tables, read_log
+from detr_irpe.detector import Detector, preprocess
+from detr_irpe.image_input import ImageReadError, to_image_tensor
+from detr_irpe.irpe_table_plots import irpe_tables, plot_irpe_tables
+from detr_irpe.predict import find_images, predict_to_folder
+from detr_irpe.training_curves import read_log
 
 TINY = dict(backbone="resnet18", hidden_dim=32, nheads=2, enc_layers=1, dec_layers=1,
             dim_feedforward=32, num_queries=5, pretrained_backbone="none")
@@ -92,16 +91,49 @@ def _same(a, b, atol=0.0):
     torch.testing.assert_close(a["boxes"], b["boxes"], atol=atol * 100, rtol=0)
 
 
-def test_preprocess_is_the_evaluation_transform(image_dir):
-    pil = Image.open(image_dir / "img0.png").convert("RGB")
+@pytest.mark.parametrize("n", range(len(IMAGE_SIZES)))
+def test_preprocess_is_the_evaluation_transform(image_dir, n):
+    pil = Image.open(image_dir / f"img{n}.png").convert("RGB")
     image = TF.to_image(pil)
     target = {"boxes": tv_tensors.BoundingBoxes(torch.zeros(0, 4), format="XYXY",
                                                 canvas_size=image.shape[-2:])}
     expected, _ = to_model_format(*make_transforms("val", max_size=MAX_SIZE, val_size=SIZE)(
         image, target))
     ours = preprocess(to_image_tensor(pil), SIZE, MAX_SIZE)
-    assert ours.shape == (3, 64, 85)  # 60 x 80 -> shorter side 64, 64 * 80 / 60 truncated
-    assert torch.equal(ours, expected)
+    assert torch.equal(ours, expected)  # bit for bit
+    assert torch.equal(preprocess(to_image_tensor(pil).float() / 255, SIZE, MAX_SIZE), expected)
+    if n == 0:
+        assert ours.shape == (3, 64, 85)  # 60 x 80 -> shorter side 64, 64 * 80 / 60 truncated
+
+
+def test_16_bit_images_reach_the_model_as_the_evaluation_dataset_reads_them(detector, tmp_path):
+    """A 16-bit greyscale PNG is scaled to 8 bits, not clipped to white: the detector and the
+    folder job give the model the very tensor the evaluation dataset makes of the file."""
+    folder = tmp_path / "val"
+    folder.mkdir()
+    h, w = 40, 56
+    ramp = np.linspace(0, 65535, h * w).round().astype(np.uint16).reshape(h, w)
+    Image.fromarray(ramp).save(folder / "deep.png")
+    with Image.open(folder / "deep.png") as image:
+        assert image.mode in SIXTEEN_BIT_MODES
+    ann_file = tmp_path / "val.json"
+    ann_file.write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "deep.png", "height": h, "width": w}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 7, "bbox": [4, 4, 20, 10],
+                         "area": 200, "iscrowd": 0}],
+        "categories": [{"id": 7, "name": "cat"}]}))
+    val = CocoDetection(folder, ann_file, make_transforms("val", max_size=MAX_SIZE, val_size=SIZE))
+    expected, _ = val[0]
+    seen = []
+    hook = detector.model.register_forward_pre_hook(lambda module, args: seen.extend(args[0]))
+    try:
+        detector.predict(folder / "deep.png")
+        predict_to_folder(detector, [folder / "deep.png"], tmp_path / "out", log=lambda line: None)
+    finally:
+        hook.remove()
+    assert len(seen) == 2
+    for inputs in seen:
+        assert torch.equal(inputs, expected)
 
 
 def test_input_types_agree(detector, image_dir):
@@ -360,7 +392,7 @@ def test_visualize_rpe_without_irpe_errors(tmp_path, capsys):
 
 
 def test_labels_scale_with_the_image_and_stay_inside_it():
-    from detr_irpe.visualization import detection_style, draw_detections
+    from detr_irpe.detection_drawing import detection_style, draw_detections
 
     small, large = detection_style(128, 125), detection_style(800, 1066)
     assert small[0] <= large[0] and small[1] < large[1]

@@ -14,7 +14,7 @@ from pathlib import Path
 # Let the script run from a source checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from detr_irpe.visualization import plot_logs  # noqa: E402
+from detr_irpe.training_curves import plot_logs  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:

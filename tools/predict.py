@@ -29,8 +29,10 @@ from pathlib import Path  # noqa: E402
 # Let the script run from a source checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from detr_irpe.detector import Detector  # noqa: E402
+from detr_irpe.image_input import ImageReadError  # noqa: E402
 from detr_irpe.options import EXIT_ERROR  # noqa: E402
-from detr_irpe.predict import Detector, ImageReadError, find_images, predict_to_folder  # noqa: E402
+from detr_irpe.predict import find_images, predict_to_folder  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
