@@ -159,7 +159,7 @@ def _count_box_repairs(
     # float64 -> float32 rounds as torch.tensor(list of floats, dtype=float32) does.
     xywh = torch.from_numpy(boxes.xywh[selected].astype(np.float32))
     original = box_convert(xywh, in_fmt="xywh", out_fmt="xyxy")
-    clipped, keep = clip_boxes(xywh, wh[:, 0], wh[:, 1])
+    clipped, keep = _clip_per_image_size(xywh, wh)
     empty = (original[:, 2] <= original[:, 0]) | (original[:, 3] <= original[:, 1])
     outside = ~keep & ~empty
     changed = keep & (clipped != original).any(dim=1)
@@ -173,3 +173,15 @@ def _count_box_repairs(
             f"bbox {[int(v) if v.is_integer() else v for v in boxes.xywh[i].tolist()]}"
             for i in hits[:MAX_EXAMPLES]
         ]
+
+
+def _clip_per_image_size(xywh: torch.Tensor, wh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`~detr_irpe.data.box_clipping.clip_boxes` of (n, 4) boxes that belong to images
+    of different sizes ((n, 2) ``wh``, one (width, height) per box): one call per size."""
+    clipped = torch.empty_like(xywh)
+    keep = torch.empty(len(xywh), dtype=torch.bool)
+    sizes, group = torch.unique(wh, dim=0, return_inverse=True)
+    rows_of_size = torch.argsort(group, stable=True).split(torch.bincount(group).tolist())
+    for (width, height), rows in zip(sizes.tolist(), rows_of_size):
+        clipped[rows], keep[rows] = clip_boxes(xywh[rows], (height, width))
+    return clipped, keep

@@ -70,7 +70,7 @@ def prepare_target(
     if drop_crowd:
         annotations = [ann for ann in annotations if not ann.get("iscrowd", 0)]
     xywh = torch.tensor([ann["bbox"] for ann in annotations], dtype=torch.float32).reshape(-1, 4)
-    xyxy, keep = clip_boxes(xywh, w, h)
+    xyxy, keep = clip_boxes(xywh, (h, w))
 
     labels = torch.tensor(
         [category_to_label[ann["category_id"]] for ann in annotations], dtype=torch.int64
