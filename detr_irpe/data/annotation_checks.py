@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .image_source import UnsafeFileNameError, safe_file_name
-from .report import DatasetReport, Findings, short
+from .report import DatasetReport, Findings, annotation_label, image_label, short
 
 TOP_KEYS = ("images", "annotations", "categories")
 IMAGE_KEYS = ("id", "file_name", "width", "height")
@@ -54,7 +54,7 @@ def check_json(data: dict, report: DatasetReport, found: Findings) -> CheckedJso
         found.add("no_images")
     for image_id, image in images.items():
         if image_id not in per_image:
-            found.add("no_annotations", f"image {image_id} {image['file_name']!r}")
+            found.add("no_annotations", image_label(image_id, image["file_name"]))
     return CheckedJson(images, boxes, per_image)
 
 
@@ -97,7 +97,7 @@ def _check_images(entries: list, images_dir: str, found: Findings) -> dict[int, 
         try:
             safe_file_name(file_name, images_dir)
         except UnsafeFileNameError:
-            found.add("unsafe_file_name", f"image {image_id} {file_name!r}")
+            found.add("unsafe_file_name", image_label(image_id, file_name))
             images[image_id] = {**entry, "unsafe": True}
             continue
         images[image_id] = entry
@@ -155,7 +155,7 @@ def _check_annotations(
         on_image.append(image_id)
 
         def where(ann_id=ann_id, image_id=image_id):
-            return f"annotation {ann_id} (image {image_id})"
+            return annotation_label(ann_id, image_id)
 
         ok = True
         if ann_id in seen:
@@ -195,7 +195,7 @@ def _finite_boxes(ann_ids: list, image_ids: list, crowds: list, flat: list, foun
     for index in np.flatnonzero(~finite).tolist():
         found.add(
             "bad_bbox",
-            f"annotation {ann_ids[index]} (image {image_ids[index]}): bbox {short(array[index].tolist())}",
+            f"{annotation_label(ann_ids[index], image_ids[index])}: bbox {short(array[index].tolist())}",
         )
     return ValidBoxes(
         np.array(ann_ids, dtype=np.int64)[finite],

@@ -62,7 +62,7 @@ from .annotation_file import load_json
 from .box_clipping import clip_boxes
 from .file_checks import FileChecks
 from .image_source import FolderImageSource, ZipImageSource, make_image_source
-from .report import MAX_EXAMPLES, DatasetReport, Findings
+from .report import MAX_EXAMPLES, DatasetReport, Findings, annotation_label
 
 QUICK_MAX_HEADERS = 5000
 
@@ -169,7 +169,7 @@ def _count_box_repairs(
             continue
         found.add(code, count=len(hits))
         found.examples[code] = [
-            f"annotation {boxes.ann_ids[i]} (image {boxes.image_ids[i]}) "
+            f"{annotation_label(boxes.ann_ids[i], boxes.image_ids[i])} "
             f"bbox {[int(v) if v.is_integer() else v for v in boxes.xywh[i].tolist()]}"
             for i in hits[:MAX_EXAMPLES]
         ]

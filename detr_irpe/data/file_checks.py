@@ -14,7 +14,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .image_source import FolderImageSource, ZipImageSource
 from .messages import INFO, SKIPPED, Kind, conversion_kind, full_check_command
-from .report import DatasetReport, Findings, Issue, plural, short
+from .report import DatasetReport, Findings, Issue, image_label, plural, short
 
 EXIF_ORIENTATION = 0x0112
 # Header of one image file: ((width, height), Pillow mode, EXIF orientation or None).
@@ -74,7 +74,7 @@ class FileChecks:
     def _check_file(self, image_id: int, image: dict, present: bool) -> tuple[str | None, tuple | None]:
         """``(problem, size)`` of one image file: the problem code that makes it unusable (or
         None) and its real (width, height) when its header was read."""
-        label = f"image {image_id} {image['file_name']!r}"
+        label = image_label(image_id, image["file_name"])
         problem, detail, size = "image_missing", "", None
         if present:
             problem, detail, header = self._read(image["file_name"])

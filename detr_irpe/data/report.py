@@ -173,6 +173,16 @@ def plural(count: int, singular: str, many: str | None = None) -> str:
     return f"{count} {singular if count == 1 else (many or singular + 's')}"
 
 
+def image_label(image_id: int, file_name: str) -> str:
+    """How an image is named in examples: ``image 3 'img3.png'``."""
+    return f"image {image_id} {file_name!r}"
+
+
+def annotation_label(ann_id: int, image_id: int) -> str:
+    """How an annotation is named in examples: ``annotation 103 (image 3)``."""
+    return f"annotation {ann_id} (image {image_id})"
+
+
 def short(value, limit: int = 60) -> str:
     """``repr(value)``, cut to ``limit`` characters, for quoting bad values in messages."""
     text = repr(value)
