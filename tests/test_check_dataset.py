@@ -2,10 +2,14 @@
 
 Each test writes a small clean dataset (6 RGB PNGs of 40x32, one box each), gives it one
 defect and checks how the defect is reported, and that loading does what the report says.
+The defects that only need a report, a tool exit code and a loading outcome are the rows of
+``CASES``; the tests after it check what a row cannot say.
 """
 
 import json
 import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
@@ -79,82 +83,247 @@ def test_clean_dataset_has_nothing_to_report(dataset):
         report.raise_if_errors()
 
 
-# ----------------------------------------------------------------------------- errors
+# ----------------------------------------------------------------------------- one defect each
 
 
-def test_malformed_json(dataset):
+def _folder(images, tmp_path):
+    return images
+
+
+def _zipped(images, tmp_path):
+    return _zip(images, tmp_path / "images.zip")
+
+
+def _damaged_zip(images, tmp_path):
+    archive = tmp_path / "images.zip"
+    archive.write_bytes(b"PK\x03\x04 cut short")
+    return archive
+
+
+def _set(entries, index, **values):
+    """A defect that sets ``values`` in ``data[entries][index]``."""
+    return lambda images, data: data[entries][index].update(values)
+
+
+def _remove(entries, index, *keys):
+    """A defect that deletes ``keys`` from ``data[entries][index]``."""
+    return lambda images, data: [data[entries][index].pop(key) for key in keys]
+
+
+def _both(*defects):
+    return lambda images, data: [defect(images, data) for defect in defects]
+
+
+def _not_an_image(images, data):
+    (images / "img5.png").write_bytes(b"<html>404 Not Found</html>")
+
+
+def _rotated_view(images, data):
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(_pixels(3)).save(images / "photo.jpg", exif=exif)
+    data["images"][2].update(file_name="photo.jpg", width=H, height=W)
+
+
+def _crowds_and_an_image_without_annotations(images, data):
+    data["annotations"][0]["iscrowd"] = 1
+    data["annotations"][1]["iscrowd"] = 1
+    del data["annotations"][5]
+
+
+@dataclass
+class Case:
+    """A clean dataset with one defect, and how it must be reported.
+
+    ``errors``, ``repairs`` and ``info``: the codes and counts of the report's sections (the
+    quick check's own notes aside); ``lines``: text that the line of each code contains;
+    ``summary``: text in the whole report; ``repair_line``: the exact line printed at load.
+    Text may name ``{ann_file}`` and ``{source}`` (the image folder or zip). ``exit_code``
+    is that of ``tools/check_dataset.py``; when it is 1, loading raises ``load_error``
+    (its message matching ``load_match``).
+    """
+
+    defect: Callable = lambda images, data: None
+    errors: dict = field(default_factory=dict)
+    repairs: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+    lines: dict = field(default_factory=dict)
+    summary: tuple = ()
+    repair_line: str = ""
+    exit_code: int = 1
+    load_error: type = DatasetError
+    load_match: str | None = None
+    damage_json: Callable | None = None  # applied to the written JSON text
+    quick: tuple = (False,)  # check_dataset's quick values to test
+    sources: tuple = (_folder,)
+
+
+CASES = {
+    # ---- errors in the JSON
+    "malformed_json": Case(
+        damage_json=lambda text: text[:70],  # cut short, as by an interrupted copy
+        errors={"json_malformed": 1},
+        lines={"json_malformed": ["line 1 column"]},
+        summary=("{ann_file}",),
+        load_match="not valid JSON",
+    ),
+    "missing_top_level_key": Case(
+        defect=lambda images, data: data.pop("categories"),
+        errors={"missing_top_key": 1},
+        lines={"missing_top_key": ["'categories'"]},
+        load_match="categories",
+    ),
+    "missing_item_keys": Case(
+        defect=_both(_remove("images", 2, "width"), _remove("annotations", 4, "bbox")),
+        errors={"image_missing_key": 1, "annotation_missing_key": 1},
+        info={"no_annotations": 1},  # image 5, whose annotation is not valid
+        lines={
+            "image_missing_key": ["images[2] (id 3): no width"],
+            "annotation_missing_key": ["(id 105): no bbox"],
+        },
+    ),
+    "duplicate_image_id": Case(
+        # img5.png claims image 2's id
+        defect=_both(_set("images", 4, id=2), _set("annotations", 4, image_id=2)),
+        errors={"duplicate_image_id": 1},
+        lines={"duplicate_image_id": ["image 2 ('img2.png' and 'img5.png')"]},
+    ),
+    "duplicate_annotation_id": Case(
+        defect=_set("annotations", 3, id=102),
+        errors={"duplicate_annotation_id": 1},
+        lines={"duplicate_annotation_id": ["annotation 102 (image 4)"]},
+    ),
+    "annotation_of_missing_image": Case(
+        defect=_set("annotations", 0, image_id=99),
+        errors={"annotation_missing_image": 1},
+        info={"no_annotations": 1},
+        lines={"annotation_missing_image": ["annotation 101 (image 99)"]},
+    ),
+    "unknown_category": Case(
+        defect=_set("annotations", 2, category_id=42),
+        errors={"annotation_unknown_category": 1},
+        lines={"annotation_unknown_category": ["annotation 103 (image 3): category 42"]},
+        load_match="category 42",
+    ),
+    **{
+        f"bad_bbox_{name}": Case(
+            defect=_set("annotations", 1, bbox=bbox),
+            errors={"bad_bbox": 1},
+            lines={"bad_bbox": ["annotation 102 (image 2): bbox"]},
+        )
+        for name, bbox in [
+            ("nan", [float("nan"), 1, 2, 3]),
+            ("inf", [1, 2, float("inf"), 3]),
+            ("three_numbers", [1, 2, 3]),
+            ("string", "1,2,3,4"),
+        ]
+    },
+    # ---- errors in the image files
+    "wrong_size_in_json": Case(
+        defect=_set("images", 0, width=50),
+        errors={"size_mismatch": 1},
+        lines={"size_mismatch": ["image 1 'img1.png': file 40x32, JSON 50x32"]},
+        quick=(True,),
+    ),
+    "rotated_view_in_json": Case(
+        defect=_rotated_view,
+        errors={"size_mismatch": 1},
+        info={"exif_rotated": 1},
+        lines={"size_mismatch": ["EXIF-rotated view"]},
+    ),
+    "missing_file": Case(
+        defect=lambda images, data: (images / "img3.png").unlink(),
+        errors={"image_missing": 1},
+        lines={"image_missing": ["image 3 'img3.png'", "{source}"]},
+        load_match="img3.png",
+        quick=(False, True),
+    ),
+    "not_an_image": Case(
+        defect=_not_an_image,
+        errors={"image_not_an_image": 1},
+        lines={"image_not_an_image": ["image 5 'img5.png'"]},
+        quick=(False, True),
+        sources=(_folder, _zipped),
+    ),
+    "damaged_zip": Case(
+        errors={"images_unreadable": 1},
+        lines={"images_unreadable": ["image zip {source} cannot be read"]},
+        load_error=zipfile.BadZipFile,
+        load_match="unzip -t",
+        sources=(_damaged_zip,),
+    ),
+    # ---- repairs
+    "empty_boxes": Case(
+        defect=_both(_set("annotations", 0, bbox=[1, 1, 0, 5]), _set("annotations", 1, bbox=[1, 1, 5, -2])),
+        repairs={"box_empty": 2},
+        lines={"box_empty": ["annotation 101 (image 1)", "annotation 102 (image 2)"]},
+        repair_line="{ann_file}: repaired 2 empty boxes dropped",
+        exit_code=0,
+    ),
+    "boxes_outside": Case(
+        defect=_both(
+            _set("annotations", 0, bbox=[30, 20, 20, 20]),  # partly outside: clipped
+            _set("annotations", 1, bbox=[-5, 3, 10, 10]),  # partly outside: clipped
+            _set("annotations", 2, bbox=[50, 5, 5, 5]),  # entirely outside: dropped
+        ),
+        repairs={"box_clipped": 2, "box_outside": 1},
+        lines={
+            "box_clipped": ["annotation 101 (image 1) bbox [30, 20, 20, 20]"],
+            "box_outside": ["annotation 103 (image 3)"],
+        },
+        repair_line="{ann_file}: repaired 2 boxes clipped to the image, "
+        "1 box entirely outside the image dropped",
+        exit_code=0,
+    ),
+    # ---- information
+    "crowd_and_images_without_annotations": Case(
+        defect=_crowds_and_an_image_without_annotations,
+        info={"crowd": 2, "no_annotations": 1},
+        lines={
+            "crowd": ["annotation 101 (image 1), annotation 102 (image 2)"],
+            "no_annotations": ["image 6 'img6.png'"],
+        },
+        exit_code=0,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+def test_one_defect_is_reported(dataset, tmp_path, capsys, case):
     images, data, write = dataset
+    case.defect(images, data)
     ann_file = write()
-    ann_file.write_text(ann_file.read_text()[:70])  # cut short, as by an interrupted copy
-    report = check_dataset(ann_file, images)
-    assert _codes(report.errors) == {"json_malformed": 1}
-    assert "line 1 column" in _line(report, "json_malformed") and str(ann_file) in report.summary()
-    with pytest.raises(DatasetError, match="not valid JSON"):
-        CocoDetection(images, ann_file)
+    if case.damage_json is not None:
+        ann_file.write_text(case.damage_json(ann_file.read_text()))
+    tool = load_tool("check_dataset")
+    for make_source in case.sources:
+        source = make_source(images, tmp_path)
+        names = {"ann_file": ann_file, "source": source}
+        for quick in case.quick:
+            report = check_dataset(ann_file, source, quick=quick)
+            assert _codes(report.errors) == case.errors
+            assert _codes(report.repairs) == case.repairs
+            assert _codes(i for i in report.info if not i.code.startswith("quick_")) == case.info
+            for code, texts in case.lines.items():
+                for text in texts:
+                    assert text.format(**names) in _line(report, code)
+            for text in case.summary:
+                assert text.format(**names) in report.summary()
+            assert report.repair_line() == case.repair_line.format(**names)
+            assert report.ok == (case.exit_code == 0)
+
+        capsys.readouterr()
+        assert tool.main(["--json", str(ann_file), "--images", str(source)]) == case.exit_code
+        assert capsys.readouterr().out == check_dataset(ann_file, source).summary() + "\n"
+        if case.exit_code:
+            with pytest.raises(case.load_error, match=case.load_match):
+                CocoDetection(source, ann_file)
+        else:
+            loaded = CocoDetection(source, ann_file)
+            assert loaded.report.repair_line() == case.repair_line.format(**names)
 
 
-def test_missing_top_level_key(dataset):
-    images, data, write = dataset
-    del data["categories"]
-    report = check_dataset(write(), images)
-    assert _codes(report.errors) == {"missing_top_key": 1}
-    assert "'categories'" in _line(report, "missing_top_key")
-    with pytest.raises(DatasetError, match="categories"):
-        CocoDetection(images, write())
-
-
-def test_missing_item_keys(dataset):
-    images, data, write = dataset
-    del data["images"][2]["width"]
-    del data["annotations"][4]["bbox"]
-    report = check_dataset(write(), images)
-    assert _codes(report.errors) == {"image_missing_key": 1, "annotation_missing_key": 1}
-    assert "images[2] (id 3): no width" in _line(report, "image_missing_key")
-    assert "(id 105): no bbox" in _line(report, "annotation_missing_key")
-
-
-def test_duplicate_image_id(dataset):
-    images, data, write = dataset
-    data["images"][4]["id"] = 2  # img5.png claims image 2's id
-    data["annotations"][4]["image_id"] = 2
-    report = check_dataset(write(), images)
-    assert _codes(report.errors) == {"duplicate_image_id": 1}
-    assert "image 2 ('img2.png' and 'img5.png')" in _line(report, "duplicate_image_id")
-
-
-def test_duplicate_annotation_id(dataset):
-    images, data, write = dataset
-    data["annotations"][3]["id"] = 102
-    report = check_dataset(write(), images)
-    assert _codes(report.errors) == {"duplicate_annotation_id": 1}
-    assert "annotation 102 (image 4)" in _line(report, "duplicate_annotation_id")
-
-
-def test_annotation_of_missing_image(dataset):
-    images, data, write = dataset
-    data["annotations"][0]["image_id"] = 99
-    report = check_dataset(write(), images)
-    assert _codes(report.errors) == {"annotation_missing_image": 1}
-    assert "annotation 101 (image 99)" in _line(report, "annotation_missing_image")
-
-
-def test_unknown_category(dataset):
-    images, data, write = dataset
-    data["annotations"][2]["category_id"] = 42
-    report = check_dataset(write(), images)
-    assert _codes(report.errors) == {"annotation_unknown_category": 1}
-    assert "annotation 103 (image 3): category 42" in _line(report, "annotation_unknown_category")
-    with pytest.raises(DatasetError, match="category 42"):
-        CocoDetection(images, write())
-
-
-@pytest.mark.parametrize("bbox", [[float("nan"), 1, 2, 3], [1, 2, float("inf"), 3], [1, 2, 3], "1,2,3,4"])
-def test_bad_bbox(dataset, bbox):
-    images, data, write = dataset
-    data["annotations"][1]["bbox"] = bbox
-    report = check_dataset(write(), images)
-    assert _codes(report.errors) == {"bad_bbox": 1}
-    assert "annotation 102 (image 2): bbox" in _line(report, "bad_bbox")
+# ----------------------------------------------------------------------------- errors
 
 
 def test_examples_are_limited_to_five(dataset):
@@ -165,14 +334,6 @@ def test_examples_are_limited_to_five(dataset):
     assert issue.count == 6 and len(issue.examples) == 5
     assert "annotation 105" in issue.line() and "annotation 106" not in issue.line()
     assert issue.line().count(", ...") == 1
-
-
-def test_wrong_size_in_json(dataset):
-    images, data, write = dataset
-    data["images"][0]["width"] = 50
-    report = check_dataset(write(), images, quick=True)
-    assert _codes(report.errors) == {"size_mismatch": 1}
-    assert "image 1 'img1.png': file 40x32, JSON 50x32" in _line(report, "size_mismatch")
 
 
 @pytest.mark.parametrize("name", ["../../etc/passwd", "/etc/passwd", "sub/../../img1.png"])
@@ -205,18 +366,6 @@ def test_safe_relative_names_still_open(dataset):
 
 
 # ----------------------------------------------------------------------------- image files
-
-
-def test_missing_file(dataset):
-    images, _, write = dataset
-    (images / "img3.png").unlink()
-    for quick in (False, True):
-        report = check_dataset(write(), images, quick=quick)
-        assert _codes(report.errors) == {"image_missing": 1}
-        assert "image 3 'img3.png'" in _line(report, "image_missing")
-        assert str(images) in _line(report, "image_missing")
-    with pytest.raises(DatasetError, match="img3.png"):
-        CocoDetection(images, write())
 
 
 def test_skip_unreadable_drops_the_image_and_reports_it(dataset, capsys):
@@ -262,16 +411,6 @@ def test_truncated_file(dataset, fmt):
     assert skipped.ok and skipped.skipped_image_ids == [2]
 
 
-def test_not_an_image(dataset, tmp_path):
-    images, _, write = dataset
-    (images / "img5.png").write_bytes(b"<html>404 Not Found</html>")
-    for source in (images, _zip(images, tmp_path / "images.zip")):
-        for quick in (False, True):
-            report = check_dataset(write(), source, quick=quick)
-            assert _codes(report.errors) == {"image_not_an_image": 1}
-            assert "image 5 'img5.png'" in _line(report, "image_not_an_image")
-
-
 def test_zip_source_reports_like_the_folder(dataset, tmp_path):
     images, data, write = dataset
     data["annotations"][0]["bbox"] = [30, 20, 20, 20]
@@ -286,17 +425,6 @@ def test_zip_source_reports_like_the_folder(dataset, tmp_path):
     assert str(archive) in _line(from_zip, "image_missing")
 
 
-def test_damaged_zip(dataset, tmp_path):
-    _, _, write = dataset
-    archive = tmp_path / "images.zip"
-    archive.write_bytes(b"PK\x03\x04 cut short")
-    report = check_dataset(write(), archive)
-    assert _codes(report.errors) == {"images_unreadable": 1}
-    assert f"image zip {archive} cannot be read" in _line(report, "images_unreadable")
-    with pytest.raises(zipfile.BadZipFile, match="unzip -t"):
-        CocoDetection(archive, write())
-
-
 def test_quick_mode_samples_headers_but_checks_every_file_exists(dataset):
     images, _, write = dataset
     (images / "img6.png").unlink()
@@ -307,29 +435,6 @@ def test_quick_mode_samples_headers_but_checks_every_file_exists(dataset):
 
 
 # ----------------------------------------------------------------------------- repairs
-
-
-def test_empty_boxes_are_counted_and_dropped(dataset):
-    images, data, write = dataset
-    data["annotations"][0]["bbox"] = [1, 1, 0, 5]
-    data["annotations"][1]["bbox"] = [1, 1, 5, -2]
-    report = check_dataset(write(), images)
-    assert report.ok and _codes(report.repairs) == {"box_empty": 2}
-    assert "annotation 101 (image 1)" in _line(report, "box_empty")
-    assert "annotation 102 (image 2)" in _line(report, "box_empty")
-    assert report.repair_line() == f"{write()}: repaired 2 empty boxes dropped"
-
-
-def test_boxes_outside_are_clipped_or_dropped(dataset):
-    images, data, write = dataset
-    data["annotations"][0]["bbox"] = [30, 20, 20, 20]  # partly outside: clipped
-    data["annotations"][1]["bbox"] = [-5, 3, 10, 10]  # partly outside: clipped
-    data["annotations"][2]["bbox"] = [50, 5, 5, 5]  # entirely outside: dropped
-    report = check_dataset(write(), images)
-    assert report.ok and _codes(report.repairs) == {"box_clipped": 2, "box_outside": 1}
-    assert "annotation 101 (image 1) bbox [30, 20, 20, 20]" in _line(report, "box_clipped")
-    assert "annotation 103 (image 3)" in _line(report, "box_outside")
-    assert "2 boxes clipped to the image, 1 box entirely outside the image dropped" in report.repair_line()
 
 
 def _save_mode(images, name, mode):
@@ -462,29 +567,6 @@ def test_exif_rotated_photo_is_counted_and_not_rotated(dataset):
     stored = np.asarray(Image.open(images / "photo.jpg").convert("RGB"))
     assert np.array_equal(np.asarray(loaded.source.open("photo.jpg")), stored)
     assert ImageOps.exif_transpose(Image.open(images / "photo.jpg")).size == (H, W)  # would rotate
-
-
-def test_rotated_view_in_json_is_a_size_error_with_a_hint(dataset):
-    images, data, write = dataset
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    Image.fromarray(_pixels(3)).save(images / "photo.jpg", exif=exif)
-    data["images"][2].update(file_name="photo.jpg", width=H, height=W)
-    report = check_dataset(write(), images)
-    assert _codes(report.errors) == {"size_mismatch": 1}
-    assert "EXIF-rotated view" in _line(report, "size_mismatch")
-
-
-def test_crowd_and_images_without_annotations_are_information(dataset):
-    images, data, write = dataset
-    data["annotations"][0]["iscrowd"] = 1
-    data["annotations"][1]["iscrowd"] = 1
-    del data["annotations"][5]
-    report = check_dataset(write(), images)
-    assert report.ok and report.repairs == [] and report.repair_line() == ""
-    assert _codes(report.info) == {"crowd": 2, "no_annotations": 1}
-    assert "annotation 101 (image 1), annotation 102 (image 2)" in _line(report, "crowd")
-    assert "image 6 'img6.png'" in _line(report, "no_annotations")
 
 
 # ----------------------------------------------------------------------------- the tool

@@ -1,9 +1,10 @@
 """Datasets, augmentation and batching (see :class:`CocoDetection` for the target format)."""
 
-from .checks import DatasetError, DatasetReport, check_dataset
+from .checks import check_dataset
 from .coco import CocoDetection, build_coco, load_coco_api, prepare_target
 from .collate import collate_fn
 from .image_source import FolderImageSource, ZipImageSource, make_image_source
+from .report import DatasetError, DatasetReport
 from .shapes import build_shapes, generate_shapes_dataset
 from .transforms import make_transforms, resize_size, to_model_format
 

@@ -22,8 +22,11 @@ from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from .checks import DatasetError, DatasetReport, check_dataset, clip_boxes, read_annotation_file
+from .annotation_file import read_annotation_file
+from .box_clipping import clip_boxes
+from .checks import check_dataset
 from .image_source import make_image_source
+from .report import DatasetError, DatasetReport
 from .transforms import make_transforms, to_model_format
 
 
@@ -55,8 +58,9 @@ def prepare_target(
     """Turn one image's COCO annotations into a target for the transforms.
 
     Crowd objects are dropped when ``drop_crowd``; boxes go from xywh to xyxy, are clipped to
-    the image and those with zero width or height are removed (:func:`clip_boxes`, the repair
-    that :func:`~detr_irpe.data.checks.check_dataset` counts).
+    the image and those with zero width or height are removed
+    (:func:`~detr_irpe.data.box_clipping.clip_boxes`, the repair that
+    :func:`~detr_irpe.data.checks.check_dataset` counts).
 
     Returns a dict with ``boxes`` (``tv_tensors.BoundingBoxes``, absolute XYXY, (n, 4)),
     ``labels`` int64 (n,), ``area`` float (n,), ``iscrowd`` int64 (n,), ``image_id`` int and
@@ -66,7 +70,7 @@ def prepare_target(
     if drop_crowd:
         annotations = [ann for ann in annotations if not ann.get("iscrowd", 0)]
     xywh = torch.tensor([ann["bbox"] for ann in annotations], dtype=torch.float32).reshape(-1, 4)
-    xyxy, keep = clip_boxes(xywh, w, h)
+    xyxy, keep = clip_boxes(xywh, (h, w))
 
     labels = torch.tensor(
         [category_to_label[ann["category_id"]] for ann in annotations], dtype=torch.int64
@@ -105,7 +109,7 @@ class CocoDetection(Dataset):
             When kept they are flagged by ``target["iscrowd"]``.
         check: check the dataset at construction (:func:`~detr_irpe.data.checks.check_dataset`
             with ``quick=True``: the whole JSON, that every image file exists, the headers of
-            up to 5000 images). Errors raise :class:`~detr_irpe.data.checks.DatasetError`
+            up to 5000 images). Errors raise :class:`~detr_irpe.data.report.DatasetError`
             whose message lists them; repairs made at load time (boxes clipped or dropped,
             images converted to RGB) and skipped images are printed in one line.
         skip_unreadable: leave out images whose file is missing, unreadable or not an image
@@ -120,7 +124,7 @@ class CocoDetection(Dataset):
         coco: the ``pycocotools`` COCO object (ground truth for :class:`CocoEvaluator`).
         ids: image ids, sorted; index ``i`` is image ``ids[i]``. Images without annotations
             are included; skipped images (``skip_unreadable``) are not.
-        report: the :class:`~detr_irpe.data.checks.DatasetReport` (None when ``check=False``).
+        report: the :class:`~detr_irpe.data.report.DatasetReport` (None when ``check=False``).
         num_classes: the value to give the model (classes, without "no object").
         label_to_category_id: label -> original category id.
         category_names: original category id -> name.

@@ -25,6 +25,7 @@ from torchvision import tv_tensors
 from torchvision.ops import box_convert
 
 from ..config import EVAL_MAX_SIZE, EVAL_SIZE
+from .box_clipping import clip_to_image
 
 Target = dict
 Transform = Callable[[tv_tensors.Image, Target], tuple[tv_tensors.Image, Target]]
@@ -104,14 +105,11 @@ def crop(
     """
     image = F.crop(image, top, left, height, width)
     boxes = F.crop(target["boxes"], top, left, height, width)
-    xyxy = boxes.as_subclass(torch.Tensor).clone()
-    xyxy[:, 0::2] = xyxy[:, 0::2].clamp(0, width)
-    xyxy[:, 1::2] = xyxy[:, 1::2].clamp(0, height)
+    xyxy, keep = clip_to_image(boxes.as_subclass(torch.Tensor), (height, width))
     target = dict(target)
     target["boxes"] = tv_tensors.wrap(xyxy, like=boxes)
     if "area" in target:
         target["area"] = (xyxy[:, 2] - xyxy[:, 0]) * (xyxy[:, 3] - xyxy[:, 1])
-    keep = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
     return image, filter_boxes(target, keep)
 
 
