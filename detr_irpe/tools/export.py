@@ -20,14 +20,14 @@ import pickle
 import sys
 from pathlib import Path
 
-from detr_irpe.options import EXIT_ERROR
+from detr_irpe.tools.cli import add_checkpoint_argument, add_trust_argument, input_error
 
 DEFAULT_SIZE = (800, 1066)  # DETR's evaluation size of a 4:3 (640 x 480) COCO image
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--checkpoint", required=True, help="checkpoint file (ours or official)")
+    add_checkpoint_argument(parser)
     parser.add_argument("--format", required=True, choices=("onnx",), help="output format")
     parser.add_argument("--size", type=int, nargs=2, default=DEFAULT_SIZE, metavar=("H", "W"),
                         help=f"input image height and width (default {DEFAULT_SIZE[0]} {DEFAULT_SIZE[1]})")
@@ -35,8 +35,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="let the batch size vary (the image size stays --size)")
     parser.add_argument("--out", default=None,
                         help="output file (default: beside the checkpoint, <name>_<H>x<W>.onnx)")
-    parser.add_argument("--trust_checkpoint", action="store_true",
-                        help="allow arbitrary pickles in --checkpoint (only for trusted files)")
+    add_trust_argument(parser)
     args = parser.parse_args(argv)
     if min(args.size) < 32:
         parser.error(f"--size {args.size[0]} {args.size[1]}: both sides must be >= 32 pixels "
@@ -61,8 +60,7 @@ def main(argv=None) -> int:
                     "weights": "ema" if ckpt.inference_model is not ckpt.model else "model"}
         path = export_onnx(model, out, (h, w), dynamic_batch=args.dynamic, metadata=metadata)
     except (FileNotFoundError, ValueError, RuntimeError, pickle.UnpicklingError) as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        return EXIT_ERROR
+        return input_error(err)
     batch = "any batch size" if args.dynamic else "batch size 1"
     print(f"wrote {path} (ONNX opset {OPSET}): images (B, 3, {h}, {w}) RGB in [0, 1], "
           f"{batch}; only this image size is supported")

@@ -20,12 +20,12 @@ import pickle
 import sys
 
 from detr_irpe.hugepages import enable_huge_pages
-from detr_irpe.options import EXIT_ERROR
+from detr_irpe.tools.cli import add_checkpoint_argument, add_trust_argument, input_error
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--checkpoint", required=True, help="checkpoint file (ours or official)")
+    add_checkpoint_argument(parser)
     parser.add_argument("--images", required=True,
                         help="an image file, a folder (its image files) or a quoted glob")
     parser.add_argument("--out", required=True, help="output folder")
@@ -46,8 +46,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="take image ids from this COCO file (matched by file_name)")
     parser.add_argument("--no_exif_transpose", action="store_true",
                         help="ignore the EXIF orientation tag of photos")
-    parser.add_argument("--trust_checkpoint", action="store_true",
-                        help="allow arbitrary pickles in --checkpoint (only for trusted files)")
+    add_trust_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -74,8 +73,7 @@ def main(argv=None) -> int:
         )
     except (FileNotFoundError, ImageReadError, ValueError, RuntimeError,
             pickle.UnpicklingError) as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        return EXIT_ERROR
+        return input_error(err)
     return 0
 
 

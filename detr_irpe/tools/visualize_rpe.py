@@ -14,15 +14,15 @@ import argparse
 import pickle
 import sys
 
+from detr_irpe.tools.cli import add_checkpoint_argument, add_trust_argument
 from detr_irpe.visualization import plot_irpe_tables
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--checkpoint", required=True, help="checkpoint file (ours or official)")
+    add_checkpoint_argument(parser)
     parser.add_argument("--out", default="rpe.png", help="PNG to write (default rpe.png)")
-    parser.add_argument("--trust_checkpoint", action="store_true",
-                        help="allow arbitrary pickles in --checkpoint (only for trusted files)")
+    add_trust_argument(parser)
     return parser.parse_args(argv)
 
 
