@@ -2,7 +2,9 @@
 
     python tools/plot_logs.py output/irpe output/plain --labels iRPE-K DETR --out curves.png
 
-Each argument is an ``--output_dir`` of ``main.py`` (or its ``log.txt``).
+Each argument is an ``--output_dir`` of ``main.py`` (or its ``log.txt``).  Exit codes: 0 done,
+1 error (a missing or unreadable log, labels that do not match the runs; one line names
+it), 2 bad command line.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from detr_irpe.tools.cli import input_error
 from detr_irpe.visualization import plot_logs
 
 
@@ -26,8 +29,7 @@ def main(argv=None) -> int:
     try:
         out = plot_logs(args.runs, args.out, args.labels)
     except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        return 2
+        return input_error(err)
     print(f"wrote {out}")
     return 0
 

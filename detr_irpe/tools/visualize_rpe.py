@@ -5,7 +5,8 @@
 Product method: a heat map per layer (per head when heads are not shared) of each
 bucket's table norm over head_dim (ctx) or bias value (bias), row offset bucket on the y
 axis, column offset bucket on the x axis, zero offset in the centre.  euc, quant and cross:
-a curve over the buckets per table.
+a curve over the buckets per table.  Exit codes: 0 done, 1 error (a missing or unreadable
+checkpoint, one without iRPE tables; one line names it), 2 bad command line.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import argparse
 import pickle
 import sys
 
-from detr_irpe.tools.cli import add_checkpoint_argument, add_trust_argument
+from detr_irpe.tools.cli import add_checkpoint_argument, add_trust_argument, input_error
 from detr_irpe.visualization import plot_irpe_tables
 
 
@@ -31,8 +32,7 @@ def main(argv=None) -> int:
     try:
         out = plot_irpe_tables(args.checkpoint, args.out, trust=args.trust_checkpoint)
     except (FileNotFoundError, ValueError, pickle.UnpicklingError) as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        return 2
+        return input_error(err)
     print(f"wrote {out}")
     return 0
 
