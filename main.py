@@ -10,18 +10,15 @@ imported, so ``--help`` and argument errors answer at once.
 """
 
 import os
-
-# Huge pages for PyTorch's CPU allocator: read once, at torch's first allocation, so it
-# must be set before torch is imported (see detr_irpe/runtime.py).
-os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
-
 import sys
 
+from detr_irpe.hugepages import enable_huge_pages
 from detr_irpe.options import EXIT_ERROR, EXIT_INTERRUPTED, parse_args
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    enable_huge_pages()  # before torch is imported
     from detr_irpe.engine import TrainingInterrupted
     from detr_irpe.train import run
 

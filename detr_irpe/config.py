@@ -14,6 +14,9 @@ from .models.config import DETRConfig, check_at_least, check_choice, option
 
 # DETR's evaluation resize: shorter side 800, longer side at most 1333.
 EVAL_SIZE, EVAL_MAX_SIZE = 800, 1333
+# Prediction (Detector, tools/predict.py, the end-of-run pictures): detections with a lower
+# score are left out; images per forward pass.
+THRESHOLD, BATCH_SIZE = 0.5, 4
 # COCOeval implementations (detr_irpe.evaluation.backends); "auto": faster_coco_eval if installed.
 EVAL_BACKENDS = ("auto", "faster_coco_eval", "pycocotools")
 EVAL_PROTOCOLS = ("per_image", "official")

@@ -26,13 +26,10 @@ from torchvision import tv_tensors
 
 from .categories import COCO_CATEGORY_NAMES, COCO_NUM_CLASSES, UNNAMED_COCO_ID
 from .checkpoint import load_checkpoint
-from .config import EVAL_MAX_SIZE, EVAL_SIZE
+from .config import BATCH_SIZE, EVAL_MAX_SIZE, EVAL_SIZE, THRESHOLD
 from .data.transforms import make_transforms, to_model_format
 from .image_input import EXIF_TRANSPOSE, ImageInput, to_image_tensor
 from .models.detr import DETR, PostProcess, build_detr
-
-THRESHOLD = 0.5  # detections with a lower score are left out
-BATCH_SIZE = 4  # images per forward pass
 
 
 def preprocess(image: Tensor, size: int, max_size: int | None) -> Tensor:

@@ -16,8 +16,9 @@ from pathlib import Path
 import torchvision.transforms.v2.functional as F
 from torch import Tensor
 
+from .config import BATCH_SIZE, THRESHOLD
 from .detection_drawing import draw_detections, save_png
-from .detector import BATCH_SIZE, THRESHOLD, Detector
+from .detector import Detector
 from .files import write_json
 from .image_input import ImageReadError, load_image
 

@@ -11,13 +11,13 @@ from pathlib import Path
 
 from torchvision.transforms.v2 import functional as F
 
+from .config import THRESHOLD
 from .data import CocoDetection
 from .detection_drawing import draw_detections, save_png
 from .detector import Detector
 from .training_curves import plot_logs
 
 PICTURES = 8  # validation images drawn with their detections
-THRESHOLD = 0.5  # score of the detections drawn
 MIN_SIDE = 384  # smaller images are enlarged (whole times) before drawing, to be legible
 
 

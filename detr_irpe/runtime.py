@@ -5,8 +5,8 @@
 - transparent huge pages for PyTorch's CPU allocator (``THP_MEM_ALLOC_ENABLE=1``), which
   cuts the page-fault time of every fresh large buffer (a 58 MB L x L attention buffer:
   about 4x faster to fill).  PyTorch reads the variable once, at its first CPU
-  allocation, so ``main.py`` and ``tools/benchmark.py`` set it before importing torch;
-  from your own Python code, export it in the shell;
+  allocation, so ``main.py`` and the tools set it before importing torch
+  (``detr_irpe.hugepages``); from your own Python code, export it in the shell;
 - channels-last for the backbone only where it helps: CPU inference (no autograd) feeds
   the ResNet a channels-last input, 13-18 % faster; a training step is 16 % slower in
   channels-last, so training keeps the contiguous format (docs/benchmarks.md).

@@ -3,12 +3,13 @@
 import copy
 
 import pytest
-from conftest import load_tool
+
+from detr_irpe.benchmark import targets as target_table
 
 
 @pytest.fixture(scope="module")
 def bench():
-    return load_tool("benchmark")
+    return target_table
 
 
 def _timing(median_s, ratio):

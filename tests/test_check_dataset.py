@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 import torch
-from conftest import load_tool
 from PIL import Image, ImageOps
 
 from detr_irpe.data import CocoDetection, DatasetError, check_dataset
@@ -24,6 +23,7 @@ from detr_irpe.data.image_source import (
     ZipImageSource,
     to_rgb,
 )
+from detr_irpe.tools import check_dataset as check_dataset_tool
 
 W, H = 40, 32
 
@@ -295,7 +295,7 @@ def test_one_defect_is_reported(dataset, tmp_path, capsys, case):
     ann_file = write()
     if case.damage_json is not None:
         ann_file.write_text(case.damage_json(ann_file.read_text()))
-    tool = load_tool("check_dataset")
+    tool = check_dataset_tool
     for make_source in case.sources:
         source = make_source(images, tmp_path)
         names = {"ann_file": ann_file, "source": source}
@@ -574,7 +574,7 @@ def test_exif_rotated_photo_is_counted_and_not_rotated(dataset):
 
 def test_tool_exit_codes(dataset, capsys):
     images, data, write = dataset
-    tool = load_tool("check_dataset")
+    tool = check_dataset_tool
     args = ["--json", str(write()), "--images", str(images)]
     assert tool.main(args) == 0
     assert capsys.readouterr().out.rstrip().endswith("RESULT: OK")

@@ -2,15 +2,16 @@
 tools/benchmark.py."""
 
 import pytest
-from conftest import load_tool
+
+from detr_irpe.benchmark import coco_eval
+from detr_irpe.tools import benchmark
 
 
 def test_generated_set_shape_and_both_backends_agree():
-    bench = load_tool("eval_benchmark")
-    gt, results = bench.generated_set(12, 30)
+    gt, results = coco_eval.generated_set(12, 30)
     assert len(gt.dataset["images"]) == 12 == len(results)
     assert all(len(r["scores"]) == 30 for r in results.values())
-    report = bench.time_backends(12, 30)
+    report = coco_eval.time_backends(12, 30)
     faster, reference = report["backends"]["faster_coco_eval"], report["backends"]["pycocotools"]
     assert 0.05 < reference["AP"] < 0.95  # jittered hits among random boxes: a real case
     assert faster["AP"] == pytest.approx(reference["AP"], rel=1e-12)
@@ -18,7 +19,7 @@ def test_generated_set_shape_and_both_backends_agree():
 
 
 def test_benchmark_flag_runs_the_evaluation_section(capsys):
-    assert load_tool("benchmark").main(["--eval_images", "3", "--eval_dets", "5"]) == 0
+    assert benchmark.main(["--eval_images", "3", "--eval_dets", "5"]) == 0
     out = capsys.readouterr().out
     assert "COCO evaluation, 3 images x 5 detections" in out
     assert "faster_coco_eval" in out and "pycocotools" in out

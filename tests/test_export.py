@@ -8,11 +8,11 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from conftest import load_tool
 
 import detr_irpe
 from detr_irpe.export import OPSET, ExportableDetector, export_onnx
-from detr_irpe.predict import Detector
+from detr_irpe.detector import Detector
+from detr_irpe.tools import export as export_tool
 
 TINY = dict(backbone="resnet18", hidden_dim=32, nheads=2, enc_layers=1, dec_layers=2,
             dim_feedforward=32, num_queries=7, num_classes=5, pretrained_backbone="none",
@@ -92,8 +92,7 @@ def test_export_tool_writes_metadata_and_uses_the_checkpoint(tmp_path, capsys):
     names = {7: "cat", 9: "dog", 11: "owl", 12: "fox", 13: "elk"}
     torch.save({"model": model.state_dict(), "config": {**TINY}, "label_to_category_id": mapping,
                 "category_names": names}, ckpt)
-    tool = load_tool("export")
-    assert tool.main(["--checkpoint", str(ckpt), "--format", "onnx", "--size", "64", "96"]) == 0
+    assert export_tool.main(["--checkpoint", str(ckpt), "--format", "onnx", "--size", "64", "96"]) == 0
     path = tmp_path / "run" / "checkpoint_64x96.onnx"
     assert "only this image size is supported" in capsys.readouterr().out
     meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
@@ -111,12 +110,12 @@ def test_export_tool_writes_metadata_and_uses_the_checkpoint(tmp_path, capsys):
 ])
 def test_export_tool_bad_flags(tmp_path, argv, message, capsys):
     with pytest.raises(SystemExit):
-        load_tool("export").main(["--checkpoint", str(tmp_path / "c.pth"), *argv])
+        export_tool.main(["--checkpoint", str(tmp_path / "c.pth"), *argv])
     assert message in capsys.readouterr().err
 
 
 def test_export_tool_missing_checkpoint_is_one_line(tmp_path, capsys):
-    code = load_tool("export").main(["--checkpoint", str(tmp_path / "nope.pth"), "--format", "onnx"])
+    code = export_tool.main(["--checkpoint", str(tmp_path / "nope.pth"), "--format", "onnx"])
     err = capsys.readouterr().err
     assert code == 1 and "nope.pth" in err and len(err.strip().splitlines()) == 1
 

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
-from conftest import load_tool
 from PIL import Image
 from pycocotools.coco import COCO
 from torchvision import tv_tensors
@@ -23,6 +22,9 @@ from detr_irpe.detector import Detector, preprocess
 from detr_irpe.image_input import ImageReadError, to_image_tensor
 from detr_irpe.irpe_table_plots import irpe_tables, plot_irpe_tables
 from detr_irpe.predict import find_images, predict_to_folder
+from detr_irpe.tools import plot_logs as plot_logs_tool
+from detr_irpe.tools import predict as predict_tool
+from detr_irpe.tools import visualize_rpe as visualize_rpe_tool
 from detr_irpe.training_curves import read_log
 
 TINY = dict(backbone="resnet18", hidden_dim=32, nheads=2, enc_layers=1, dec_layers=1,
@@ -260,7 +262,7 @@ def test_cli_writes_coco_results_and_renders(ckpt_path, image_dir, detector, tmp
         (folder / f.name).write_bytes(f.read_bytes())
     (folder / "broken.jpg").write_bytes(b"not an image")
     out = tmp_path / "out"
-    tool = load_tool("predict")
+    tool = predict_tool
     code = tool.main(["--checkpoint", str(ckpt_path), "--images", str(folder), "--out", str(out),
                       "--threshold", "0.2", "--batch_size", "2", "--device", "cpu",
                       "--size", str(SIZE), "--max_size", str(MAX_SIZE), "--render"])
@@ -302,7 +304,7 @@ def test_cli_writes_coco_results_and_renders(ckpt_path, image_dir, detector, tmp
 
 
 def test_cli_errors(ckpt_path, image_dir, tmp_path, capsys):
-    tool = load_tool("predict")
+    tool = predict_tool
     (tmp_path / "broken.jpg").write_bytes(b"not an image")
     code = tool.main(["--checkpoint", str(ckpt_path), "--images", str(tmp_path / "broken.jpg"),
                       "--out", str(tmp_path / "o"), "--strict", "--size", str(SIZE)])
@@ -336,15 +338,15 @@ def test_plot_logs(tmp_path, capsys):
         runs.append(str(run))
     assert len(read_log(runs[0])) == 3
     out = tmp_path / "plots" / "curves.png"
-    tool = load_tool("plot_logs")
+    tool = plot_logs_tool
     assert tool.main([*runs, "--out", str(out), "--labels", "iRPE", "DETR"]) == 0
     with Image.open(out) as image:
         assert image.format == "PNG" and image.width > 500 and image.height > 300
-    assert tool.main([*runs, "--out", str(out), "--labels", "one"]) == 2
+    assert tool.main([*runs, "--out", str(out), "--labels", "one"]) == 1
     assert "1 labels for 2 runs" in capsys.readouterr().err
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "log.txt").write_text(_log_line(0, 0.1) + "\n{oops\n")
-    assert tool.main([str(tmp_path / "bad"), "--out", str(out)]) == 2
+    assert tool.main([str(tmp_path / "bad"), "--out", str(out)]) == 1
     assert "log.txt:2" in capsys.readouterr().err
 
 
@@ -360,7 +362,7 @@ def test_visualize_rpe_product_ctx(ckpt_path, tmp_path):
     r, c = 2, 7
     torch.testing.assert_close(grid[0, r, c], weight[0, :, r * side + c].norm())
     out = tmp_path / "rpe.png"
-    assert load_tool("visualize_rpe").main(["--checkpoint", str(ckpt_path), "--out", str(out)]) == 0
+    assert visualize_rpe_tool.main(["--checkpoint", str(ckpt_path), "--out", str(out)]) == 0
     with Image.open(out) as image:
         assert image.format == "PNG" and image.width > 200
 
@@ -384,10 +386,10 @@ def test_visualize_rpe_without_irpe_errors(tmp_path, capsys):
     model, cfg = _tiny_state(3, num_classes=4, enc_rpe2d="")
     path = tmp_path / "plain.pth"
     torch.save({"model": model.state_dict(), "config": cfg.to_dict()}, path)
-    code = load_tool("visualize_rpe").main(["--checkpoint", str(path), "--out",
+    code = visualize_rpe_tool.main(["--checkpoint", str(path), "--out",
                                              str(tmp_path / "rpe.png")])
     err = capsys.readouterr().err
-    assert code == 2 and "no iRPE tables" in err and str(path) in err
+    assert code == 1 and "no iRPE tables" in err and str(path) in err
     assert not (tmp_path / "rpe.png").exists()
 
 

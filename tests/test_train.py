@@ -447,10 +447,10 @@ def test_resume_auto_on_a_finished_run_says_nothing_is_left(trained, coco_root, 
 def test_predict_tool_gives_the_evaluators_detections(trained, coco_root, tmp_path, capsys):
     """tools/predict.py with the checkpoint alone (no size flags) on the validation images
     writes the detections the evaluation wrote: boxes within 1e-3 px, the same scores."""
-    from conftest import load_tool
+    from detr_irpe.tools import predict as predict_tool
 
     out = tmp_path / "pred"
-    code = load_tool("predict").main([
+    code = predict_tool.main([
         "--checkpoint", str(trained / "checkpoint.pth"), "--images", str(coco_root / "val2017"),
         "--coco_json", str(coco_root / "annotations" / "instances_val2017.json"),
         "--out", str(out), "--threshold", "0", "--device", "cpu"])
@@ -471,7 +471,7 @@ def test_predict_tool_gives_the_evaluators_detections(trained, coco_root, tmp_pa
         assert [d["score"] for d in mine] == pytest.approx([d["score"] for d in rows], abs=1e-6)
         for a, b in zip(mine, rows):
             assert a["bbox"] == pytest.approx(b["bbox"], abs=1e-3)
-    code = load_tool("predict").main([
+    code = predict_tool.main([
         "--checkpoint", str(trained / "checkpoint.pth"), "--images", str(coco_root / "val2017"),
         "--out", str(tmp_path / "pred80"), "--size", "80", "--device", "cpu"])
     assert code == 0 and "size 80 overrides the val_size 64" in capsys.readouterr().out
@@ -480,7 +480,7 @@ def test_predict_tool_gives_the_evaluators_detections(trained, coco_root, tmp_pa
 def test_ema_is_evaluated_saved_and_loaded_by_eval_and_predict(coco_root, tmp_path):
     """--ema: the checkpoint holds the average beside the trained weights; the training's
     evaluation, --eval and the Detector all use the average (same detections)."""
-    from detr_irpe.predict import Detector
+    from detr_irpe.detector import Detector
 
     out = tmp_path / "ema"
     main_module.main(["--coco_path", str(coco_root), "--output_dir", str(out), "--epochs", "1",

@@ -1,40 +1,9 @@
-"""Plot training curves (losses, class error, box AP/AP50 per epoch) of one or more runs.
+"""``python tools/plot_logs.py ...`` runs ``python -m detr_irpe.tools.plot_logs ...``:
+the tool is that module (its docstring and ``--help`` say what it does)."""
 
-    python tools/plot_logs.py output/irpe output/plain --labels iRPE-K DETR --out curves.png
-
-Each argument is an ``--output_dir`` of ``main.py`` (or its ``log.txt``).
-"""
-
-from __future__ import annotations
-
-import argparse
 import sys
-from pathlib import Path
 
-# Let the script run from a source checkout without installing the package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from detr_irpe.training_curves import plot_logs  # noqa: E402
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("runs", nargs="+", help="output folders (or log.txt files)")
-    parser.add_argument("--out", default="curves.png", help="PNG to write (default curves.png)")
-    parser.add_argument("--labels", nargs="+", default=None, help="legend names, one per run")
-    return parser.parse_args(argv)
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        out = plot_logs(args.runs, args.out, args.labels)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        return 2
-    print(f"wrote {out}")
-    return 0
-
+from detr_irpe.tools.plot_logs import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,92 +1,9 @@
-"""Detect objects in images with a trained checkpoint; optionally draw the detections.
+"""``python tools/predict.py ...`` runs ``python -m detr_irpe.tools.predict ...``:
+the tool is that module (its docstring and ``--help`` say what it does)."""
 
-    python tools/predict.py --checkpoint output/checkpoint_best.pth --images photos/ \
-        --out output/predictions --render
-    python tools/predict.py --checkpoint detr-r50.pth --images "data/**/*.jpg" --threshold 0.7 \
-        --out preds
+import sys
 
-Writes ``OUT/predictions.json`` (COCO results format: ``image_id``, ``category_id`` as the
-original category id, ``bbox`` absolute [x, y, width, height], ``score``),
-``OUT/images.json`` ([{id, file_name, width, height}]; ``id`` is the index in the sorted
-file list, or the id in ``--coco_json``) and, with ``--render``, ``OUT/<stem>.png`` per image.
-Images are resized as the checkpoint's evaluation did, unless ``--size``/``--max_size`` say
-otherwise.  Exit codes: 0 done, 1 error (one line names it), 2 bad command line.
-"""
-
-from __future__ import annotations
-
-import os
-
-# Huge pages for PyTorch's CPU allocator: read once, at torch's first allocation, so it
-# must be set before torch is imported (see detr_irpe/runtime.py).
-os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
-
-import argparse  # noqa: E402
-import pickle  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-# Let the script run from a source checkout without installing the package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from detr_irpe.detector import Detector  # noqa: E402
-from detr_irpe.image_input import ImageReadError  # noqa: E402
-from detr_irpe.options import EXIT_ERROR  # noqa: E402
-from detr_irpe.predict import find_images, predict_to_folder  # noqa: E402
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--checkpoint", required=True, help="checkpoint file (ours or official)")
-    parser.add_argument("--images", required=True,
-                        help="an image file, a folder (its image files) or a quoted glob")
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--threshold", type=float, default=0.5,
-                        help="keep detections with score >= this (default 0.5)")
-    parser.add_argument("--batch_size", type=int, default=4, help="images per forward pass")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if present)")
-    parser.add_argument("--size", type=int, default=None,
-                        help="shorter image side (default: the checkpoint's evaluation size, "
-                             "--val_size of its run; 800 for official checkpoints)")
-    parser.add_argument("--max_size", type=int, default=None,
-                        help="longer image side at most (default: the checkpoint's; 1333 for "
-                             "official checkpoints)")
-    parser.add_argument("--render", action="store_true", help="write OUT/<stem>.png with boxes")
-    parser.add_argument("--strict", action="store_true",
-                        help="stop at an unreadable image instead of skipping it")
-    parser.add_argument("--coco_json", default=None,
-                        help="take image ids from this COCO file (matched by file_name)")
-    parser.add_argument("--no_exif_transpose", action="store_true",
-                        help="ignore the EXIF orientation tag of photos")
-    parser.add_argument("--trust_checkpoint", action="store_true",
-                        help="allow arbitrary pickles in --checkpoint (only for trusted files)")
-    return parser.parse_args(argv)
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        import torch
-
-        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        files, root = find_images(args.images)
-        detector = Detector.from_checkpoint(
-            args.checkpoint, device=device, size=args.size, max_size=args.max_size,
-            trust=args.trust_checkpoint, exif_transpose=not args.no_exif_transpose,
-        )
-        print(f"{len(files)} image(s) from {args.images}; checkpoint {args.checkpoint} "
-              f"on {detector.device}, resized to shorter side {detector.size} (longer at most "
-              f"{detector.max_size})", flush=True)
-        predict_to_folder(
-            detector, files, args.out, threshold=args.threshold, batch_size=args.batch_size,
-            render=args.render, strict=args.strict, root=root, coco_json=args.coco_json,
-        )
-    except (FileNotFoundError, ImageReadError, ValueError, RuntimeError,
-            pickle.UnpicklingError) as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        return EXIT_ERROR
-    return 0
-
+from detr_irpe.tools.predict import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,45 +1,9 @@
-"""Draw the learned iRPE tables of every encoder layer of a checkpoint.
+"""``python tools/visualize_rpe.py ...`` runs ``python -m detr_irpe.tools.visualize_rpe ...``:
+the tool is that module (its docstring and ``--help`` say what it does)."""
 
-    python tools/visualize_rpe.py --checkpoint output/checkpoint.pth --out rpe.png
-
-Product method: a heat map per layer (per head when heads are not shared) of each
-bucket's table norm over head_dim (ctx) or bias value (bias), row offset bucket on the y
-axis, column offset bucket on the x axis, zero offset in the centre.  euc, quant and cross:
-a curve over the buckets per table.
-"""
-
-from __future__ import annotations
-
-import argparse
-import pickle
 import sys
-from pathlib import Path
 
-# Let the script run from a source checkout without installing the package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from detr_irpe.irpe_table_plots import plot_irpe_tables  # noqa: E402
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--checkpoint", required=True, help="checkpoint file (ours or official)")
-    parser.add_argument("--out", default="rpe.png", help="PNG to write (default rpe.png)")
-    parser.add_argument("--trust_checkpoint", action="store_true",
-                        help="allow arbitrary pickles in --checkpoint (only for trusted files)")
-    return parser.parse_args(argv)
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        out = plot_irpe_tables(args.checkpoint, args.out, trust=args.trust_checkpoint)
-    except (FileNotFoundError, ValueError, pickle.UnpicklingError) as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        return 2
-    print(f"wrote {out}")
-    return 0
-
+from detr_irpe.tools.visualize_rpe import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,0 +1,91 @@
+"""Checks of the CUDA path, in one run of a few minutes on one GPU.
+
+    python tools/gpu_check.py --out gpu_check          # everything
+    python tools/gpu_check.py --out gpu_check --only tests,train
+
+Sections (each prints its figures and PASS/FAIL, and all go to ``<out>/gpu_check.json``):
+
+- ``tests``: the device-parametrised attention tests (every backend, float32 and autocast,
+  forward and backward with the table gradients, against the float64 CPU reference);
+- ``train``: a DETR-R50 training step at COCO sizes (two images, 800x1066 + 800x1201) in
+  fp32, bf16 and fp16 autocast: median step time, peak GPU memory, iRPE-K / plain (variants
+  interleaved; a second plain model gives the noise floor), and the AMP losses against fp32;
+- ``profile``: GPU time per fp32 training step from the profiler, plain and iRPE-K, with
+  the kernels that take it (``<out>/profile.txt``);
+- ``inference``: images/s of ``Detector.predict`` and of the ``--eval`` loop for batch 1
+  and 8, plain and iRPE-K, fp32 and bf16;
+- ``demo``: the CPU demo preset (``configs/cpu_demo.toml``) on the GPU through
+  ``torchrun --nproc_per_node=1`` (NCCL): time, AP, the checkpoint and log written, and
+  ``--eval --resume`` of the checkpoint reproducing the AP; then its first epoch again with
+  ``--amp bf16`` and ``--amp fp16``, whose mean training loss must stay near fp32's.
+
+A section that fails is reported and the next one runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+from detr_irpe.hugepages import enable_huge_pages
+
+SECTIONS = ("tests", "train", "profile", "inference", "demo")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="output/gpu_check", help="folder for results and logs")
+    parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
+    parser.add_argument("--reps", type=int, default=20, help="timed rounds per variant")
+    parser.add_argument("--device", default="cuda", help="the CUDA device to check")
+    args = parser.parse_args(argv)
+    enable_huge_pages()  # before torch is imported
+    import torch
+
+    from detr_irpe.benchmark import gpu
+
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("gpu_check: no CUDA device here; run it on a machine with a GPU", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+              "gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
+              "cuda": torch.version.cuda, "checks": []}
+    print(f"# {report['date']}  {report['gpu']}  torch {report['torch']}  CUDA {report['cuda']}")
+    work = Path(tempfile.mkdtemp(prefix="gpu_check_"))
+    steps = {
+        "tests": lambda: gpu.tests_section(out),
+        "train": lambda: gpu.train_section(device, args.reps),
+        "profile": lambda: gpu.profile_section(device, out),
+        "inference": lambda: gpu.inference_section(device, work / "photo_sized"),
+        "demo": lambda: gpu.demo_section(out, work),
+    }
+    checks = {"train": gpu.report_train, "demo": gpu.report_demo,
+              "tests": lambda r: [gpu.verdict("attention tests on CUDA", r["passed"], r["summary"])]}
+    for name in args.only.split(","):
+        print(f"\n## {name}", flush=True)
+        start = time.perf_counter()
+        try:
+            report[name] = steps[name]()
+            report["checks"] += checks.get(name, lambda r: [])(report[name])
+        except Exception:
+            text = traceback.format_exc()
+            print(text)
+            report[name] = {"error": text}
+            report["checks"].append(gpu.verdict(name, False, text.strip().splitlines()[-1]))
+        print(f"({name}: {time.perf_counter() - start:.0f} s)", flush=True)
+        (out / "gpu_check.json").write_text(json.dumps(report, indent=1))
+    failed = [c["check"] for c in report["checks"] if not c["passed"]]
+    print(f"\n{len(report['checks']) - len(failed)} passed, {len(failed)} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""The tools are modules of the package (``detr_irpe.tools.<name>``, each with ``main``);
+``tools/<name>.py`` only runs that ``main``, from any folder, without editing sys.path."""
+
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TOOLS = Path(__file__).resolve().parents[1] / "tools"
+NAMES = sorted(p.stem for p in TOOLS.glob("*.py"))
+
+
+def test_every_tool_has_its_module():
+    assert "predict" in NAMES and "benchmark" in NAMES
+    for name in NAMES:
+        assert callable(importlib.import_module(f"detr_irpe.tools.{name}").main)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_script_only_calls_the_module(name):
+    text = (TOOLS / f"{name}.py").read_text()
+    assert f"from detr_irpe.tools.{name} import main" in text
+    assert "sys.path" not in text
+
+
+def test_script_runs_from_another_folder(tmp_path):
+    res = subprocess.run([sys.executable, str(TOOLS / "plot_logs.py"), "--help"], cwd=tmp_path,
+                         capture_output=True, text=True)
+    assert res.returncode == 0 and "Plot training curves" in res.stdout
+
+
+def test_plot_logs_exit_codes(tmp_path, capsys):
+    """1 for a problem with the logs (one line on stderr), 2 for a bad command line."""
+    from detr_irpe.tools import plot_logs
+
+    missing = tmp_path / "missing"
+    assert plot_logs.main([str(missing)]) == 1
+    err = capsys.readouterr().err
+    assert "no training log" in err and len(err.strip().splitlines()) == 1
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "log.txt").write_text('{"epoch": 0}\n{oops\n')
+    assert plot_logs.main([str(bad), "--out", str(tmp_path / "c.png")]) == 1
+    assert "log.txt:2" in capsys.readouterr().err
+    assert plot_logs.main([str(bad), str(missing), "--labels", "one"]) == 1
+    assert "1 labels for 2 runs" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        plot_logs.main(["--out", "c.png"])  # no run
+    assert exc.value.code == 2
+
+
+def test_visualize_rpe_exit_codes(tmp_path, capsys):
+    from detr_irpe.tools import visualize_rpe
+
+    missing = tmp_path / "missing.pth"
+    assert visualize_rpe.main(["--checkpoint", str(missing), "--out", str(tmp_path / "r.png")]) == 1
+    err = capsys.readouterr().err
+    assert str(missing) in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(SystemExit) as exc:
+        visualize_rpe.main(["--out", "r.png"])  # no --checkpoint
+    assert exc.value.code == 2
