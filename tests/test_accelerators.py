@@ -14,8 +14,8 @@ import detr_irpe
 import main as main_module
 from detr_irpe.checkpoint import load_checkpoint
 from detr_irpe.data.shapes import generate_shapes_dataset
-from detr_irpe.models.dense_head import DenseHead, assign_cells, cell_centres, dense_losses
 from detr_irpe.detector import Detector
+from detr_irpe.models.dense_head import DenseHead, assign_cells, cell_centres, dense_losses
 
 SMALL = dict(backbone="resnet18", hidden_dim=32, nheads=2, enc_layers=1, dec_layers=2,
              dim_feedforward=32, num_queries=5, pretrained_backbone="none", num_classes=3)

@@ -11,8 +11,8 @@ import torch
 
 import detr_irpe
 from detr_irpe.checkpoint import load_checkpoint
-from detr_irpe.options import parse_args
 from detr_irpe.detector import Detector
+from detr_irpe.options import parse_args
 
 SMALL = dict(backbone="resnet18", hidden_dim=32, nheads=2, enc_layers=1, dec_layers=1,
              dim_feedforward=32, num_queries=4, num_classes=3, pretrained_backbone="none")

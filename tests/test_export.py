@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import detr_irpe
-from detr_irpe.export import OPSET, ExportableDetector, export_onnx
 from detr_irpe.detector import Detector
+from detr_irpe.export import OPSET, ExportableDetector, export_onnx
 from detr_irpe.tools import export as export_tool
 
 TINY = dict(backbone="resnet18", hidden_dim=32, nheads=2, enc_layers=1, dec_layers=2,
