@@ -3,13 +3,15 @@
 - threads: torch uses one intra-op thread per core this process may run on
   (``os.sched_getaffinity``; ``--threads`` overrides);
 - transparent huge pages for PyTorch's CPU allocator (``THP_MEM_ALLOC_ENABLE=1``), which
-  cuts the page-fault time of every fresh large buffer (a 58 MB L x L attention buffer:
-  about 4x faster to fill).  PyTorch reads the variable once, at its first CPU
+  cut the page-fault time of every fresh large buffer such as an L x L attention
+  buffer.  PyTorch reads the variable once, at its first CPU
   allocation, so ``main.py`` and the tools set it before importing torch
   (``detr_irpe.hugepages``); from your own Python code, export it in the shell;
 - channels-last for the backbone only where it helps: CPU inference (no autograd) feeds
-  the ResNet a channels-last input, 13-18 % faster; a training step is 16 % slower in
-  channels-last, so training keeps the contiguous format (docs/benchmarks.md).
+  the ResNet a channels-last input; training is slower in channels-last and keeps the
+  contiguous format.
+
+The figures: docs/benchmarks.md, "CPU settings applied by the project".
 """
 
 from __future__ import annotations
