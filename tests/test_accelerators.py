@@ -8,17 +8,15 @@ import shutil
 
 import pytest
 import torch
-from test_train import TINY
+from helpers import TINY_FLAGS, data_flags, shapes_dataset, tiny_config
 
 import detr_irpe
 import main as main_module
 from detr_irpe.checkpoint import load_checkpoint
-from detr_irpe.data.shapes import generate_shapes_dataset
 from detr_irpe.models.dense_head import DenseHead, assign_cells, cell_centres, dense_losses
 from detr_irpe.predict import Detector
 
-SMALL = dict(backbone="resnet18", hidden_dim=32, nheads=2, enc_layers=1, dec_layers=2,
-             dim_feedforward=32, num_queries=5, pretrained_backbone="none", num_classes=3)
+SMALL = tiny_config(num_queries=5, num_classes=3)
 
 
 def test_stride_16_uses_layer3_and_has_no_layer4():
@@ -122,13 +120,10 @@ def test_dense_head_is_training_only_and_weighted():
 @pytest.fixture(scope="module")
 def accelerated(tmp_path_factory):
     """A one-epoch run with the demo's training aids (bf16 autocast on the CPU included)."""
-    data = tmp_path_factory.mktemp("shapes")
-    generate_shapes_dataset(data, num_train=6, num_val=4, image_size=64, seed=5)
+    data = shapes_dataset(tmp_path_factory.mktemp("shapes"), num_train=6, num_val=4, image_size=64,
+                          seed=5)
     out = tmp_path_factory.mktemp("run")
-    flags = ["--train_json", str(data / "annotations/instances_train.json"),
-             "--train_images", str(data / "train"),
-             "--val_json", str(data / "annotations/instances_val.json"),
-             "--val_images", str(data / "val"), *TINY,
+    flags = [*data_flags(data), *TINY_FLAGS,
              "--backbone_stride", "16", "--dense_aux_coef", "1", "--amp", "bf16"]
     main_module.main([*flags, "--output_dir", str(out), "--epochs", "1", "--lr_drop", "1"])
     return data, out, flags

@@ -10,33 +10,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import ROOT, TINY_FLAGS, shapes_dataset
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 import main as main_module
-from detr_irpe.data.shapes import generate_shapes_dataset
 from detr_irpe.options import parse_args
-
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--pretrained_backbone", "none", "--backbone", "resnet18", "--hidden_dim", "32",
-        "--nheads", "2", "--enc_layers", "1", "--dec_layers", "2", "--dim_feedforward", "32",
-        "--num_queries", "6", "--train_scales", "64", "80", "--max_size", "96", "--val_size", "64",
-        "--batch_size", "2", "--num_workers", "0", "--device", "cpu", "--print_freq", "100",
-        "--lr", "1e-3", "--enc_rpe2d", "rpe-2.0-product-ctx-1-k", "--threads", "2"]
 
 
 @pytest.fixture(scope="module")
 def coco_root(tmp_path_factory):
     """COCO 2017 layout: annotations/instances_{train,val}2017.json, {train,val}2017/."""
-    src = tmp_path_factory.mktemp("shapes")
-    generate_shapes_dataset(src, num_train=6, num_val=5, image_size=64, seed=3)
-    root = tmp_path_factory.mktemp("coco")
-    (root / "annotations").mkdir()
-    for split in ("train", "val"):
-        shutil.copy(src / "annotations" / f"instances_{split}.json",
-                    root / "annotations" / f"instances_{split}2017.json")
-        shutil.copytree(src / split, root / f"{split}2017")
-    return root
+    return shapes_dataset(tmp_path_factory.mktemp("coco"), layout="coco", num_train=6, num_val=5,
+                          image_size=64, seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +40,7 @@ def coco_zip_root(coco_root, tmp_path_factory):
 def trained(coco_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     main_module.main(["--coco_path", str(coco_root), "--output_dir", str(out), "--epochs", "1",
-                      "--lr_drop", "1", *TINY])
+                      "--lr_drop", "1", *TINY_FLAGS])
     return out
 
 
@@ -99,7 +85,7 @@ def test_eval_resume_reproduces_ap_for_any_batch_size(trained, coco_root, tmp_pa
     log = json.loads((trained / "log.txt").read_text().splitlines()[0])
     for bs in ("1", "3"):
         out = tmp_path / f"eval{bs}"
-        args = [a for a in TINY]
+        args = [a for a in TINY_FLAGS]
         args[args.index("--batch_size") + 1] = bs
         main_module.main(["--coco_path", str(coco_root), "--output_dir", str(out), "--eval",
                           "--resume", str(trained / "checkpoint.pth"), *args])
@@ -115,7 +101,7 @@ def test_batch_norm_backbone_run_evaluates_from_its_checkpoint_alone(coco_root, 
     out = tmp_path / "bn"
     main_module.main(["--coco_path", str(coco_root), "--output_dir", str(out), "--epochs", "1",
                       "--lr_drop", "1", "--backbone_norm", "batch",
-                      "--trainable_backbone_layers", "5", *TINY])
+                      "--trainable_backbone_layers", "5", *TINY_FLAGS])
     ckpt = torch.load(out / "checkpoint.pth", weights_only=True)
     assert ckpt["model"]["backbone.0.body.bn1.num_batches_tracked"] > 0
     assert not torch.equal(ckpt["model"]["backbone.0.body.bn1.running_var"],
@@ -123,7 +109,7 @@ def test_batch_norm_backbone_run_evaluates_from_its_checkpoint_alone(coco_root, 
     log = json.loads((out / "log.txt").read_text().splitlines()[0])
     ev_out = tmp_path / "bn_eval"
     main_module.main(["--coco_path", str(coco_root), "--output_dir", str(ev_out), "--eval",
-                      "--resume", str(out / "checkpoint.pth"), *TINY])
+                      "--resume", str(out / "checkpoint.pth"), *TINY_FLAGS])
     assert "backbone_norm='batch'" in capsys.readouterr().out
     ev = json.loads((ev_out / "eval" / "eval.json").read_text())
     assert [ev["bbox"][k] for k in ev["bbox"]] == pytest.approx(log["test_coco_eval_bbox"], abs=1e-9)
@@ -133,7 +119,7 @@ def test_resume_continues_optimizer_scheduler_and_epoch(trained, coco_root, tmp_
     out = tmp_path / "resumed"
     shutil.copytree(trained, out)
     main_module.main(["--coco_path", str(coco_root), "--output_dir", str(out), "--epochs", "2",
-                      "--lr_drop", "1", "--resume", "auto", *TINY])
+                      "--lr_drop", "1", "--resume", "auto", *TINY_FLAGS])
     lines = [json.loads(x) for x in (out / "log.txt").read_text().splitlines()]
     assert [x["epoch"] for x in lines] == [0, 1]
     # lr dropped after epoch 0 (lr_drop 1), so epoch 1 trains at 0.1 x lr.
@@ -147,13 +133,13 @@ def test_resume_continues_optimizer_scheduler_and_epoch(trained, coco_root, tmp_
 def test_zip_layout_trains_and_matches_folder(coco_zip_root, coco_root, trained, tmp_path):
     out = tmp_path / "zip_eval"
     main_module.main(["--coco_path", str(coco_zip_root), "--output_dir", str(out), "--eval",
-                      "--resume", str(trained / "checkpoint.pth"), *TINY])
+                      "--resume", str(trained / "checkpoint.pth"), *TINY_FLAGS])
     zipped = json.loads((out / "eval" / "eval.json").read_text())["bbox"]
     log = json.loads((trained / "log.txt").read_text().splitlines()[0])
     assert list(zipped.values()) == pytest.approx(log["test_coco_eval_bbox"], abs=1e-9)
     out2 = tmp_path / "zip_train"
     main_module.main(["--coco_path", str(coco_zip_root), "--output_dir", str(out2), "--epochs", "1",
-                      *TINY])
+                      *TINY_FLAGS])
     assert (out2 / "checkpoint.pth").is_file()
 
 
@@ -211,7 +197,7 @@ def test_ddp_two_processes_gathers_evaluation(trained, coco_root, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
            "--master_port=29731", str(ROOT / "main.py"), "--coco_path", str(coco_root),
            "--output_dir", str(out), "--epochs", "1", "--resume", str(trained / "checkpoint.pth"),
-           "--eval", *TINY[:-2]]  # without --threads: one thread per process
+           "--eval", *TINY_FLAGS[:-2]]  # without --threads: one thread per process
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert res.returncode == 0, res.stderr[-3000:]
     ev = json.loads((out / "eval" / "eval.json").read_text())
@@ -232,7 +218,7 @@ def test_ddp_two_processes_gathers_evaluation(trained, coco_root, tmp_path):
 def test_resume_at_epoch_boundary_is_bit_exact(coco_root, tmp_path):
     """Two epochs straight == one epoch, stop, --resume auto for the second (CPU): the
     weights, and with --ema (which leaves training alone) the average and its count."""
-    flags = [*TINY, "--lr_drop", "1", "--eval_every", "1", "--ema", "0.7"]
+    flags = [*TINY_FLAGS, "--lr_drop", "1", "--eval_every", "1", "--ema", "0.7"]
     flags[flags.index("--num_workers") + 1] = "1"  # worker seeding must survive the resume too
     straight = tmp_path / "straight"
     main_module.main(["--coco_path", str(coco_root), "--output_dir", str(straight),
@@ -278,7 +264,7 @@ def test_official_eval_protocol_pads_images_in_pairs(trained, coco_root, tmp_pat
     for protocol in ("official", "per_image"):
         out = tmp_path / protocol
         main_module.main(["--coco_path", str(coco_root), "--output_dir", str(out), "--eval",
-                          "--resume", str(path), "--eval_protocol", protocol, *TINY])
+                          "--resume", str(path), "--eval_protocol", protocol, *TINY_FLAGS])
         scores[protocol] = _scores_by_image(out / "eval" / "detections_eval.json")
     ckpt = load_checkpoint(str(path))
     model = build_detr(ckpt.config())[0]
@@ -310,7 +296,7 @@ def test_ddp_resume_restores_each_process_random_state(coco_root, tmp_path):
     for bit: each process gets back its own augmentation and dropout streams; the EMA
     (of the model inside DDP) continues too."""
     flags = ["--coco_path", str(coco_root), "--lr_drop", "1", "--eval_every", "1", "--ema", "0.7",
-             *TINY[:-2]]
+             *TINY_FLAGS[:-2]]
     _torchrun_main(29735, ["--epochs", "2", *flags], tmp_path / "straight")
     _torchrun_main(29735, ["--epochs", "1", *flags], tmp_path / "split")
     stored = torch.load(tmp_path / "split" / "checkpoint.pth", weights_only=True)["rng"]
@@ -330,7 +316,7 @@ def test_ddp_resume_restores_each_process_random_state(coco_root, tmp_path):
 def test_resume_keeps_stored_lr_drop_unless_another_is_given(trained, coco_root, tmp_path,
                                                              capsys):
     """The run in ``trained`` dropped the lr after epoch 0 (--lr_drop 1)."""
-    flags = ["--coco_path", str(coco_root), "--epochs", "2", "--eval_every", "5", *TINY]
+    flags = ["--coco_path", str(coco_root), "--epochs", "2", "--eval_every", "5", *TINY_FLAGS]
     lrs = {}
     for name, extra in (("kept", []), ("changed", ["--lr_drop", "2"])):
         out = tmp_path / name
@@ -375,7 +361,7 @@ def test_sigterm_then_sigint_to_the_process_group_save_and_exit_75(coco_root, tm
 
     out = tmp_path / "preempted"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    flags = [*TINY, "--print_freq", "1"]
+    flags = [*TINY_FLAGS, "--print_freq", "1"]
     flags[flags.index("--num_workers") + 1] = "2"
     cmd = [sys.executable, str(ROOT / "main.py"), "--coco_path", str(coco_root),
            "--output_dir", str(out), "--epochs", "50", *flags]
@@ -484,13 +470,13 @@ def test_ema_is_evaluated_saved_and_loaded_by_eval_and_predict(coco_root, tmp_pa
 
     out = tmp_path / "ema"
     main_module.main(["--coco_path", str(coco_root), "--output_dir", str(out), "--epochs", "1",
-                      "--lr_drop", "1", "--ema", "0.5", *TINY])
+                      "--lr_drop", "1", "--ema", "0.5", *TINY_FLAGS])
     ckpt = torch.load(out / "checkpoint.pth", weights_only=True)
     assert ckpt["ema"].keys() == ckpt["model"].keys() and ckpt["ema_updates"] == 3
     name = "class_embed.weight"
     assert not torch.equal(ckpt["ema"][name], ckpt["model"][name])
     main_module.main(["--coco_path", str(coco_root), "--output_dir", str(out / "again"),
-                      "--eval", "--resume", str(out / "checkpoint.pth"), *TINY])
+                      "--eval", "--resume", str(out / "checkpoint.pth"), *TINY_FLAGS])
     during = json.loads((out / "eval" / "detections_0000.json").read_text())
     after = json.loads((out / "again" / "eval" / "detections_eval.json").read_text())
     assert [d["score"] for d in after] == pytest.approx([d["score"] for d in during], abs=1e-6)
