@@ -129,6 +129,7 @@ def accelerated(tmp_path_factory):
     return data, out, flags
 
 
+@pytest.mark.slow
 def test_checkpoint_is_plain_detr_and_resumes_with_its_head(accelerated, tmp_path):
     data, out, flags = accelerated
     assert (out / "curves.png").is_file() and len(list((out / "predictions").glob("*.png"))) == 4
@@ -153,6 +154,7 @@ def test_checkpoint_is_plain_detr_and_resumes_with_its_head(accelerated, tmp_pat
                           "--epochs", "3", "--dense_aux_coef", "0"])
 
 
+@pytest.mark.slow
 def test_stride_16_refuses_a_checkpoint_with_layer4(accelerated, tmp_path):
     data, _, flags = accelerated
     plain, _, _ = detr_irpe.build_detr(**{**SMALL, "enc_rpe2d": "rpe-2.0-product-ctx-1-k"})
@@ -162,6 +164,7 @@ def test_stride_16_refuses_a_checkpoint_with_layer4(accelerated, tmp_path):
                           str(tmp_path / "official.pth")])
 
 
+@pytest.mark.slow
 def test_ema_of_a_model_with_the_dense_head_is_plain_detr_too(accelerated, tmp_path):
     """--ema with --dense_aux_coef: the stored average is a plain DETR state dict (what
     --eval and prediction load), its head is kept apart, and resume restores both."""
@@ -179,6 +182,7 @@ def test_ema_of_a_model_with_the_dense_head_is_plain_detr_too(accelerated, tmp_p
     assert resumed.epoch == 1 and resumed.raw["ema_updates"] > ckpt.raw["ema_updates"]
 
 
+@pytest.mark.slow
 def test_eval_takes_the_precision_of_the_run_and_reproduces_its_ap(accelerated, tmp_path):
     """The run trained and evaluated under --amp bf16: --eval of its checkpoint uses bf16
     too (unless --amp is given), and so gives the AP the run logged."""

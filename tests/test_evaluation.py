@@ -295,6 +295,7 @@ def _distributed_worker(rank, world_size, init_file, gt_file, out_dir):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_synchronize_gathers_and_deduplicates(coco_gt, gt_file, tmp_path):
     mp.start_processes(
         _distributed_worker,

@@ -62,6 +62,7 @@ def test_finetune_state_keeps_fitting_tensors_and_resets_head():
         assert torch.equal(dst.state_dict()[name], src.state_dict()[name])
 
 
+@pytest.mark.slow
 def test_finetune_end_to_end_with_arbitrary_ids(custom_set, coco_checkpoint, tmp_path, capsys):
     out = tmp_path / "ft"
     main_module.main([*data_flags(custom_set), "--finetune_from", str(coco_checkpoint),
@@ -100,6 +101,7 @@ def test_custom_num_classes_conflict_is_explained(custom_set, tmp_path):
                           "none", "--output_dir", str(tmp_path / "nc"), *FLAGS])
 
 
+@pytest.mark.slow
 def test_plain_detr_fine_tuned_into_irpe_starts_from_zero_tables(custom_set, tmp_path, capsys):
     """A plain DETR checkpoint with --enc_rpe2d and --irpe_init zero: the tables are the only
     new tensors and start at zero (a note says so); the run trains them."""

@@ -44,6 +44,7 @@ def trained(coco_root, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_one_epoch_writes_checkpoint_log_and_eval(trained, coco_root):
     assert (trained / "checkpoint.pth").is_file() and (trained / "checkpoint_best.pth").is_file()
     lines = (trained / "log.txt").read_text().splitlines()
@@ -69,6 +70,7 @@ def test_one_epoch_writes_checkpoint_log_and_eval(trained, coco_root):
     assert ckpt["lr_scheduler"]["last_epoch"] == 1
 
 
+@pytest.mark.slow
 def test_our_ap_equals_pycocotools_on_written_detections(trained, coco_root):
     log = json.loads((trained / "log.txt").read_text().splitlines()[0])
     gt = COCO(str(coco_root / "annotations" / "instances_val2017.json"))
@@ -81,6 +83,7 @@ def test_our_ap_equals_pycocotools_on_written_detections(trained, coco_root):
     assert list(E.stats) == pytest.approx(log["test_coco_eval_bbox"], abs=1e-12)
 
 
+@pytest.mark.slow
 def test_eval_resume_reproduces_ap_for_any_batch_size(trained, coco_root, tmp_path):
     log = json.loads((trained / "log.txt").read_text().splitlines()[0])
     for bs in ("1", "3"):
@@ -94,6 +97,7 @@ def test_eval_resume_reproduces_ap_for_any_batch_size(trained, coco_root, tmp_pa
                                                                    abs=1e-9)
 
 
+@pytest.mark.slow
 def test_batch_norm_backbone_run_evaluates_from_its_checkpoint_alone(coco_root, tmp_path, capsys):
     """A from-scratch run with a trainable batch-norm backbone (the CPU demo's setting):
     its running statistics are saved, and --eval --resume without the backbone flags
@@ -115,6 +119,7 @@ def test_batch_norm_backbone_run_evaluates_from_its_checkpoint_alone(coco_root, 
     assert [ev["bbox"][k] for k in ev["bbox"]] == pytest.approx(log["test_coco_eval_bbox"], abs=1e-9)
 
 
+@pytest.mark.slow
 def test_resume_continues_optimizer_scheduler_and_epoch(trained, coco_root, tmp_path):
     out = tmp_path / "resumed"
     shutil.copytree(trained, out)
@@ -130,6 +135,7 @@ def test_resume_continues_optimizer_scheduler_and_epoch(trained, coco_root, tmp_
     assert ckpt["optimizer"]["state"][0]["step"] > first["optimizer"]["state"][0]["step"]
 
 
+@pytest.mark.slow
 def test_zip_layout_trains_and_matches_folder(coco_zip_root, coco_root, trained, tmp_path):
     out = tmp_path / "zip_eval"
     main_module.main(["--coco_path", str(coco_zip_root), "--output_dir", str(out), "--eval",
@@ -189,6 +195,7 @@ def test_missing_dataset_is_explained(tmp_path, capsys):
     assert "instances_val2017.json" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_gathers_evaluation(trained, coco_root, tmp_path):
     """torchrun, 2 CPU processes (gloo): distributed training runs, and distributed
     evaluation gathers every image once (same AP as one process)."""
@@ -215,6 +222,7 @@ def test_ddp_two_processes_gathers_evaluation(trained, coco_root, tmp_path):
     assert (tmp_path / "ddp_train" / "checkpoint.pth").is_file()
 
 
+@pytest.mark.slow
 def test_resume_at_epoch_boundary_is_bit_exact(coco_root, tmp_path):
     """Two epochs straight == one epoch, stop, --resume auto for the second (CPU): the
     weights, and with --ema (which leaves training alone) the average and its count."""
@@ -246,6 +254,7 @@ def _scores_by_image(path: Path) -> dict:
     return {k: sorted(v) for k, v in out.items()}
 
 
+@pytest.mark.slow
 def test_official_eval_protocol_pads_images_in_pairs(trained, coco_root, tmp_path):
     """--eval_protocol official gives the detections of the model run on consecutive
     pairs of val images padded together (recomputed here), which differ from the
@@ -291,6 +300,7 @@ def _torchrun_main(port: int, flags: list, out: Path) -> None:
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_ddp_resume_restores_each_process_random_state(coco_root, tmp_path):
     """2 processes, 2 epochs straight == 1 epoch, stop, --resume auto for the second, bit
     for bit: each process gets back its own augmentation and dropout streams; the EMA
@@ -313,6 +323,7 @@ def test_ddp_resume_restores_each_process_random_state(coco_root, tmp_path):
         assert torch.equal(tensor, b["ema"][name]), name
 
 
+@pytest.mark.slow
 def test_resume_keeps_stored_lr_drop_unless_another_is_given(trained, coco_root, tmp_path,
                                                              capsys):
     """The run in ``trained`` dropped the lr after epoch 0 (--lr_drop 1)."""
@@ -353,6 +364,7 @@ def _stop_process_group(cmd, env, sig):
     return proc.returncode, "".join(lines) + rest
 
 
+@pytest.mark.slow
 def test_sigterm_then_sigint_to_the_process_group_save_and_exit_75(coco_root, tmp_path):
     """SIGTERM to the whole process group with two data-loader workers: one message, a
     loadable checkpoint, exit code 75; --resume auto continues from that step, and SIGINT
@@ -388,6 +400,7 @@ RUN_ONLY = ["--batch_size", "2", "--num_workers", "0", "--device", "cpu", "--pri
             "--threads", "2"]  # no model or size flags
 
 
+@pytest.mark.slow
 def test_eval_takes_every_model_option_and_size_from_the_checkpoint(trained, coco_root, tmp_path,
                                                                     capsys):
     out = tmp_path / "eval_bare"
@@ -408,6 +421,7 @@ def test_eval_takes_every_model_option_and_size_from_the_checkpoint(trained, coc
 @pytest.mark.parametrize("flag,ours,theirs", [("--enc_layers", "3", "enc_layers 1"),
                                               ("--dim_feedforward", "64", "dim_feedforward 32"),
                                               ("--enc_rpe2d", "", "'rpe-2.0-product-ctx-1-k'")])
+@pytest.mark.slow
 def test_a_flag_contradicting_the_checkpoint_is_one_line_naming_both(trained, coco_root,
                                                                      tmp_path, flag, ours, theirs):
     out = tmp_path / "contradiction"
@@ -420,6 +434,7 @@ def test_a_flag_contradicting_the_checkpoint_is_one_line_naming_both(trained, co
     assert not (out / "args.json").exists()  # a failed start leaves no args.json
 
 
+@pytest.mark.slow
 def test_resume_auto_on_a_finished_run_says_nothing_is_left(trained, coco_root, tmp_path, capsys):
     out = tmp_path / "finished"
     shutil.copytree(trained, out)
@@ -430,6 +445,7 @@ def test_resume_auto_on_a_finished_run_says_nothing_is_left(trained, coco_root, 
     assert (out / "log.txt").read_text() == before
 
 
+@pytest.mark.slow
 def test_predict_tool_gives_the_evaluators_detections(trained, coco_root, tmp_path, capsys):
     """tools/predict.py with the checkpoint alone (no size flags) on the validation images
     writes the detections the evaluation wrote: boxes within 1e-3 px, the same scores."""
@@ -463,6 +479,7 @@ def test_predict_tool_gives_the_evaluators_detections(trained, coco_root, tmp_pa
     assert code == 0 and "size 80 overrides the val_size 64" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_ema_is_evaluated_saved_and_loaded_by_eval_and_predict(coco_root, tmp_path):
     """--ema: the checkpoint holds the average beside the trained weights; the training's
     evaluation, --eval and the Detector all use the average (same detections)."""
