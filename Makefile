@@ -26,3 +26,9 @@ lint: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# The fast part of the suite: leaves out the tests marked slow (main.py, tools or Python in
+# a subprocess, torchrun/DDP, signals).  `make test` still runs everything.
+.PHONY: test-fast
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"

@@ -1,4 +1,3 @@
-import importlib
 import os
 import sys
 
@@ -6,8 +5,10 @@ import pytest
 import torch
 
 HERE = os.path.dirname(__file__)
-FIXTURES = os.path.join(HERE, "fixtures")
-sys.path.insert(0, HERE)  # for tests/reference.py
+sys.path.insert(0, HERE)  # tests/helpers.py, reference.py, evaluation_cases.py
+
+from evaluation_cases import load_coco, write_gt_file  # noqa: E402
+from helpers import FIXTURES  # noqa: E402
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
@@ -22,7 +23,14 @@ def bucket_fixture():
     return torch.load(os.path.join(FIXTURES, "bucket_ids.pt"), weights_only=True)
 
 
-def load_tool(name: str):
-    """The module ``detr_irpe.tools.<name>`` (``tools/<name>.py`` only calls its ``main``).
-    Kept for the tests that still call it; new tests import the module."""
-    return importlib.import_module(f"detr_irpe.tools.{name}")
+@pytest.fixture(scope="module")
+def gt_file(tmp_path_factory):
+    """The ground truth of ``evaluation_cases`` as a COCO annotation file."""
+    path = tmp_path_factory.mktemp("gt") / "gt.json"
+    write_gt_file(path)
+    return path
+
+
+@pytest.fixture
+def coco_gt(gt_file):
+    return load_coco(gt_file)

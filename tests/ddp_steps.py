@@ -8,10 +8,10 @@ holds a NaN pixel (``nan_rank{r}.pt``).
 
 import sys
 
+import helpers
 import torch
 import torch.distributed as dist
 
-import detr_irpe
 from detr_irpe.config import OptimConfig, RunConfig
 from detr_irpe.engine import LoopSettings, train_one_epoch
 
@@ -19,10 +19,7 @@ NAN_BATCH = 3  # rank 1's second batch when 6 batches are dealt to 2 ranks
 
 
 def tiny_model(eos_coef: float = 0.1):
-    torch.manual_seed(0)
-    return detr_irpe.build_detr(backbone="resnet18", hidden_dim=32, nheads=2, enc_layers=1,
-                                dec_layers=2, dim_feedforward=32, num_queries=5, num_classes=3,
-                                dropout=0.0, eos_coef=eos_coef, pretrained_backbone="none")
+    return helpers.tiny_model(num_queries=5, num_classes=3, dropout=0.0, eos_coef=eos_coef)
 
 
 def batches(n: int, images_per_batch: int = 1) -> list:

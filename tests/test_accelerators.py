@@ -8,17 +8,15 @@ import shutil
 
 import pytest
 import torch
-from test_train import TINY
+from helpers import TINY_FLAGS, data_flags, shapes_dataset, tiny_config
 
 import detr_irpe
 import main as main_module
 from detr_irpe.checkpoint import load_checkpoint
-from detr_irpe.data.shapes import generate_shapes_dataset
 from detr_irpe.detector import Detector
 from detr_irpe.models.dense_head import DenseHead, assign_cells, cell_centres, dense_losses
 
-SMALL = dict(backbone="resnet18", hidden_dim=32, nheads=2, enc_layers=1, dec_layers=2,
-             dim_feedforward=32, num_queries=5, pretrained_backbone="none", num_classes=3)
+SMALL = tiny_config(num_queries=5, num_classes=3)
 
 
 def test_stride_16_uses_layer3_and_has_no_layer4():
@@ -122,18 +120,16 @@ def test_dense_head_is_training_only_and_weighted():
 @pytest.fixture(scope="module")
 def accelerated(tmp_path_factory):
     """A one-epoch run with the demo's training aids (bf16 autocast on the CPU included)."""
-    data = tmp_path_factory.mktemp("shapes")
-    generate_shapes_dataset(data, num_train=6, num_val=4, image_size=64, seed=5)
+    data = shapes_dataset(tmp_path_factory.mktemp("shapes"), num_train=6, num_val=4, image_size=64,
+                          seed=5)
     out = tmp_path_factory.mktemp("run")
-    flags = ["--train_json", str(data / "annotations/instances_train.json"),
-             "--train_images", str(data / "train"),
-             "--val_json", str(data / "annotations/instances_val.json"),
-             "--val_images", str(data / "val"), *TINY,
+    flags = [*data_flags(data), *TINY_FLAGS,
              "--backbone_stride", "16", "--dense_aux_coef", "1", "--amp", "bf16"]
     main_module.main([*flags, "--output_dir", str(out), "--epochs", "1", "--lr_drop", "1"])
     return data, out, flags
 
 
+@pytest.mark.slow
 def test_checkpoint_is_plain_detr_and_resumes_with_its_head(accelerated, tmp_path):
     data, out, flags = accelerated
     assert (out / "curves.png").is_file() and len(list((out / "predictions").glob("*.png"))) == 4
@@ -158,6 +154,7 @@ def test_checkpoint_is_plain_detr_and_resumes_with_its_head(accelerated, tmp_pat
                           "--epochs", "3", "--dense_aux_coef", "0"])
 
 
+@pytest.mark.slow
 def test_stride_16_refuses_a_checkpoint_with_layer4(accelerated, tmp_path):
     data, _, flags = accelerated
     plain, _, _ = detr_irpe.build_detr(**{**SMALL, "enc_rpe2d": "rpe-2.0-product-ctx-1-k"})
@@ -167,6 +164,7 @@ def test_stride_16_refuses_a_checkpoint_with_layer4(accelerated, tmp_path):
                           str(tmp_path / "official.pth")])
 
 
+@pytest.mark.slow
 def test_ema_of_a_model_with_the_dense_head_is_plain_detr_too(accelerated, tmp_path):
     """--ema with --dense_aux_coef: the stored average is a plain DETR state dict (what
     --eval and prediction load), its head is kept apart, and resume restores both."""
@@ -184,6 +182,7 @@ def test_ema_of_a_model_with_the_dense_head_is_plain_detr_too(accelerated, tmp_p
     assert resumed.epoch == 1 and resumed.raw["ema_updates"] > ckpt.raw["ema_updates"]
 
 
+@pytest.mark.slow
 def test_eval_takes_the_precision_of_the_run_and_reproduces_its_ap(accelerated, tmp_path):
     """The run trained and evaluated under --amp bf16: --eval of its checkpoint uses bf16
     too (unless --amp is given), and so gives the AP the run logged."""

@@ -60,6 +60,7 @@ def ddp_run(tmp_path_factory):
     return out, res.stdout
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one_process_accumulating_two(ddp_run):
     out, _ = ddp_run
     ranks = [torch.load(out / f"clean_rank{r}.pt", weights_only=True) for r in (0, 1)]
@@ -67,6 +68,7 @@ def test_two_processes_equal_one_process_accumulating_two(ddp_run):
     _assert_same_models(ranks[0], train_steps(batches(6), accum_steps=2))
 
 
+@pytest.mark.slow
 def test_nan_on_one_rank_is_skipped_by_both_and_reported_once(ddp_run):
     out, stdout = ddp_run
     ranks = [torch.load(out / f"nan_rank{r}.pt", weights_only=True) for r in (0, 1)]

@@ -8,14 +8,14 @@ import threading
 
 import pytest
 import torch
+from helpers import data_flags, shapes_dataset, tiny_config
 
 import detr_irpe
 from detr_irpe.checkpoint import load_checkpoint
 from detr_irpe.detector import Detector
 from detr_irpe.options import parse_args
 
-SMALL = dict(backbone="resnet18", hidden_dim=32, nheads=2, enc_layers=1, dec_layers=1,
-             dim_feedforward=32, num_queries=4, num_classes=3, pretrained_backbone="none")
+SMALL = tiny_config(dec_layers=1, num_queries=4, num_classes=3)
 
 
 class _Server:
@@ -93,14 +93,8 @@ def test_offline_is_one_line_naming_url_and_cache(served, tmp_path):
 
 
 def test_command_line_accepts_urls(tmp_path):
-    from detr_irpe.data.shapes import generate_shapes_dataset
-
-    root = tmp_path / "data"
-    generate_shapes_dataset(root, num_train=2, num_val=2, image_size=48, seed=1)
-    data = ["--train_json", str(root / "annotations/instances_train.json"),
-            "--train_images", str(root / "train"),
-            "--val_json", str(root / "annotations/instances_val.json"),
-            "--val_images", str(root / "val")]
+    root = shapes_dataset(tmp_path / "data", num_train=2, num_val=2, image_size=48, seed=1)
+    data = data_flags(root)
     url = "https://example.invalid/rpe-2.0-product-ctx-1-k.pth"
     assert parse_args([*data, "--finetune_from", url, "--output_dir", str(tmp_path)]).finetune_from == url
     assert parse_args([*data, "--eval", "--resume", url]).resume == url

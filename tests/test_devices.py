@@ -10,6 +10,7 @@ import itertools
 
 import pytest
 import torch
+from helpers import tiny_config
 from reference import reference_attention
 
 from detr_irpe import build_detr
@@ -131,10 +132,9 @@ def test_detr_training_step_matches_float64_cpu(device, enc, monkeypatch):
     # 10-bit mantissa, about 1e-4 relative error in the losses measured on an H200).
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     torch.manual_seed(0)
-    model, criterion, _ = build_detr(
-        enc_rpe2d=enc, backbone="resnet18", pretrained_backbone="none", hidden_dim=32, nheads=4,
-        enc_layers=2, dec_layers=2, dim_feedforward=64, num_queries=6, num_classes=5,
-        dropout=0.0)
+    model, criterion, _ = build_detr(**tiny_config(
+        enc_rpe2d=enc, nheads=4, enc_layers=2, dim_feedforward=64, num_queries=6, num_classes=5,
+        dropout=0.0))
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "rpe_" in name:

@@ -10,6 +10,14 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from evaluation_cases import (
+    IMAGES,
+    LABEL_TO_CATEGORY,
+    as_model_results,
+    load_coco,
+    noisy_detections,
+    perfect_results,
+)
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -20,124 +28,6 @@ from detr_irpe.evaluation import (
     format_stats,
     resolve_backend,
 )
-
-# Non-contiguous category ids; category 9 has no ground truth. Model labels 0, 1, 2.
-CATEGORIES = [{"id": 2, "name": "apple"}, {"id": 5, "name": "pear"}, {"id": 9, "name": "plum"}]
-LABEL_TO_CATEGORY = {0: 2, 1: 5, 2: 9}
-IMAGES = [
-    {"id": 1, "width": 100, "height": 80, "file_name": "1.jpg"},
-    {"id": 2, "width": 120, "height": 90, "file_name": "2.jpg"},
-    {"id": 3, "width": 50, "height": 50, "file_name": "3.jpg"},
-    {"id": 4, "width": 60, "height": 40, "file_name": "4.jpg"},  # no ground truth
-]
-GT_BOXES = [  # (image_id, category_id, xywh, iscrowd)
-    (1, 2, [10, 10, 30, 20], 0),
-    (1, 5, [50, 30, 40, 40], 0),
-    (2, 2, [5, 5, 10, 10], 0),
-    (2, 2, [60, 20, 50, 60], 0),
-    (2, 5, [0, 0, 120, 90], 1),
-    (3, 5, [20, 15, 12, 30], 0),
-]
-
-
-@pytest.fixture(scope="module")
-def gt_file(tmp_path_factory):
-    annotations = [
-        {
-            "id": i + 1,
-            "image_id": img,
-            "category_id": cat,
-            "bbox": box,
-            "area": box[2] * box[3],
-            "iscrowd": crowd,
-        }
-        for i, (img, cat, box, crowd) in enumerate(GT_BOXES)
-    ]
-    path = tmp_path_factory.mktemp("gt") / "gt.json"
-    path.write_text(
-        json.dumps({"images": IMAGES, "annotations": annotations, "categories": CATEGORIES})
-    )
-    return path
-
-
-def _load(path) -> COCO:
-    with contextlib.redirect_stdout(io.StringIO()):
-        return COCO(str(path))
-
-
-@pytest.fixture
-def coco_gt(gt_file):
-    return _load(gt_file)
-
-
-def _xyxy(xywh):
-    x, y, w, h = xywh
-    return [x, y, x + w, y + h]
-
-
-def _perfect_results():
-    """Model-style results that reproduce every non-crowd ground-truth box."""
-    results = {image["id"]: {"scores": [], "labels": [], "boxes": []} for image in IMAGES}
-    category_to_label = {c: label for label, c in LABEL_TO_CATEGORY.items()}
-    for image_id, category_id, box, crowd in GT_BOXES:
-        if not crowd:
-            results[image_id]["scores"].append(0.9)
-            results[image_id]["labels"].append(category_to_label[category_id])
-            results[image_id]["boxes"].append(_xyxy(box))
-    return {
-        image_id: {
-            "scores": torch.tensor(r["scores"]),
-            "labels": torch.tensor(r["labels"], dtype=torch.int64),
-            "boxes": torch.tensor(r["boxes"], dtype=torch.float32).reshape(-1, 4),
-        }
-        for image_id, r in results.items()
-    }
-
-
-def _noisy_detections(seed=0):
-    """COCO-format detections (xywh, category ids): jittered true boxes plus false positives."""
-    rng = np.random.default_rng(seed)
-    detections = []
-    for image_id, category_id, box, _ in GT_BOXES:
-        for _ in range(3):
-            jitter = rng.normal(0, 3, size=4)
-            x, y = box[0] + jitter[0], box[1] + jitter[1]
-            w, h = max(box[2] + jitter[2], 1.0), max(box[3] + jitter[3], 1.0)
-            detections.append(
-                {
-                    "image_id": image_id,
-                    "category_id": category_id,
-                    "bbox": [round(v, 2) for v in (x, y, w, h)],
-                    "score": round(float(rng.uniform(0.05, 1)), 4),
-                }
-            )
-    for image in IMAGES:
-        for _ in range(5):
-            w, h = rng.uniform(5, 30, size=2)
-            x, y = rng.uniform(0, image["width"] - w), rng.uniform(0, image["height"] - h)
-            detections.append(
-                {
-                    "image_id": image["id"],
-                    "category_id": int(rng.choice([2, 5, 9])),
-                    "bbox": [round(v, 2) for v in (x, y, w, h)],
-                    "score": round(float(rng.uniform(0.05, 1)), 4),
-                }
-            )
-    return detections
-
-
-def _as_model_results(detections):
-    """The same detections in the evaluator's input format (xyxy, model labels)."""
-    category_to_label = {c: label for label, c in LABEL_TO_CATEGORY.items()}
-    results = {}
-    for image in IMAGES:
-        dets = [d for d in detections if d["image_id"] == image["id"]]
-        results[image["id"]] = {
-            "scores": torch.tensor([d["score"] for d in dets], dtype=torch.float64),
-            "labels": torch.tensor([category_to_label[d["category_id"]] for d in dets]),
-            "boxes": torch.tensor([_xyxy(d["bbox"]) for d in dets], dtype=torch.float64),
-        }
-    return results
 
 
 def _pycocotools_stats(gt_file, detections, tmp_path, cat_ids=None):
@@ -156,7 +46,7 @@ def _pycocotools_stats(gt_file, detections, tmp_path, cat_ids=None):
 
 def test_perfect_detections_give_ap_one(coco_gt):
     evaluator = CocoEvaluator(coco_gt, LABEL_TO_CATEGORY)
-    evaluator.update(_perfect_results())
+    evaluator.update(perfect_results())
     stats, per_category = evaluator.summarize()
     assert len(stats) == len(STAT_NAMES) == 12
     assert stats[0] == pytest.approx(1.0) and stats[1] == pytest.approx(1.0)
@@ -165,10 +55,10 @@ def test_perfect_detections_give_ap_one(coco_gt):
     assert math.isnan(per_category[9])  # no ground truth
 
 
-def test_matches_pycocotools_on_noisy_detections(coco_gt, gt_file, tmp_path):
-    detections = _noisy_detections()
+def test_matches_pycocotools_onnoisy_detections(coco_gt, gt_file, tmp_path):
+    detections = noisy_detections()
     evaluator = CocoEvaluator(coco_gt, LABEL_TO_CATEGORY)
-    evaluator.update(_as_model_results(detections))
+    evaluator.update(as_model_results(detections))
     summary = evaluator.summarize()
     expected = _pycocotools_stats(gt_file, detections, tmp_path)
     assert 0.1 < expected[0] < 0.99  # a non-trivial case
@@ -210,7 +100,7 @@ def test_labels_map_back_to_category_ids(coco_gt):
 
 def test_only_updated_images_are_evaluated(coco_gt):
     evaluator = CocoEvaluator(coco_gt, LABEL_TO_CATEGORY)
-    evaluator.update({1: _perfect_results()[1]})  # images 2 and 3 were never seen
+    evaluator.update({1: perfect_results()[1]})  # images 2 and 3 were never seen
     stats, per_category = evaluator.summarize()
     assert evaluator.image_ids == [1]
     assert stats[0] == pytest.approx(1.0)
@@ -218,7 +108,7 @@ def test_only_updated_images_are_evaluated(coco_gt):
 
 def test_repeated_image_replaces_earlier_entry(coco_gt):
     evaluator = CocoEvaluator(coco_gt, LABEL_TO_CATEGORY)
-    results = _perfect_results()
+    results = perfect_results()
     evaluator.update(results)
     evaluator.update({1: results[1]})
     assert len(evaluator.detections()) == 5
@@ -245,16 +135,16 @@ def test_empty_detections_give_zero_without_crashing(coco_gt):
 def test_quiet_flag_controls_pycocotools_output(coco_gt, capsys):
     for quiet, printed in ((True, False), (False, True)):
         evaluator = CocoEvaluator(coco_gt, LABEL_TO_CATEGORY, quiet=quiet)
-        evaluator.update(_perfect_results())
+        evaluator.update(perfect_results())
         evaluator.summarize()
         assert ("Average Precision" in capsys.readouterr().out) == printed
 
 
 def test_evaluation_does_not_change_ground_truth(coco_gt, gt_file):
     evaluator = CocoEvaluator(coco_gt, LABEL_TO_CATEGORY)
-    evaluator.update(_perfect_results())
+    evaluator.update(perfect_results())
     evaluator.summarize()
-    assert coco_gt.dataset == _load(gt_file).dataset
+    assert coco_gt.dataset == load_coco(gt_file).dataset
 
 
 def test_formatting():
@@ -277,8 +167,8 @@ def _distributed_worker(rank, world_size, init_file, gt_file, out_dir):
     try:
         # Image 2 is on both ranks, as the DistributedSampler's padding would put it.
         mine = {0: (1, 2), 1: (2, 3, 4)}[rank]
-        results = _as_model_results(_noisy_detections())
-        evaluator = CocoEvaluator(_load(gt_file), LABEL_TO_CATEGORY)
+        results = as_model_results(noisy_detections())
+        evaluator = CocoEvaluator(load_coco(gt_file), LABEL_TO_CATEGORY)
         evaluator.update({image_id: results[image_id] for image_id in mine})
         evaluator.synchronize_between_processes()
         summary = evaluator.summarize()
@@ -295,6 +185,7 @@ def _distributed_worker(rank, world_size, init_file, gt_file, out_dir):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_synchronize_gathers_and_deduplicates(coco_gt, gt_file, tmp_path):
     mp.start_processes(
         _distributed_worker,
@@ -303,7 +194,7 @@ def test_synchronize_gathers_and_deduplicates(coco_gt, gt_file, tmp_path):
         start_method="fork",
     )
     single = CocoEvaluator(coco_gt, LABEL_TO_CATEGORY)
-    single.update(_as_model_results(_noisy_detections()))
+    single.update(as_model_results(noisy_detections()))
     expected = single.summarize().stats
     for rank in range(2):
         out = json.loads((tmp_path / f"rank{rank}.json").read_text())
@@ -315,7 +206,7 @@ def test_synchronize_gathers_and_deduplicates(coco_gt, gt_file, tmp_path):
 def test_faster_coco_eval_gives_the_numbers_of_pycocotools(coco_gt):
     """Both backends on the same detections: the 12 numbers, per-category AP and the
     precision array agree (the C++ port sums in another order: at most a few ulps)."""
-    results = _as_model_results(_noisy_detections(seed=3))
+    results = as_model_results(noisy_detections(seed=3))
     summaries, precisions = {}, {}
     for backend in ("faster_coco_eval", "pycocotools"):
         evaluator = CocoEvaluator(coco_gt, LABEL_TO_CATEGORY, backend=backend)

@@ -8,16 +8,10 @@ import json
 
 import numpy as np
 import pytest
+from evaluation_cases import LABEL_TO_CATEGORY, as_model_results, noisy_detections
 from PIL import Image
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
-from test_evaluation import (
-    LABEL_TO_CATEGORY,
-    _as_model_results,
-    _noisy_detections,
-    coco_gt,  # noqa: F401  (fixture)
-    gt_file,  # noqa: F401  (fixture)
-)
 
 from detr_irpe.evaluation import CocoEvaluator
 from detr_irpe.evaluation.confusion import confusion_matrix
@@ -40,9 +34,9 @@ def _reference(gt_path, detections, cat_ids=None) -> COCOeval:
 
 @pytest.mark.parametrize("backend", ["faster_coco_eval", "pycocotools"])
 def test_per_category_ap50_ar100_and_curves_match_pycocotools(coco_gt, gt_file, backend):  # noqa: F811
-    detections = _noisy_detections(seed=1)
+    detections = noisy_detections(seed=1)
     evaluator = CocoEvaluator(coco_gt, LABEL_TO_CATEGORY, backend=backend)
-    evaluator.update(_as_model_results(detections))
+    evaluator.update(as_model_results(detections))
     evaluator.summarize()
     metrics = evaluator.per_category()
     full = _reference(gt_file, detections)
@@ -103,7 +97,7 @@ def test_confusion_matrix_counts_a_hand_made_image():
 
 def test_write_evaluation_files(coco_gt, tmp_path):  # noqa: F811
     evaluator = CocoEvaluator(coco_gt, LABEL_TO_CATEGORY)
-    evaluator.update(_as_model_results(_noisy_detections(seed=2)))
+    evaluator.update(as_model_results(noisy_detections(seed=2)))
     summary = evaluator.summarize()
     names = {2: "apple", 5: "pear", 9: "plum"}
     paths = write_evaluation(tmp_path, "0007", 7, evaluator, summary, names, {"loss": 1.0})

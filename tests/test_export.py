@@ -8,15 +8,14 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from helpers import tiny_config
 
 import detr_irpe
 from detr_irpe.detector import Detector
 from detr_irpe.export import OPSET, ExportableDetector, export_onnx
 from detr_irpe.tools import export as export_tool
 
-TINY = dict(backbone="resnet18", hidden_dim=32, nheads=2, enc_layers=1, dec_layers=2,
-            dim_feedforward=32, num_queries=7, num_classes=5, pretrained_backbone="none",
-            enc_rpe2d="rpe-2.0-product-ctx-1-k")
+TINY = tiny_config(num_queries=7, num_classes=5, enc_rpe2d="rpe-2.0-product-ctx-1-k")
 
 
 def _model(seed=0, **options):

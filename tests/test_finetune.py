@@ -1,30 +1,29 @@
 """Fine-tuning a COCO-style checkpoint on custom data with arbitrary category ids."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import data_flags, shapes_dataset, tiny_config, tiny_flags
 
 import detr_irpe
 import main as main_module
-from detr_irpe.data.shapes import generate_shapes_dataset
 from detr_irpe.finetune import finetune_state
 
-SMALL = dict(backbone="resnet18", hidden_dim=32, nheads=2, enc_layers=1, dec_layers=2,
-             dim_feedforward=32, num_queries=6, pretrained_backbone="none")
-FLAGS = ["--backbone", "resnet18", "--hidden_dim", "32", "--nheads", "2", "--enc_layers", "1",
-         "--dec_layers", "2", "--dim_feedforward", "32", "--num_queries", "6",
-         "--train_scales", "64", "--max_size", "96", "--val_size", "64", "--batch_size", "2",
-         "--num_workers", "0", "--device", "cpu", "--epochs", "1", "--threads", "2"]
+SMALL = tiny_config(num_queries=6)
+# The same model as main.py flags, without --pretrained_backbone: the tests that want it
+# pass it themselves.
+FLAGS = [*tiny_flags(num_queries=6, pretrained_backbone=None), "--train_scales", "64",
+         "--max_size", "96", "--val_size", "64", "--batch_size", "2", "--num_workers", "0",
+         "--device", "cpu", "--epochs", "1", "--threads", "2"]
 IDS = {1: 7, 2: 42, 3: 99}
 
 
 @pytest.fixture(scope="module")
 def custom_set(tmp_path_factory):
     """The shapes set with category ids remapped to {7, 42, 99}."""
-    root = tmp_path_factory.mktemp("custom")
-    generate_shapes_dataset(root, num_train=4, num_val=3, image_size=64, seed=5)
+    root = shapes_dataset(tmp_path_factory.mktemp("custom"), num_train=4, num_val=3, image_size=64,
+                          seed=5)
     for split in ("train", "val"):
         path = root / "annotations" / f"instances_{split}.json"
         data = json.loads(path.read_text())
@@ -49,13 +48,6 @@ def coco_checkpoint(tmp_path_factory):
     return path
 
 
-def _data_flags(root: Path):
-    return ["--train_json", str(root / "annotations" / "instances_train.json"),
-            "--train_images", str(root / "train"),
-            "--val_json", str(root / "annotations" / "instances_val.json"),
-            "--val_images", str(root / "val")]
-
-
 def test_finetune_state_keeps_fitting_tensors_and_resets_head():
     src, _, _ = detr_irpe.build_detr(num_classes=91, enc_rpe2d="", **SMALL)
     dst, _, _ = detr_irpe.build_detr(num_classes=3, enc_rpe2d="", **SMALL)
@@ -70,9 +62,10 @@ def test_finetune_state_keeps_fitting_tensors_and_resets_head():
         assert torch.equal(dst.state_dict()[name], src.state_dict()[name])
 
 
+@pytest.mark.slow
 def test_finetune_end_to_end_with_arbitrary_ids(custom_set, coco_checkpoint, tmp_path, capsys):
     out = tmp_path / "ft"
-    main_module.main([*_data_flags(custom_set), "--finetune_from", str(coco_checkpoint),
+    main_module.main([*data_flags(custom_set), "--finetune_from", str(coco_checkpoint),
                       "--output_dir", str(out), *FLAGS])
     printed = capsys.readouterr().out
     assert "re-initialised" in printed and "class_embed.weight" in printed
@@ -97,17 +90,18 @@ def test_finetune_end_to_end_with_arbitrary_ids(custom_set, coco_checkpoint, tmp
 
 def test_finetune_irpe_mismatch_is_an_error(custom_set, coco_checkpoint, tmp_path):
     with pytest.raises(ValueError, match="rpe-1.9-product-ctx-1-k.*rpe-2.0-product-ctx-1-k"):
-        main_module.main([*_data_flags(custom_set), "--finetune_from", str(coco_checkpoint),
+        main_module.main([*data_flags(custom_set), "--finetune_from", str(coco_checkpoint),
                           "--enc_rpe2d", "rpe-2.0-product-ctx-1-k",
                           "--output_dir", str(tmp_path / "bad"), *FLAGS])
 
 
 def test_custom_num_classes_conflict_is_explained(custom_set, tmp_path):
     with pytest.raises(ValueError, match="derived from the JSON"):
-        main_module.main([*_data_flags(custom_set), "--num_classes", "91", "--pretrained_backbone",
+        main_module.main([*data_flags(custom_set), "--num_classes", "91", "--pretrained_backbone",
                           "none", "--output_dir", str(tmp_path / "nc"), *FLAGS])
 
 
+@pytest.mark.slow
 def test_plain_detr_fine_tuned_into_irpe_starts_from_zero_tables(custom_set, tmp_path, capsys):
     """A plain DETR checkpoint with --enc_rpe2d and --irpe_init zero: the tables are the only
     new tensors and start at zero (a note says so); the run trains them."""
@@ -119,7 +113,7 @@ def test_plain_detr_fine_tuned_into_irpe_starts_from_zero_tables(custom_set, tmp
     torch.save({"model": plain.state_dict(), "args": argparse.Namespace(enc_rpe2d="", **SMALL)},
                path)
     out = tmp_path / "irpe"
-    main_module.main([*_data_flags(custom_set), "--finetune_from", str(path), "--enc_rpe2d",
+    main_module.main([*data_flags(custom_set), "--finetune_from", str(path), "--enc_rpe2d",
                       "rpe-2.0-product-ctx-1-k", "--irpe_init", "zero", "--output_dir", str(out),
                       "--pretrained_backbone", "none", *FLAGS])
     printed = capsys.readouterr().out

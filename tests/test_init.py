@@ -14,6 +14,7 @@ import re
 
 import pytest
 import torch
+from helpers import tiny_config
 
 import detr_irpe
 
@@ -101,8 +102,7 @@ def test_paper_table_bound():
 def test_zero_init_option_starts_as_plain_detr():
     """irpe_init='zero': every table is zero, and the model computes what a plain DETR
     with the same remaining weights computes."""
-    opts = dict(backbone="resnet18", pretrained_backbone="none", hidden_dim=32, nheads=4,
-                enc_layers=2, dec_layers=2, dim_feedforward=32, num_queries=5, num_classes=3)
+    opts = tiny_config(nheads=4, enc_layers=2, num_queries=5, num_classes=3)
     torch.manual_seed(0)
     irpe, _, _ = detr_irpe.build_detr(enc_rpe2d="rpe-2.0-product-ctx-1-qkv", irpe_init="zero",
                                       **opts)

@@ -8,7 +8,7 @@ import pickle
 
 import pytest
 import torch
-from conftest import FIXTURES
+from helpers import FIXTURES, tiny_config, tiny_model
 from reference import reference_detr, sine_position_reference
 
 import detr_irpe
@@ -74,10 +74,7 @@ def test_forward_matches_float64_reference(opts):
 
 
 def test_input_types_agree_and_no_aux():
-    torch.manual_seed(0)
-    model, _, _ = detr_irpe.build_detr(backbone="resnet18", hidden_dim=32, nheads=2, enc_layers=1,
-                                       dec_layers=2, dim_feedforward=32, num_queries=5,
-                                       num_classes=3, aux_loss=False, pretrained_backbone="none")
+    model, _, _ = tiny_model(num_queries=5, num_classes=3, aux_loss=False)
     model.eval()
     imgs = torch.randn(2, 3, 64, 64)
     a = model(imgs)
@@ -113,19 +110,16 @@ def test_sine_position_embedding_against_per_channel_formula():
 
 
 def test_backbone_trainable_layers_and_dilation():
-    model, _, _ = detr_irpe.build_detr(backbone="resnet18", pretrained_backbone="none",
-                                       hidden_dim=32, nheads=2, enc_layers=1, dec_layers=1)
+    model, _, _ = detr_irpe.build_detr(**tiny_config(dec_layers=1))
     trainable = {n.split(".")[3] for n, p in model.named_parameters()
                  if n.startswith("backbone.0.body.") and p.requires_grad}
     assert trainable == {"layer2", "layer3", "layer4"}
-    frozen, _, _ = detr_irpe.build_detr(backbone="resnet18", pretrained_backbone="none", lr_backbone=0,
-                                        hidden_dim=32, nheads=2, enc_layers=1, dec_layers=1)
+    frozen, _, _ = detr_irpe.build_detr(**tiny_config(dec_layers=1, lr_backbone=0))
     assert not any(p.requires_grad for n, p in frozen.named_parameters() if n.startswith("backbone."))
     x = ImageBatch.from_images(torch.zeros(1, 3, 64, 96))
     f32, m32 = model.backbone[0](x)
     assert f32.shape == (1, 512, 2, 3) and m32.shape == (1, 2, 3)
-    dc5, _, _ = detr_irpe.build_detr(pretrained_backbone="none", dilation=True,
-                                     hidden_dim=32, nheads=2, enc_layers=1, dec_layers=1)
+    dc5, _, _ = detr_irpe.build_detr(**tiny_config(backbone="resnet50", dilation=True, dec_layers=1))
     assert dc5.backbone[0](x)[0].shape == (1, 2048, 4, 6)  # stride 16
     with pytest.raises(ValueError, match="resnet50 or resnet101"):
         detr_irpe.build_detr(backbone="resnet18", dilation=True, pretrained_backbone="none")
@@ -189,8 +183,7 @@ def test_frozen_norms_folded_into_convolutions_match_conv_then_norm():
 
 
 def test_batch_norm_backbone_for_training_from_scratch(tmp_path):
-    small = dict(backbone="resnet18", pretrained_backbone="none", hidden_dim=32, nheads=2,
-                 enc_layers=1, dec_layers=1)
+    small = tiny_config(dec_layers=1)
     model, _, _ = detr_irpe.build_detr(backbone_norm="batch", trainable_backbone_layers=5, **small)
     body = model.backbone[0].body
     norms = [m for m in body.modules() if "Norm" in type(m).__name__]
@@ -232,8 +225,7 @@ def test_pretrained_backbone_local_file_and_clear_errors(tmp_path):
         net.conv1.weight.fill_(0.25)
     path = tmp_path / "r18.pth"
     torch.save(net.state_dict(), path)
-    model, _, _ = detr_irpe.build_detr(backbone="resnet18", pretrained_backbone=str(path),
-                                       hidden_dim=32, nheads=2, enc_layers=1, dec_layers=1)
+    model, _, _ = detr_irpe.build_detr(**tiny_config(pretrained_backbone=str(path), dec_layers=1))
     assert (model.backbone[0].body.conv1.weight == 0.25).all()
     with pytest.raises(FileNotFoundError, match="pretrained_backbone"):
         detr_irpe.build_detr(backbone="resnet18", pretrained_backbone=str(tmp_path / "nope.pth"))
@@ -262,8 +254,8 @@ def _official_style_checkpoint(path, enc, **model_opts):
 
 def test_load_official_checkpoint_rebuilds_identical_model(tmp_path):
     path = tmp_path / "ckpt.pth"
-    small = dict(backbone="resnet18", hidden_dim=32, nheads=2, enc_layers=2, dec_layers=2,
-                 dim_feedforward=32, num_queries=6, num_classes=7)
+    # No pretrained_backbone: the official-style helper adds it.
+    small = tiny_config(pretrained_backbone=None, enc_layers=2, num_queries=6, num_classes=7)
     orig = _official_style_checkpoint(path, "rpe-1.9-product-ctx-0-k", **small)
     ckpt = detr_irpe.load_checkpoint(str(path))
     assert ckpt.options["enc_rpe2d"] == "rpe-1.9-product-ctx-0-k"
@@ -276,9 +268,8 @@ def test_load_official_checkpoint_rebuilds_identical_model(tmp_path):
 @pytest.mark.parametrize("enc", ["rpe-2.0-product-ctx-1-k", "rpe-1.9-product-bias-0-qk",
                                  "rpe-3.0-cross-ctx-1-qkv", ""])
 def test_options_inferred_from_shapes_without_args(tmp_path, enc):
-    model, _, _ = detr_irpe.build_detr(enc_rpe2d=enc, backbone="resnet18", hidden_dim=32, nheads=2,
-                                       enc_layers=1, dec_layers=3, num_queries=9, num_classes=4,
-                                       pre_norm=True, pretrained_backbone="none")
+    model, _, _ = detr_irpe.build_detr(**tiny_config(enc_rpe2d=enc, dec_layers=3, num_queries=9,
+                                                     num_classes=4, pre_norm=True))
     path = tmp_path / "bare.pth"
     torch.save({"model": model.state_dict()}, path)
     ckpt = detr_irpe.load_checkpoint(str(path))
@@ -306,10 +297,7 @@ def test_untrusted_pickle_is_refused(tmp_path):
 
 
 def test_per_image_backbone_makes_outputs_independent_of_batch():
-    torch.manual_seed(0)
-    model, _, _ = detr_irpe.build_detr(backbone="resnet18", hidden_dim=32, nheads=2, enc_layers=2,
-                                       dec_layers=2, dim_feedforward=32, num_queries=5,
-                                       num_classes=3, pretrained_backbone="none")
+    model, _, _ = tiny_model(enc_layers=2, num_queries=5, num_classes=3)
     _randomise(model)
     model.eval()
     small, big = torch.randn(3, 70, 90), torch.randn(3, 130, 200)

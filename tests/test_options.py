@@ -5,7 +5,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from detr_irpe.options import EXIT_ERROR, EXIT_USAGE, build_parser
+
+pytestmark = pytest.mark.slow  # every test here runs main.py or Python in a subprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -7,18 +7,15 @@ import textwrap
 
 import pytest
 import torch
+from helpers import data_flags, shapes_dataset, tiny_model
 
-import detr_irpe
 from detr_irpe.checkpoint import save_checkpoint
 from detr_irpe.config import OptimConfig, RunConfig
 from detr_irpe.engine import LoopSettings, train_one_epoch
 
 
 def _tiny():
-    torch.manual_seed(0)
-    return detr_irpe.build_detr(backbone="resnet18", hidden_dim=32, nheads=2, enc_layers=1,
-                                dec_layers=1, dim_feedforward=32, num_queries=4, num_classes=3,
-                                pretrained_backbone="none")
+    return tiny_model(dec_layers=1, num_queries=4, num_classes=3)
 
 
 def _settings(**optim):
@@ -73,6 +70,7 @@ def test_fp16_scaler_overflows_lower_the_scale_and_are_not_bad_steps():
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+@pytest.mark.slow
 def test_checkpoint_survives_sigkill_during_save(tmp_path):
     """Kill a process that keeps rewriting a checkpoint at arbitrary moments: the file
     on disk always loads and holds a complete state."""
@@ -105,13 +103,7 @@ def test_unwritable_output_dir_is_reported_before_training(tmp_path):
 
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    from detr_irpe.data.shapes import generate_shapes_dataset
-
-    root = tmp_path / "data"
-    generate_shapes_dataset(root, num_train=2, num_val=2, image_size=48, seed=1)
+    root = shapes_dataset(tmp_path / "data", num_train=2, num_val=2, image_size=48, seed=1)
     with pytest.raises(OSError, match="--output_dir .* is not writable"):
-        main_module.main(["--train_json", str(root / "annotations/instances_train.json"),
-                          "--train_images", str(root / "train"),
-                          "--val_json", str(root / "annotations/instances_val.json"),
-                          "--val_images", str(root / "val"), "--device", "cpu",
+        main_module.main([*data_flags(root), "--device", "cpu",
                           "--output_dir", str(blocker / "out"), "--pretrained_backbone", "none"])

@@ -10,33 +10,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import ROOT, TINY_FLAGS, shapes_dataset
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 import main as main_module
-from detr_irpe.data.shapes import generate_shapes_dataset
 from detr_irpe.options import parse_args
-
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--pretrained_backbone", "none", "--backbone", "resnet18", "--hidden_dim", "32",
-        "--nheads", "2", "--enc_layers", "1", "--dec_layers", "2", "--dim_feedforward", "32",
-        "--num_queries", "6", "--train_scales", "64", "80", "--max_size", "96", "--val_size", "64",
-        "--batch_size", "2", "--num_workers", "0", "--device", "cpu", "--print_freq", "100",
-        "--lr", "1e-3", "--enc_rpe2d", "rpe-2.0-product-ctx-1-k", "--threads", "2"]
 
 
 @pytest.fixture(scope="module")
 def coco_root(tmp_path_factory):
     """COCO 2017 layout: annotations/instances_{train,val}2017.json, {train,val}2017/."""
-    src = tmp_path_factory.mktemp("shapes")
-    generate_shapes_dataset(src, num_train=6, num_val=5, image_size=64, seed=3)
-    root = tmp_path_factory.mktemp("coco")
-    (root / "annotations").mkdir()
-    for split in ("train", "val"):
-        shutil.copy(src / "annotations" / f"instances_{split}.json",
-                    root / "annotations" / f"instances_{split}2017.json")
-        shutil.copytree(src / split, root / f"{split}2017")
-    return root
+    return shapes_dataset(tmp_path_factory.mktemp("coco"), layout="coco", num_train=6, num_val=5,
+                          image_size=64, seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -54,10 +40,11 @@ def coco_zip_root(coco_root, tmp_path_factory):
 def trained(coco_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     main_module.main(["--coco_path", str(coco_root), "--output_dir", str(out), "--epochs", "1",
-                      "--lr_drop", "1", *TINY])
+                      "--lr_drop", "1", *TINY_FLAGS])
     return out
 
 
+@pytest.mark.slow
 def test_one_epoch_writes_checkpoint_log_and_eval(trained, coco_root):
     assert (trained / "checkpoint.pth").is_file() and (trained / "checkpoint_best.pth").is_file()
     lines = (trained / "log.txt").read_text().splitlines()
@@ -83,6 +70,7 @@ def test_one_epoch_writes_checkpoint_log_and_eval(trained, coco_root):
     assert ckpt["lr_scheduler"]["last_epoch"] == 1
 
 
+@pytest.mark.slow
 def test_our_ap_equals_pycocotools_on_written_detections(trained, coco_root):
     log = json.loads((trained / "log.txt").read_text().splitlines()[0])
     gt = COCO(str(coco_root / "annotations" / "instances_val2017.json"))
@@ -95,11 +83,12 @@ def test_our_ap_equals_pycocotools_on_written_detections(trained, coco_root):
     assert list(E.stats) == pytest.approx(log["test_coco_eval_bbox"], abs=1e-12)
 
 
+@pytest.mark.slow
 def test_eval_resume_reproduces_ap_for_any_batch_size(trained, coco_root, tmp_path):
     log = json.loads((trained / "log.txt").read_text().splitlines()[0])
     for bs in ("1", "3"):
         out = tmp_path / f"eval{bs}"
-        args = [a for a in TINY]
+        args = [a for a in TINY_FLAGS]
         args[args.index("--batch_size") + 1] = bs
         main_module.main(["--coco_path", str(coco_root), "--output_dir", str(out), "--eval",
                           "--resume", str(trained / "checkpoint.pth"), *args])
@@ -108,6 +97,7 @@ def test_eval_resume_reproduces_ap_for_any_batch_size(trained, coco_root, tmp_pa
                                                                    abs=1e-9)
 
 
+@pytest.mark.slow
 def test_batch_norm_backbone_run_evaluates_from_its_checkpoint_alone(coco_root, tmp_path, capsys):
     """A from-scratch run with a trainable batch-norm backbone (the CPU demo's setting):
     its running statistics are saved, and --eval --resume without the backbone flags
@@ -115,7 +105,7 @@ def test_batch_norm_backbone_run_evaluates_from_its_checkpoint_alone(coco_root, 
     out = tmp_path / "bn"
     main_module.main(["--coco_path", str(coco_root), "--output_dir", str(out), "--epochs", "1",
                       "--lr_drop", "1", "--backbone_norm", "batch",
-                      "--trainable_backbone_layers", "5", *TINY])
+                      "--trainable_backbone_layers", "5", *TINY_FLAGS])
     ckpt = torch.load(out / "checkpoint.pth", weights_only=True)
     assert ckpt["model"]["backbone.0.body.bn1.num_batches_tracked"] > 0
     assert not torch.equal(ckpt["model"]["backbone.0.body.bn1.running_var"],
@@ -123,17 +113,18 @@ def test_batch_norm_backbone_run_evaluates_from_its_checkpoint_alone(coco_root, 
     log = json.loads((out / "log.txt").read_text().splitlines()[0])
     ev_out = tmp_path / "bn_eval"
     main_module.main(["--coco_path", str(coco_root), "--output_dir", str(ev_out), "--eval",
-                      "--resume", str(out / "checkpoint.pth"), *TINY])
+                      "--resume", str(out / "checkpoint.pth"), *TINY_FLAGS])
     assert "backbone_norm='batch'" in capsys.readouterr().out
     ev = json.loads((ev_out / "eval" / "eval.json").read_text())
     assert [ev["bbox"][k] for k in ev["bbox"]] == pytest.approx(log["test_coco_eval_bbox"], abs=1e-9)
 
 
+@pytest.mark.slow
 def test_resume_continues_optimizer_scheduler_and_epoch(trained, coco_root, tmp_path):
     out = tmp_path / "resumed"
     shutil.copytree(trained, out)
     main_module.main(["--coco_path", str(coco_root), "--output_dir", str(out), "--epochs", "2",
-                      "--lr_drop", "1", "--resume", "auto", *TINY])
+                      "--lr_drop", "1", "--resume", "auto", *TINY_FLAGS])
     lines = [json.loads(x) for x in (out / "log.txt").read_text().splitlines()]
     assert [x["epoch"] for x in lines] == [0, 1]
     # lr dropped after epoch 0 (lr_drop 1), so epoch 1 trains at 0.1 x lr.
@@ -144,16 +135,17 @@ def test_resume_continues_optimizer_scheduler_and_epoch(trained, coco_root, tmp_
     assert ckpt["optimizer"]["state"][0]["step"] > first["optimizer"]["state"][0]["step"]
 
 
+@pytest.mark.slow
 def test_zip_layout_trains_and_matches_folder(coco_zip_root, coco_root, trained, tmp_path):
     out = tmp_path / "zip_eval"
     main_module.main(["--coco_path", str(coco_zip_root), "--output_dir", str(out), "--eval",
-                      "--resume", str(trained / "checkpoint.pth"), *TINY])
+                      "--resume", str(trained / "checkpoint.pth"), *TINY_FLAGS])
     zipped = json.loads((out / "eval" / "eval.json").read_text())["bbox"]
     log = json.loads((trained / "log.txt").read_text().splitlines()[0])
     assert list(zipped.values()) == pytest.approx(log["test_coco_eval_bbox"], abs=1e-9)
     out2 = tmp_path / "zip_train"
     main_module.main(["--coco_path", str(coco_zip_root), "--output_dir", str(out2), "--epochs", "1",
-                      *TINY])
+                      *TINY_FLAGS])
     assert (out2 / "checkpoint.pth").is_file()
 
 
@@ -203,6 +195,7 @@ def test_missing_dataset_is_explained(tmp_path, capsys):
     assert "instances_val2017.json" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_gathers_evaluation(trained, coco_root, tmp_path):
     """torchrun, 2 CPU processes (gloo): distributed training runs, and distributed
     evaluation gathers every image once (same AP as one process)."""
@@ -211,7 +204,7 @@ def test_ddp_two_processes_gathers_evaluation(trained, coco_root, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
            "--master_port=29731", str(ROOT / "main.py"), "--coco_path", str(coco_root),
            "--output_dir", str(out), "--epochs", "1", "--resume", str(trained / "checkpoint.pth"),
-           "--eval", *TINY[:-2]]  # without --threads: one thread per process
+           "--eval", *TINY_FLAGS[:-2]]  # without --threads: one thread per process
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert res.returncode == 0, res.stderr[-3000:]
     ev = json.loads((out / "eval" / "eval.json").read_text())
@@ -229,10 +222,11 @@ def test_ddp_two_processes_gathers_evaluation(trained, coco_root, tmp_path):
     assert (tmp_path / "ddp_train" / "checkpoint.pth").is_file()
 
 
+@pytest.mark.slow
 def test_resume_at_epoch_boundary_is_bit_exact(coco_root, tmp_path):
     """Two epochs straight == one epoch, stop, --resume auto for the second (CPU): the
     weights, and with --ema (which leaves training alone) the average and its count."""
-    flags = [*TINY, "--lr_drop", "1", "--eval_every", "1", "--ema", "0.7"]
+    flags = [*TINY_FLAGS, "--lr_drop", "1", "--eval_every", "1", "--ema", "0.7"]
     flags[flags.index("--num_workers") + 1] = "1"  # worker seeding must survive the resume too
     straight = tmp_path / "straight"
     main_module.main(["--coco_path", str(coco_root), "--output_dir", str(straight),
@@ -260,6 +254,7 @@ def _scores_by_image(path: Path) -> dict:
     return {k: sorted(v) for k, v in out.items()}
 
 
+@pytest.mark.slow
 def test_official_eval_protocol_pads_images_in_pairs(trained, coco_root, tmp_path):
     """--eval_protocol official gives the detections of the model run on consecutive
     pairs of val images padded together (recomputed here), which differ from the
@@ -278,7 +273,7 @@ def test_official_eval_protocol_pads_images_in_pairs(trained, coco_root, tmp_pat
     for protocol in ("official", "per_image"):
         out = tmp_path / protocol
         main_module.main(["--coco_path", str(coco_root), "--output_dir", str(out), "--eval",
-                          "--resume", str(path), "--eval_protocol", protocol, *TINY])
+                          "--resume", str(path), "--eval_protocol", protocol, *TINY_FLAGS])
         scores[protocol] = _scores_by_image(out / "eval" / "detections_eval.json")
     ckpt = load_checkpoint(str(path))
     model = build_detr(ckpt.config())[0]
@@ -305,12 +300,13 @@ def _torchrun_main(port: int, flags: list, out: Path) -> None:
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_ddp_resume_restores_each_process_random_state(coco_root, tmp_path):
     """2 processes, 2 epochs straight == 1 epoch, stop, --resume auto for the second, bit
     for bit: each process gets back its own augmentation and dropout streams; the EMA
     (of the model inside DDP) continues too."""
     flags = ["--coco_path", str(coco_root), "--lr_drop", "1", "--eval_every", "1", "--ema", "0.7",
-             *TINY[:-2]]
+             *TINY_FLAGS[:-2]]
     _torchrun_main(29735, ["--epochs", "2", *flags], tmp_path / "straight")
     _torchrun_main(29735, ["--epochs", "1", *flags], tmp_path / "split")
     stored = torch.load(tmp_path / "split" / "checkpoint.pth", weights_only=True)["rng"]
@@ -327,10 +323,11 @@ def test_ddp_resume_restores_each_process_random_state(coco_root, tmp_path):
         assert torch.equal(tensor, b["ema"][name]), name
 
 
+@pytest.mark.slow
 def test_resume_keeps_stored_lr_drop_unless_another_is_given(trained, coco_root, tmp_path,
                                                              capsys):
     """The run in ``trained`` dropped the lr after epoch 0 (--lr_drop 1)."""
-    flags = ["--coco_path", str(coco_root), "--epochs", "2", "--eval_every", "5", *TINY]
+    flags = ["--coco_path", str(coco_root), "--epochs", "2", "--eval_every", "5", *TINY_FLAGS]
     lrs = {}
     for name, extra in (("kept", []), ("changed", ["--lr_drop", "2"])):
         out = tmp_path / name
@@ -367,6 +364,7 @@ def _stop_process_group(cmd, env, sig):
     return proc.returncode, "".join(lines) + rest
 
 
+@pytest.mark.slow
 def test_sigterm_then_sigint_to_the_process_group_save_and_exit_75(coco_root, tmp_path):
     """SIGTERM to the whole process group with two data-loader workers: one message, a
     loadable checkpoint, exit code 75; --resume auto continues from that step, and SIGINT
@@ -375,7 +373,7 @@ def test_sigterm_then_sigint_to_the_process_group_save_and_exit_75(coco_root, tm
 
     out = tmp_path / "preempted"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    flags = [*TINY, "--print_freq", "1"]
+    flags = [*TINY_FLAGS, "--print_freq", "1"]
     flags[flags.index("--num_workers") + 1] = "2"
     cmd = [sys.executable, str(ROOT / "main.py"), "--coco_path", str(coco_root),
            "--output_dir", str(out), "--epochs", "50", *flags]
@@ -402,6 +400,7 @@ RUN_ONLY = ["--batch_size", "2", "--num_workers", "0", "--device", "cpu", "--pri
             "--threads", "2"]  # no model or size flags
 
 
+@pytest.mark.slow
 def test_eval_takes_every_model_option_and_size_from_the_checkpoint(trained, coco_root, tmp_path,
                                                                     capsys):
     out = tmp_path / "eval_bare"
@@ -422,6 +421,7 @@ def test_eval_takes_every_model_option_and_size_from_the_checkpoint(trained, coc
 @pytest.mark.parametrize("flag,ours,theirs", [("--enc_layers", "3", "enc_layers 1"),
                                               ("--dim_feedforward", "64", "dim_feedforward 32"),
                                               ("--enc_rpe2d", "", "'rpe-2.0-product-ctx-1-k'")])
+@pytest.mark.slow
 def test_a_flag_contradicting_the_checkpoint_is_one_line_naming_both(trained, coco_root,
                                                                      tmp_path, flag, ours, theirs):
     out = tmp_path / "contradiction"
@@ -434,6 +434,7 @@ def test_a_flag_contradicting_the_checkpoint_is_one_line_naming_both(trained, co
     assert not (out / "args.json").exists()  # a failed start leaves no args.json
 
 
+@pytest.mark.slow
 def test_resume_auto_on_a_finished_run_says_nothing_is_left(trained, coco_root, tmp_path, capsys):
     out = tmp_path / "finished"
     shutil.copytree(trained, out)
@@ -444,6 +445,7 @@ def test_resume_auto_on_a_finished_run_says_nothing_is_left(trained, coco_root, 
     assert (out / "log.txt").read_text() == before
 
 
+@pytest.mark.slow
 def test_predict_tool_gives_the_evaluators_detections(trained, coco_root, tmp_path, capsys):
     """tools/predict.py with the checkpoint alone (no size flags) on the validation images
     writes the detections the evaluation wrote: boxes within 1e-3 px, the same scores."""
@@ -477,6 +479,7 @@ def test_predict_tool_gives_the_evaluators_detections(trained, coco_root, tmp_pa
     assert code == 0 and "size 80 overrides the val_size 64" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_ema_is_evaluated_saved_and_loaded_by_eval_and_predict(coco_root, tmp_path):
     """--ema: the checkpoint holds the average beside the trained weights; the training's
     evaluation, --eval and the Detector all use the average (same detections)."""
@@ -484,13 +487,13 @@ def test_ema_is_evaluated_saved_and_loaded_by_eval_and_predict(coco_root, tmp_pa
 
     out = tmp_path / "ema"
     main_module.main(["--coco_path", str(coco_root), "--output_dir", str(out), "--epochs", "1",
-                      "--lr_drop", "1", "--ema", "0.5", *TINY])
+                      "--lr_drop", "1", "--ema", "0.5", *TINY_FLAGS])
     ckpt = torch.load(out / "checkpoint.pth", weights_only=True)
     assert ckpt["ema"].keys() == ckpt["model"].keys() and ckpt["ema_updates"] == 3
     name = "class_embed.weight"
     assert not torch.equal(ckpt["ema"][name], ckpt["model"][name])
     main_module.main(["--coco_path", str(coco_root), "--output_dir", str(out / "again"),
-                      "--eval", "--resume", str(out / "checkpoint.pth"), *TINY])
+                      "--eval", "--resume", str(out / "checkpoint.pth"), *TINY_FLAGS])
     during = json.loads((out / "eval" / "detections_0000.json").read_text())
     after = json.loads((out / "again" / "eval" / "detections_eval.json").read_text())
     assert [d["score"] for d in after] == pytest.approx([d["score"] for d in during], abs=1e-6)
