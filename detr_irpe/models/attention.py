@@ -46,9 +46,7 @@ class IRPEMultiheadAttention(nn.Module):
         irpe: IRPEConfig | None = None,
         backend: str = "auto",
     ):
-        super().__init__()
-        if embed_dim % num_heads:
-            raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+        super().__init__()  # embed_dim % num_heads == 0: checked by DETRConfig (hidden_dim, nheads)
         if backend not in BACKENDS:
             raise ValueError(f"backend {backend!r} not in {BACKENDS}")
         self.embed_dim = embed_dim

@@ -12,7 +12,8 @@ adds one gather in the forward and one scatter-add in the backward, and no L x L
 temporary: autograd's generic path would keep a separate bias tensor and its gradient.
 
 Without a table the same function is plain attention, so plain and iRPE-K are measured
-with the same kernel (``tools/benchmark.py``; figures in docs/benchmarks.md).  Pure PyTorch: runs on any device.
+with the same kernel (``tools/benchmark.py``; figures in docs/benchmarks.md).  Pure
+PyTorch: runs on any device.
 """
 
 from __future__ import annotations
