@@ -6,9 +6,21 @@ import pytest
 import torch
 from torchvision.ops import box_convert, generalized_box_iou
 
+from detr_irpe.models.config import DETRConfig
 from detr_irpe.models.criterion import SetCriterion
 from detr_irpe.models.detr import PostProcess
 from detr_irpe.models.matcher import HungarianMatcher
+
+PAPER = DETRConfig()  # the official matching costs and loss weights
+
+
+def _matcher():
+    return HungarianMatcher(PAPER.set_cost_class, PAPER.set_cost_bbox, PAPER.set_cost_giou)
+
+
+def _criterion(num_classes: int, num_aux: int) -> SetCriterion:
+    return SetCriterion(num_classes, _matcher(), PAPER.eos_coef, PAPER.bbox_loss_coef,
+                        PAPER.giou_loss_coef, num_aux)
 
 
 def _random_outputs(B=3, Q=6, C=4, seed=0):
@@ -60,7 +72,7 @@ def test_losses_hand_computed_single_box():
     logits = torch.tensor([[[0.0, 2.0, 0.0], [1.0, 0.0, 3.0]]])
     boxes = torch.tensor([[[0.5, 0.5, 0.2, 0.2], [0.3, 0.3, 0.1, 0.1]]])
     target = [{"labels": torch.tensor([1]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]])}]
-    crit = SetCriterion(2, HungarianMatcher(1, 5, 2), eos_coef=0.1, num_aux=0)
+    crit = _criterion(2, num_aux=0)
     losses = crit({"pred_logits": logits, "pred_boxes": boxes}, target)
     # CE with weights: query 0 -> class 1 (weight 1), query 1 -> no-object (weight 0.1).
     ce0 = -torch.log_softmax(logits[0, 0], -1)[1]
@@ -77,7 +89,7 @@ def test_box_losses_hand_computed_offset():
     # Target box (0.5, 0.5, 0.2, 0.2); prediction shifted by 0.1 in cx.
     out = {"pred_logits": torch.zeros(1, 1, 3), "pred_boxes": torch.tensor([[[0.6, 0.5, 0.2, 0.2]]])}
     t = [{"labels": torch.tensor([0]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]])}]
-    losses = SetCriterion(2, HungarianMatcher(), num_aux=0)(out, t)
+    losses = _criterion(2, num_aux=0)(out, t)
     assert torch.isclose(losses["loss_bbox"], torch.tensor(0.1), atol=1e-6)
     # xyxy: [0.5,0.4,0.7,0.6] vs [0.4,0.4,0.6,0.6]: inter 0.1*0.2, union 0.06, hull 0.3*0.2.
     iou = 0.02 / 0.06
@@ -88,7 +100,7 @@ def test_box_losses_hand_computed_offset():
 def test_empty_targets_and_aux_losses():
     out = _random_outputs(B=2, Q=4, C=3)
     out["aux_outputs"] = [_random_outputs(B=2, Q=4, C=3, seed=s) for s in (5, 6)]
-    crit = SetCriterion(3, HungarianMatcher(), num_aux=2)
+    crit = _criterion(3, num_aux=2)
     empty = [{"labels": torch.zeros(0, dtype=torch.long), "boxes": torch.zeros(0, 4)}] * 2
     losses = crit(out, empty)
     assert losses["loss_bbox"] == 0 and losses["loss_giou"] == 0
@@ -106,7 +118,7 @@ def test_losses_normalised_by_number_of_boxes_and_differentiable():
     out = _random_outputs(B=2, Q=5)
     out["pred_boxes"].requires_grad_(True)
     targets = _targets([2, 3])
-    crit = SetCriterion(4, HungarianMatcher(), num_aux=0)
+    crit = _criterion(4, num_aux=0)
     losses = crit(out, targets)
     indices = crit.matcher(out, targets)
     total_l1 = sum((out["pred_boxes"][b][i] - targets[b]["boxes"][j]).abs().sum()
@@ -123,14 +135,14 @@ def test_degenerate_target_box_names_the_image(bad_box):
     t = [{"labels": torch.tensor([0, 1]), "boxes": torch.tensor([[0.5, 0.5, 0.1, 0.1], bad_box]),
           "image_id": 4242}]
     with pytest.raises(ValueError, match=r"image_id 4242: target box 1"):
-        SetCriterion(4, HungarianMatcher(), num_aux=0)(out, t)
+        _criterion(4, num_aux=0)(out, t)
 
 
 def test_label_out_of_range_explains_num_classes():
     out = _random_outputs(B=1, Q=3, C=4)
     t = [{"labels": torch.tensor([4]), "boxes": torch.tensor([[0.5, 0.5, 0.1, 0.1]])}]
     with pytest.raises(ValueError, match="largest label \\+ 1"):
-        SetCriterion(4, HungarianMatcher(), num_aux=0)(out, t)
+        _criterion(4, num_aux=0)(out, t)
 
 
 def test_postprocess_scales_to_absolute_xyxy():

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 from .irpe_config import IRPE_INITS, IRPEConfig, parse_irpe
 
-PAPER_IRPE = "rpe-2.0-product-ctx-1-k"
+PAPER_IRPE = IRPEConfig().to_string()  # the paper's iRPE-K: "rpe-2.0-product-ctx-1-k"
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
 BASIC_RESNETS = ("resnet18", "resnet34")  # basic blocks: 512 channels, no DC5
 BACKBONE_NORMS = ("frozen", "batch")

@@ -28,10 +28,10 @@ class SetCriterion(nn.Module):
         self,
         num_classes: int,
         matcher: HungarianMatcher,
-        eos_coef: float = 0.1,
-        bbox_loss_coef: float = 5.0,
-        giou_loss_coef: float = 2.0,
-        num_aux: int = 5,
+        eos_coef: float,
+        bbox_loss_coef: float,
+        giou_loss_coef: float,
+        num_aux: int,
         dense_coef: float = 0.0,
     ):
         super().__init__()

@@ -43,8 +43,8 @@ class DETR(nn.Module):
         backbone: Joiner,
         transformer: Transformer,
         num_classes: int,
-        num_queries: int = 100,
-        aux_loss: bool = True,
+        num_queries: int,
+        aux_loss: bool,
         dense_head: DenseHead | None = None,
     ):
         super().__init__()

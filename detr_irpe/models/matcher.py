@@ -37,7 +37,7 @@ def check_target_boxes(targets: list[dict]) -> None:
 class HungarianMatcher(nn.Module):
     """cost = w_class * (-p(target class)) + w_bbox * L1(cxcywh) + w_giou * (-GIoU(xyxy))."""
 
-    def __init__(self, cost_class: float = 1, cost_bbox: float = 5, cost_giou: float = 2):
+    def __init__(self, cost_class: float, cost_bbox: float, cost_giou: float):
         super().__init__()
         if cost_class == 0 and cost_bbox == 0 and cost_giou == 0:
             raise ValueError("all matching costs are 0")

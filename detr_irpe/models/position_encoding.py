@@ -18,7 +18,7 @@ class PositionEmbeddingSine(nn.Module):
 
     def __init__(
         self,
-        num_pos_feats: int = 128,
+        num_pos_feats: int,
         temperature: float = 10000,
         normalize: bool = True,
         scale: float = 2 * math.pi,
@@ -50,7 +50,7 @@ class PositionEmbeddingSine(nn.Module):
 class PositionEmbeddingLearned(nn.Module):
     """Learned absolute embedding: 50 row and 50 column vectors; channels [x, y]."""
 
-    def __init__(self, num_pos_feats: int = 128, max_size: int = 50):
+    def __init__(self, num_pos_feats: int, max_size: int = 50):
         super().__init__()
         self.row_embed = nn.Embedding(max_size, num_pos_feats)
         self.col_embed = nn.Embedding(max_size, num_pos_feats)
