@@ -31,7 +31,7 @@ def _env_int(*names: str) -> int | None:
     return None
 
 
-def init_distributed(device: str, dist_url: str = "env://") -> DistInfo:
+def init_distributed(device: str, dist_url: str) -> DistInfo:
     """Join the process group described by the environment.
 
     torchrun sets RANK / WORLD_SIZE / LOCAL_RANK (and MASTER_ADDR / MASTER_PORT);

@@ -25,7 +25,7 @@ class Backend(NamedTuple):
     make_eval: object
 
 
-def resolve_backend(name: str = "auto") -> str:
+def resolve_backend(name: str = EVAL_BACKENDS[0]) -> str:
     """The backend ``name`` stands for: "auto" is faster_coco_eval when installed."""
     if name not in EVAL_BACKENDS:
         raise ValueError(f"--eval_backend {name}: choose one of {', '.join(EVAL_BACKENDS)}")
@@ -38,7 +38,7 @@ def resolve_backend(name: str = "auto") -> str:
     return name
 
 
-def load_backend(name: str = "auto") -> Backend:
+def load_backend(name: str = EVAL_BACKENDS[0]) -> Backend:
     """Import the chosen library (see :func:`resolve_backend`)."""
     name = resolve_backend(name)
     if name == "faster_coco_eval":

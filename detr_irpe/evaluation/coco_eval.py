@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 from torchvision.ops import box_convert
 
+from ..config import EVAL_BACKENDS
 from .backends import coco_from_dataset, load_backend
 from .per_category import PER_CATEGORY_METRICS, per_category_metrics
 
@@ -87,7 +88,7 @@ class CocoEvaluator:
         coco_gt,
         label_to_category_id: dict[int, int] | None = None,
         quiet: bool = True,
-        backend: str = "auto",
+        backend: str = EVAL_BACKENDS[0],
     ):
         self.backend = load_backend(backend)
         with _maybe_quiet(quiet):
