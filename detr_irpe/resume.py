@@ -16,7 +16,8 @@ from .models.config import ARCHITECTURE
 from .models.dense_head import join_state, split_state
 
 
-def resolve_resume(resume: str | None, output_dir: str | None, verbose: bool) -> str:
+def resolve_resume(resume: str | None, output_dir: str | None, start_epoch: int,
+                   verbose: bool) -> str:
     """The checkpoint to resume from ('' for none); ``auto``: the run's own, if any."""
     if resume != "auto":
         return resume or ""
@@ -24,7 +25,7 @@ def resolve_resume(resume: str | None, output_dir: str | None, verbose: bool) ->
     if latest.is_file():
         return str(latest)
     if verbose:
-        print(f"--resume auto: no {latest} yet; starting afresh")
+        print(f"--resume auto: no {latest} yet; starting at epoch {start_epoch}")
     return ""
 
 
@@ -158,10 +159,13 @@ class TrainState:
             print(f"note: {path} has an EMA of the weights; without --ema training goes on "
                   f"from the trained weights and keeps no average")
 
-    def checkpoint(self, epoch: int, step: int, run: dict) -> dict:
+    def checkpoint(self, epoch: int, step: int, run: dict, is_main: bool) -> dict | None:
         """The checkpoint after ``epoch`` (the last completed one) and ``step`` batches of
         the next; ``run`` adds the options and labels.  Collective: every process calls it
-        (the random states are gathered); the main process saves the result."""
+        (the random states are gathered); only the main process, which saves it, gets it."""
+        rng = all_gather_lists([rng_state()])  # one entry per process, by rank
+        if not is_main:
+            return None
         inference, head = split_state(self.model.state_dict())
         state = {
             "model": inference,  # the plain DETR state dict the official code loads
@@ -171,7 +175,7 @@ class TrainState:
             "epoch": epoch,
             "resume_step": step,
             "best_ap": self.best_ap,
-            "rng": all_gather_lists([rng_state()]),  # one entry per process, by rank
+            "rng": rng,
             **run,
         }
         if self.scaler is not None:

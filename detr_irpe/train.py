@@ -62,7 +62,7 @@ def _run(args, info: DistInfo) -> dict:
     device = process_device(args.device, info)
     prepare_process(device, args.threads, args.seed, info)
     output_dir = output_folder(args.output_dir, info.is_main)
-    resume = resolve_resume(args.resume, args.output_dir, info.is_main)
+    resume = resolve_resume(args.resume, args.output_dir, args.start_epoch, info.is_main)
     ckpt = load_checkpoint(resume, trust=args.trust_checkpoint) if resume else None
     if ckpt is not None:
         checkpoint_options(args, ckpt, resume, info.is_main)
@@ -89,8 +89,9 @@ def _run(args, info: DistInfo) -> dict:
     loop = LoopSettings.of(cfg.optim, cfg.run, device, verbose=info.is_main)
     validation = Validation(criterion, post["bbox"], val, loop, cfg.run, output_dir,
                             val_loader(val, cfg.optim.batch_size, cfg.data, info.enabled, device))
+    n_parameters = sum(p.numel() for p in core.parameters() if p.requires_grad)
     if info.is_main:
-        _describe(config, core, device, info)
+        _describe(config, n_parameters, device, info)
     if args.eval:
         return _evaluate_checkpoint(core, ckpt, resume, validation, args, output_dir)
 
@@ -112,7 +113,7 @@ def _run(args, info: DistInfo) -> dict:
     record = {"args": dict(vars(args)), "config": config.to_dict(),
               "label_to_category_id": val.label_to_category_id,
               "category_names": val.category_names, "finetuned_from": args.finetune_from}
-    return _train(model, criterion, state, loader, validation, cfg, record, info)
+    return _train(model, criterion, state, loader, validation, cfg, record, n_parameters, info)
 
 
 def _num_classes_from_data(args, val: CocoDetection, resume: str) -> None:
@@ -128,10 +129,9 @@ def _num_classes_from_data(args, val: CocoDetection, resume: str) -> None:
             f"(it is derived from the JSON), or use the data the checkpoint was trained on")
 
 
-def _describe(config, model: torch.nn.Module, device: torch.device, info: DistInfo) -> None:
-    n = sum(p.numel() for p in model.parameters() if p.requires_grad)
+def _describe(config, n_parameters: int, device: torch.device, info: DistInfo) -> None:
     print(f"model: DETR {config.backbone} + iRPE {config.enc_rpe2d or 'off'}, num_classes "
-          f"{config.num_classes}, {n:,} trainable parameters, device {device}, "
+          f"{config.num_classes}, {n_parameters:,} trainable parameters, device {device}, "
           f"{info.world_size} process(es)")
 
 
@@ -184,7 +184,7 @@ def _evaluate_checkpoint(model, ckpt: Checkpoint, path: str, validation: Validat
 
 
 def _train(model, criterion, state: TrainState, loader: TrainLoader, validation: Validation,
-           cfg: Settings, record: dict, info: DistInfo) -> dict:
+           cfg: Settings, record: dict, n_parameters: int, info: DistInfo) -> dict:
     """The epoch loop: train, step the schedule, evaluate when due, save, log."""
     output_dir, first = validation.output_dir, state.next_epoch
     log = EpochLog(output_dir, first, cfg.optim.epochs) if info.is_main else None
@@ -208,7 +208,7 @@ def _train(model, criterion, state: TrainState, loader: TrainLoader, validation:
                 entry.update({f"test_{k}": v for k, v in test_stats.items()})
                 if summary is not None:
                     entry["test_coco_eval_bbox"] = last_stats = summary.stats
-            entry.update(epoch=epoch, n_parameters=_trainable(state.model))
+            entry.update(epoch=epoch, n_parameters=n_parameters)
             _end_epoch(state, epoch, entry, summary, record, log, output_dir)
             barrier()
     if log is not None:
@@ -219,10 +219,6 @@ def _train(model, criterion, state: TrainState, loader: TrainLoader, validation:
     return {"stats": last_stats, "best_ap": state.best_ap}
 
 
-def _trainable(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
 def _end_epoch(state: TrainState, epoch: int, entry: dict, summary, record: dict,
                log: EpochLog | None, output_dir: Path | None) -> None:
     """Save ``checkpoint.pth`` (and ``checkpoint_best.pth`` when the AP improved) and log the
@@ -231,7 +227,7 @@ def _end_epoch(state: TrainState, epoch: int, entry: dict, summary, record: dict
     improved = ap is not None and ap > state.best_ap
     if improved:
         state.best_ap = ap
-    checkpoint = state.checkpoint(epoch, 0, record)
+    checkpoint = state.checkpoint(epoch, 0, record, is_main=log is not None)
     if log is None:
         return
     if output_dir is not None:
@@ -244,7 +240,7 @@ def _end_epoch(state: TrainState, epoch: int, entry: dict, summary, record: dict
 def _save_at_stop(state: TrainState, epoch: int, steps_done: int, record: dict,
                   output_dir: Path | None, info: DistInfo) -> None:
     """After SIGTERM/SIGINT: a checkpoint that continues with the next batch of ``epoch``."""
-    checkpoint = state.checkpoint(epoch - 1, steps_done, record)
+    checkpoint = state.checkpoint(epoch - 1, steps_done, record, info.is_main)
     if info.is_main and output_dir is not None:
         save_checkpoint(checkpoint, str(output_dir / "checkpoint.pth"))
         print(f"stopped in epoch {epoch} after {steps_done} steps; checkpoint saved: "
