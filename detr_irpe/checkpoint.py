@@ -16,11 +16,11 @@ import re
 import tempfile
 import urllib.error
 import urllib.parse
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import torch
 
-from .models.config import DETRConfig
+from .models.config import DETRConfig, own_options
 from .models.irpe_config import canonical_irpe
 from .urls import is_url
 
@@ -160,8 +160,7 @@ def _options_from_args(args) -> dict:
         args = vars(args)
     if not isinstance(args, dict):
         return {}
-    known = {f.name for f in fields(DETRConfig)}
-    return {k: v for k, v in args.items() if k in known and v is not None}
+    return {k: v for k, v in own_options(DETRConfig, args).items() if v is not None}
 
 
 def fetch_checkpoint(url: str) -> str:

@@ -8,9 +8,9 @@ Plain Python (no torch): the command line validates against it before the heavy 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
-from .models.config import DETRConfig, check_at_least, check_choice, option
+from .models.config import DETRConfig, check_at_least, check_choice, option, own_options
 
 # DETR's evaluation resize: shorter side 800, longer side at most 1333.
 EVAL_SIZE, EVAL_MAX_SIZE = 800, 1333
@@ -28,8 +28,7 @@ class _FromOptions:
     @classmethod
     def from_options(cls, options: dict):
         """Build from a dict that may hold other options too (e.g. ``vars(args)``)."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in options.items() if k in names})
+        return cls(**own_options(cls, options))
 
 
 @dataclass(frozen=True)

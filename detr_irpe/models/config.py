@@ -35,6 +35,12 @@ def option(default, help: str, **cli):
     return field(default=default, metadata={"help": help, **cli})
 
 
+def own_options(config_class, options: dict) -> dict:
+    """The entries of ``options`` that are fields of ``config_class``."""
+    names = {f.name for f in fields(config_class)}
+    return {k: v for k, v in options.items() if k in names}
+
+
 def check_choice(name: str, value, choices) -> None:
     if value not in choices:
         raise ValueError(f"--{name}={value!r} is not one of {', '.join(map(str, choices))}")
@@ -137,11 +143,12 @@ class DETRConfig:
     def from_options(cls, options: dict, strict: bool = True) -> DETRConfig:
         """Build from a dict of options (e.g. ``vars(args)``); unknown names are an error
         when ``strict``, else ignored."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - known)
+        own = own_options(cls, options)
+        unknown = sorted(set(options) - set(own))
         if strict and unknown:
-            raise TypeError(f"unknown model options {unknown}; valid options: {sorted(known)}")
-        return cls(**{k: v for k, v in options.items() if k in known})
+            valid = sorted(f.name for f in fields(cls))
+            raise TypeError(f"unknown model options {unknown}; valid options: {valid}")
+        return cls(**own)
 
     def replace(self, **changes) -> DETRConfig:
         return DETRConfig.from_options({**self.to_dict(), **changes})
