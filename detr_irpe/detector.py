@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 from torchvision import tv_tensors
+from torchvision.ops import clip_boxes_to_image
 
 from .categories import COCO_CATEGORY_NAMES, COCO_NUM_CLASSES, UNNAMED_COCO_ID
 from .checkpoint import load_checkpoint
@@ -200,10 +201,8 @@ class Detector:
         keep = scores >= threshold
         scores, labels, boxes = scores[keep], labels[keep], boxes[keep]
         order = torch.argsort(scores, descending=True, stable=True)
-        scores, labels, boxes = scores[order], labels[order], boxes[order].clone()
-        h, w = hw
-        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
-        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
+        scores, labels = scores[order], labels[order]
+        boxes = clip_boxes_to_image(boxes[order], tuple(hw))
         ids = self._ids[labels]
         return {
             "boxes": boxes,
