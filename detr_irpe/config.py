@@ -21,6 +21,7 @@ THRESHOLD, BATCH_SIZE = 0.5, 4
 EVAL_BACKENDS = ("auto", "faster_coco_eval", "pycocotools")
 EVAL_PROTOCOLS = ("per_image", "official")
 AMP_MODES = ("off", "bf16", "fp16")
+LR_SCHEDULES = ("step", "cosine")
 DATASETS = ("coco", "custom")
 
 
@@ -41,6 +42,18 @@ class OptimConfig(_FromOptions):
     weight_decay: float = option(1e-4, "AdamW weight decay")
     epochs: int = option(300, "epochs to train (printed from 0)")
     lr_drop: int = option(200, "divide the learning rates by 10 after this many epochs")
+    lr_schedule: str = option(
+        LR_SCHEDULES[0], "step: DETR's drop by 10 after --lr_drop epochs; cosine: half a cosine "
+        "from the learning rates down to 1% of them over the run, adjusted every step",
+        choices=LR_SCHEDULES)
+    warmup_steps: int = option(0, "raise the learning rates linearly over the first N optimiser "
+                               "steps (0 = off, as in DETR)")
+    time_budget: float | None = option(
+        None, "plan the run to end within this many minutes of wall time on this machine, "
+        "start-up, evaluations and the final pictures included: the epochs, the learning-rate "
+        "decay and the evaluations are derived from the speed measured in the first steps "
+        "and printed (replaces --epochs, --lr_drop and --eval_every; default: off)",
+        type=float, metavar="MINUTES")
     clip_max_norm: float = option(0.1, "gradient clipping max norm (0 = off)")
     accum_steps: int = option(
         1, "gradient accumulation: total batch = batch_size x processes x accum_steps")
@@ -55,6 +68,11 @@ class OptimConfig(_FromOptions):
     def __post_init__(self):
         check_at_least(self, ("epochs", "lr_drop", "batch_size", "accum_steps", "max_bad_steps"), 1)
         check_choice("amp", self.amp, AMP_MODES)
+        check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        check_at_least(self, ("warmup_steps",), 0)
+        if self.time_budget is not None and not self.time_budget > 0:
+            raise ValueError(f"--time_budget {self.time_budget}: must be a positive number of "
+                             f"minutes")
         if self.lr <= 0 or self.weight_decay < 0:
             raise ValueError(f"--lr {self.lr}, --weight_decay {self.weight_decay}: --lr must be "
                              f"> 0, --weight_decay >= 0")

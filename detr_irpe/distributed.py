@@ -103,6 +103,15 @@ def all_gather_lists(items: list) -> list:
     return [x for part in gathered for x in part]
 
 
+def from_main(value):
+    """The main process's ``value`` (picklable), on every process."""
+    if not _active():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def all_reduce_mean(values: dict[str, float], device) -> dict[str, float]:
     """Average a dict of floats over processes (identity when not distributed)."""
     if not (dist.is_available() and dist.is_initialized()) or not values:

@@ -220,6 +220,7 @@ def train_one_epoch(
     ema=None,
     first_step: int = 0,
     should_stop=None,
+    after_step=None,
 ) -> dict[str, float]:
     """Train for one pass over ``loader``.  Returns the epoch's mean of ``loss`` (the
     weighted total), every weighted loss term, the unweighted ones (``*_unscaled``),
@@ -235,7 +236,8 @@ def train_one_epoch(
     ``first_step``: batches of this epoch already done (``loader`` yields the rest), after
     an interruption.  ``should_stop()`` is asked after every optimizer step; when it says
     yes, :class:`TrainingInterrupted` is raised with the number of batches done.
-    ``ema`` (a :class:`detr_irpe.ema.WeightEMA`) folds in the weights after each applied step.
+    ``ema`` (a :class:`detr_irpe.ema.WeightEMA`) folds in the weights after each applied step;
+    ``after_step()`` is called then too (a per-step learning-rate schedule, a time budget).
     """
     model.train()
     criterion.train()
@@ -254,17 +256,20 @@ def train_one_epoch(
             applied = _apply_gradients(model, optimizer, scaler, s.clip_max_norm)
             if not applied:
                 bad_ids = [int(t["image_id"]) for _, _, tg in group for t in tg if "image_id" in t]
+        if applied:
+            bad_in_a_row = 0
+            if ema is not None:
+                ema.update(getattr(model, "module", model))  # the model inside DDP
+            for row in rows:
+                stats.add({**row, "lr": optimizer.param_groups[0]["lr"]})
+            if after_step is not None:
+                after_step()
         if should_stop is not None and should_stop():
             raise TrainingInterrupted(epoch, step + 1)
         if not applied:
             bad_in_a_row += 1
             _report_bad_step(epoch, step, bad_ids, bad_in_a_row, s.max_bad_steps)
             continue
-        bad_in_a_row = 0
-        if ema is not None:
-            ema.update(getattr(model, "module", model))  # the model inside DDP
-        for row in rows:
-            stats.add({**row, "lr": optimizer.param_groups[0]["lr"]})
         progress.update(step, {k: stats.means()[k] for k in ("loss", "class_error")})
     return all_reduce_mean(stats.means(), s.device)
 

@@ -19,8 +19,9 @@ def _tensorboard(output_dir: Path | None):
 
 
 class EpochLog:
-    def __init__(self, output_dir: Path | None, start_epoch: int, epochs: int):
-        self.output_dir, self.start_epoch, self.epochs = output_dir, start_epoch, epochs
+    def __init__(self, output_dir: Path | None, start_epoch: int, plan):
+        """``plan``: the run's :class:`~detr_irpe.budget.Plan` (its epochs may change)."""
+        self.output_dir, self.start_epoch, self.plan = output_dir, start_epoch, plan
         self.writer = _tensorboard(output_dir)
         self.start = time.time()
 
@@ -39,9 +40,10 @@ class EpochLog:
             if ap is not None:
                 self.writer.add_scalar("test_AP", ap, epoch)
         shown = f", AP {ap:.4f} (best {best_ap:.4f})" if ap is not None else ""
-        left = self.seconds / (epoch + 1 - self.start_epoch) * (self.epochs - epoch - 1)
+        epochs_left = self.plan.epochs - epoch - 1
+        left = self.seconds / (epoch + 1 - self.start_epoch) * epochs_left
         print(f"epoch {epoch} done in {self.seconds:.0f}s total{shown}; about {left:.0f}s "
-              f"({self.epochs - epoch - 1} epochs) left", flush=True)
+              f"({epochs_left} epochs) left", flush=True)
 
     def close(self) -> None:
         if self.writer is not None:

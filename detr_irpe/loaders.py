@@ -11,21 +11,34 @@ from .data import CocoDetection, build_coco, collate_fn, make_transforms
 from .signals import DataLoader
 
 
+def set_transforms(train: CocoDetection | None, val: CocoDetection, data: DataConfig) -> None:
+    """Give both sets the resizes (and the training augmentation) of ``data``."""
+    if train is not None:
+        train.transforms = make_transforms("train", scales=data.train_scales,
+                                           max_size=data.max_size)
+    val.transforms = make_transforms("val", max_size=data.max_size, val_size=data.val_size)
+
+
 def build_datasets(data: DataConfig, evaluate_only: bool) -> tuple[CocoDetection | None,
                                                                    CocoDetection]:
     """``(train or None, val)``; custom data declares its categories in both files alike."""
-    train_tf = make_transforms("train", scales=data.train_scales, max_size=data.max_size)
-    val_tf = make_transforms("val", max_size=data.max_size, val_size=data.val_size)
+    train, val = _read_datasets(data, evaluate_only)
+    set_transforms(train, val, data)
+    return train, val
+
+
+def _read_datasets(data: DataConfig, evaluate_only: bool):
+    """The annotation files read and checked; transforms are set afterwards."""
     skip = data.skip_unreadable
     if data.dataset_file != "custom":
-        train = None if evaluate_only else build_coco(data.coco_path, "train", train_tf,
+        train = None if evaluate_only else build_coco(data.coco_path, "train",
                                                       skip_unreadable=skip)
-        return train, build_coco(data.coco_path, "val", val_tf, skip_unreadable=skip)
+        return train, build_coco(data.coco_path, "val", skip_unreadable=skip)
     train = None
     if data.train_json:
-        train = CocoDetection(data.train_images, data.train_json, train_tf, train=True,
+        train = CocoDetection(data.train_images, data.train_json, None, train=True,
                               contiguous_labels=True, skip_unreadable=skip)
-    val = CocoDetection(data.val_images, data.val_json, val_tf, train=False,
+    val = CocoDetection(data.val_images, data.val_json, None, train=False,
                         contiguous_labels=True, drop_crowd=False, skip_unreadable=skip)
     if train is not None and train.label_to_category_id != val.label_to_category_id:
         raise ValueError(f"{data.train_json} and {data.val_json} declare different categories; "

@@ -151,7 +151,13 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         Settings.from_options(vars(args))
     except ValueError as e:
         err(str(e))
-    if args.lr_drop > args.epochs:
+    if args.time_budget is not None:
+        fixed = [f"--{k}" for k in ("epochs", "lr_drop", "eval_every")
+                 if args.given.get(k) in ("the command line", f"--schedule {args.schedule}")]
+        if fixed:
+            err(f"--time_budget plans the epochs, the learning-rate drop and the evaluations "
+                f"itself; leave out {', '.join(fixed)}")
+    elif args.lr_drop > args.epochs:
         if "lr_drop" in args.given:
             err(f"--lr_drop {args.lr_drop} > --epochs {args.epochs}: the learning rate would "
                 f"never drop; use an lr_drop <= epochs (the schedules use 2/3 of the epochs)")

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .budget import Plan
 from .checkpoint import Checkpoint
 from .distributed import DistInfo, all_gather_lists
 from .ema import WeightEMA
@@ -116,6 +117,9 @@ class TrainState:
         self.best_ap = -1.0
         self.next_epoch = start_epoch
         self.resume_step = 0  # batches of next_epoch already done (after an interruption)
+        # The epochs and evaluations; a time-budgeted run's plan is saved and kept on resume.
+        self.plan: Plan | None = None
+        self.budgeted = False
 
     def restore(self, ckpt: Checkpoint, path: str, args, info: DistInfo) -> None:
         """Continue from ``ckpt``; a file with weights only starts at ``--start_epoch``."""
@@ -134,6 +138,8 @@ class TrainState:
             self.next_epoch = raw["epoch"] + 1
             self.best_ap = raw.get("best_ap", -1.0)
             self.resume_step = raw.get("resume_step", 0)
+            if raw.get("plan"):
+                self.plan, self.budgeted = Plan(**raw["plan"]), True
             if "rng" in raw:
                 restore_rng(raw["rng"], info)
             if self.scaler is not None and "scaler" in raw:
@@ -180,6 +186,8 @@ class TrainState:
         }
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
+        if self.budgeted:
+            state["plan"] = self.plan.to_dict()
         if self.ema is not None:  # the average, split the same way
             averaged, averaged_head = split_state(self.ema.module.state_dict())
             state.update(ema=averaged, ema_dense_head=averaged_head, ema_updates=self.ema.updates)

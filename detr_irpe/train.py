@@ -20,15 +20,17 @@ Files written to ``--output_dir`` (main process only):
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from .budget import Plan, TimeBudget, process_start
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import DataConfig, RunConfig, Settings
 from .data import CocoDetection
-from .distributed import DistInfo, barrier, cleanup, init_distributed
+from .distributed import DistInfo, barrier, cleanup, from_main, init_distributed
 from .engine import LoopSettings, TrainingInterrupted, evaluate, train_one_epoch
 from .epoch_log import EpochLog
 from .evaluation import CocoEvaluator, format_stats
@@ -36,11 +38,12 @@ from .evaluation.per_category import format_metrics_table
 from .evaluation.report import write_evaluation
 from .files import write_json
 from .finetune import finetune_options, finetune_state, print_finetune
-from .loaders import TrainLoader, build_datasets, val_loader
+from .data.sizing import sizes_from_data
+from .loaders import TrainLoader, build_datasets, set_transforms, val_loader
 from .machine import device_name, output_folder, prepare_process, process_device
 from .models.dense_head import join_state
 from .models.detr import build_detr
-from .optim import build_optimizer
+from .optim import build_optimizer, per_step
 from .resume import TrainState, checkpoint_options, resolve_resume
 from .run_report import finish_report
 from .signals import StopRequest
@@ -71,6 +74,8 @@ def _run(args, info: DistInfo) -> dict:
         source = load_checkpoint(args.finetune_from, trust=args.trust_checkpoint)
         finetune_options(args, source, info.is_main)
     train_set, val = build_datasets(DataConfig.from_options(vars(args)), args.eval)
+    if train_set is not None and args.dataset_file == "custom" and not (ckpt or source):
+        _sizes_from_data(args, train_set, val, info.is_main)
     _num_classes_from_data(args, val, resume)
     cfg = Settings.from_options(vars(args))
     # A checkpoint carries the backbone: nothing to download.
@@ -95,25 +100,46 @@ def _run(args, info: DistInfo) -> dict:
     if args.eval:
         return _evaluate_checkpoint(core, ckpt, resume, validation, args, output_dir)
 
-    optimizer, scheduler, scaler = build_optimizer(core, cfg.optim, config.lr_backbone, device)
+    loader = TrainLoader(train_set, cfg.optim.batch_size, cfg.data, cfg.run.seed, info.enabled,
+                         device)
+    steps_per_epoch = -(-len(loader.batches) // cfg.optim.accum_steps)
+    optimizer, scheduler, scaler = build_optimizer(core, cfg.optim, config.lr_backbone, device,
+                                                   steps_per_epoch)
     state = TrainState(core, optimizer, scheduler, scaler, args.start_epoch)
     if ckpt is not None:
         state.restore(ckpt, resume, args, info)
-        if state.next_epoch >= cfg.optim.epochs:
-            if info.is_main:
-                print(f"{resume}: {ckpt.progress()} of --epochs {cfg.optim.epochs} (counted "
-                      f"from 0): nothing left to train; raise --epochs to train longer, or "
-                      f"evaluate it with --eval --resume {resume}")
-            return {"stats": None, "best_ap": state.best_ap}
+    budget = _plan(state, cfg, steps_per_epoch, len(val), info)
+    if ckpt is not None and state.next_epoch >= state.plan.epochs:
+        if info.is_main:
+            print(f"{resume}: {ckpt.progress()} of {state.plan.epochs} epochs (counted from 0): "
+                  f"nothing left to train; raise --epochs to train longer, or evaluate it with "
+                  f"--eval --resume {resume}")
+        return {"stats": None, "best_ap": state.best_ap}
     state.start_ema(cfg.optim.ema, ckpt, resume, info.is_main)
-    loader = TrainLoader(train_set, cfg.optim.batch_size, cfg.data, cfg.run.seed, info.enabled,
-                         device)
     if info.is_main:  # written once the run has started for good
         write_json(output_dir / "args.json", vars(args))
     record = {"args": dict(vars(args)), "config": config.to_dict(),
               "label_to_category_id": val.label_to_category_id,
               "category_names": val.category_names, "finetuned_from": args.finetune_from}
-    return _train(model, criterion, state, loader, validation, cfg, record, n_parameters, info)
+    return _train(model, criterion, state, loader, validation, budget, record, n_parameters,
+                  info)
+
+
+def _plan(state: TrainState, cfg: Settings, steps_per_epoch: int, val_images: int,
+          info: DistInfo) -> TimeBudget | None:
+    """Fix ``state.plan``: the checkpoint's (a resumed budgeted run keeps its plan), the
+    epochs and evaluations of the options, or a :class:`TimeBudget`'s (returned: it plans
+    as the run goes)."""
+    if state.plan is not None:
+        return None
+    minutes = cfg.optim.time_budget
+    if minutes is None:
+        state.plan = Plan(cfg.optim.epochs, cfg.run.eval_every)
+        return None
+    budget = TimeBudget(minutes, process_start(), steps_per_epoch, cfg.optim.batch_size,
+                        val_images, state.scheduler.lr_lambdas[0], info.is_main, from_main)
+    state.plan, state.budgeted = budget.plan, True
+    return budget
 
 
 def _num_classes_from_data(args, val: CocoDetection, resume: str) -> None:
@@ -127,6 +153,23 @@ def _num_classes_from_data(args, val: CocoDetection, resume: str) -> None:
             f"{where} gives num_classes {args.num_classes} but {args.val_json} has "
             f"{val.num_classes} (largest label + 1); leave --num_classes out for custom data "
             f"(it is derived from the JSON), or use the data the checkpoint was trained on")
+
+
+def _sizes_from_data(args, train_set: CocoDetection, val: CocoDetection, verbose: bool) -> None:
+    """Custom data trained from scratch: image sizes and queries that were not given follow
+    the training set (:mod:`detr_irpe.data.sizing`)."""
+    derived, reason = sizes_from_data(list(train_set.coco.imgs.values()),
+                                      list(train_set.coco.anns.values()))
+    derived = {k: v for k, v in derived.items() if k not in args.given}
+    if not derived:
+        return
+    for key, value in derived.items():
+        setattr(args, key, value)
+    set_transforms(train_set, val, DataConfig.from_options(vars(args)))
+    if verbose:
+        shown = " ".join(f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+                         for k, v in derived.items())
+        print(f"from the data ({reason}): {shown}")
 
 
 def _describe(config, n_parameters: int, device: torch.device, info: DistInfo) -> None:
@@ -184,33 +227,48 @@ def _evaluate_checkpoint(model, ckpt: Checkpoint, path: str, validation: Validat
 
 
 def _train(model, criterion, state: TrainState, loader: TrainLoader, validation: Validation,
-           cfg: Settings, record: dict, n_parameters: int, info: DistInfo) -> dict:
-    """The epoch loop: train, step the schedule, evaluate when due, save, log."""
-    output_dir, first = validation.output_dir, state.next_epoch
-    log = EpochLog(output_dir, first, cfg.optim.epochs) if info.is_main else None
+           budget: TimeBudget | None, record: dict, n_parameters: int, info: DistInfo) -> dict:
+    """The epoch loop: train, step the schedule, evaluate when due, save, log.  The number
+    of epochs is ``state.plan``'s, which a time budget updates as the run goes."""
+    output_dir, epoch, plan = validation.output_dir, state.next_epoch, state.plan
+    log = EpochLog(output_dir, epoch, plan) if info.is_main else None
     last_stats = None
+
+    def after_step():
+        if per_step(state.scheduler):
+            state.scheduler.step()
+        if budget is not None:
+            budget.step_done()
+
     with StopRequest(validation.loop.device, verbose=info.is_main) as stop:
-        for epoch in range(first, cfg.optim.epochs):
-            skip = state.resume_step if epoch == first else 0
+        while epoch < plan.epochs:
+            skip = state.resume_step if epoch == state.next_epoch else 0
             try:
                 train_stats = train_one_epoch(model, criterion, loader.epoch(epoch, skip),
                                               state.optimizer, epoch, validation.loop,
-                                              state.scaler, state.ema, skip, stop)
+                                              state.scaler, state.ema, skip, stop, after_step)
             except TrainingInterrupted as stopped:
                 _save_at_stop(state, epoch, stopped.steps_done, record, output_dir, info)
                 raise
-            state.scheduler.step()
+            if not per_step(state.scheduler):
+                state.scheduler.step()
             entry = {f"train_{k}": v for k, v in train_stats.items()}
             summary = None
-            if (epoch + 1) % cfg.run.eval_every == 0 or epoch + 1 == cfg.optim.epochs:
+            if plan.evaluates(epoch):
+                started = time.time()
                 test_stats, summary = validation(model if state.ema is None else state.ema.module,
                                                  f"{epoch:04d}", epoch)
+                if budget is not None:
+                    budget.evaluated(time.time() - started)
                 entry.update({f"test_{k}": v for k, v in test_stats.items()})
                 if summary is not None:
                     entry["test_coco_eval_bbox"] = last_stats = summary.stats
             entry.update(epoch=epoch, n_parameters=n_parameters)
             _end_epoch(state, epoch, entry, summary, record, log, output_dir)
+            if budget is not None:
+                budget.epoch_done(epoch)
             barrier()
+            epoch += 1
     if log is not None:
         log.close()
         _print_where(output_dir, ["checkpoint.pth", "checkpoint_best.pth", "log.txt", "eval/"])

@@ -1,0 +1,49 @@
+"""Image sizes and the number of queries suited to a custom dataset, for the options that a
+run from scratch on custom data does not give (:func:`sizes_from_data`).
+
+DETR's own values (shorter side 480-800, evaluation at 800, 100 queries) fit COCO; on a set
+of 200-pixel tiles they would blow every image up 4x.  Here they follow the training set:
+
+- ``val_size``: the median shorter side of the training images (they keep their scale);
+- ``train_scales``: ``val_size`` times 0.8, 0.9, 1.0, 1.1 and 1.2 (DETR trains from 0.6 to
+  1.0 of its evaluation size; a small set keeps its objects nearer their own size),
+  rounded to multiples of 8 pixels;
+- ``max_size``: ``val_size`` times DETR's 1333 / 800, so elongated images stay bounded;
+- ``num_queries``: twice the most objects in one training image, at least 10, rounded up
+  to a multiple of 5 ("no object" must stay the common answer, and Hungarian matching
+  needs spare queries).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+SCALE_FACTORS = (0.8, 0.9, 1.0, 1.1, 1.2)
+MAX_TO_VAL = 1333 / 800  # DETR's longest / shorter side of evaluation
+MIN_QUERIES = 10
+SIZED_OPTIONS = ("train_scales", "val_size", "max_size", "num_queries")
+
+
+def _round_to(value: float, step: int) -> int:
+    return max(step, math.floor(value / step + 0.5) * step)
+
+
+def sizes_from_data(images: list[dict], annotations: list[dict]) -> tuple[dict, str]:
+    """``(options, reason)``: the values of :data:`SIZED_OPTIONS` for a training set given as
+    its COCO ``images`` (with ``width`` and ``height``) and ``annotations``; ``reason`` says
+    what they were derived from, for the log."""
+    shorter = sorted(min(int(im["width"]), int(im["height"])) for im in images)
+    val_size = shorter[len(shorter) // 2]
+    per_image = Counter(a["image_id"] for a in annotations)
+    most = max(per_image.values(), default=0)
+    queries = max(MIN_QUERIES, math.ceil(2 * most / 5) * 5)
+    options = {
+        "train_scales": sorted({_round_to(val_size * f, 8) for f in SCALE_FACTORS}),
+        "val_size": val_size,
+        "max_size": int(round(val_size * MAX_TO_VAL)),
+        "num_queries": queries,
+    }
+    reason = (f"{len(images)} training images, median shorter side {val_size} px, at most "
+              f"{most} objects in one image")
+    return options, reason

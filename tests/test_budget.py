@@ -1,0 +1,104 @@
+"""Learning-rate factors, time-budget planning (with a fake clock) and sizes from the data."""
+
+import math
+
+import pytest
+
+from detr_irpe.budget import CALIBRATION_STEPS, MARGIN, REPORT_SECONDS, SETTLE_STEPS, TimeBudget
+from detr_irpe.data.sizing import sizes_from_data
+from detr_irpe.optim import COSINE_FLOOR, LrFactor
+
+
+def test_cosine_factor_ends_and_middle():
+    f = LrFactor(total=100, warmup=0)
+    assert f(0) == pytest.approx(1.0)
+    assert f(50) == pytest.approx(COSINE_FLOOR + (1 - COSINE_FLOOR) / 2)
+    assert f(100) == pytest.approx(COSINE_FLOOR)
+    assert f(500) == pytest.approx(COSINE_FLOOR)  # past the end: stays at the floor
+    assert all(f(n) > f(n + 1) for n in range(99))
+
+
+def test_warmup_ramp_and_step_drop():
+    f = LrFactor(total=100, warmup=10, drop=0.8)
+    assert [f(n) for n in (0, 4, 9, 10)] == pytest.approx([0.1, 0.5, 1.0, 1.0])
+    assert f(79) == pytest.approx(1.0) and f(80) == pytest.approx(0.1)
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def _budget(clock, minutes=10.0, steps_per_epoch=50, eval_images=0):
+    factor = LrFactor(total=1, warmup=0)
+    b = TimeBudget(minutes, start=1000.0, steps_per_epoch=steps_per_epoch, batch_size=4,
+                   eval_images=eval_images, factor=factor, verbose=False, clock=clock)
+    return b, factor
+
+
+def _steps(budget, clock, n, seconds):
+    for _ in range(n):
+        clock.now += seconds
+        budget.step_done()
+
+
+def test_first_plan_fills_the_budget_at_the_measured_speed():
+    clock = Clock()
+    clock.now += 30.0  # start-up before training
+    b, factor = _budget(clock)
+    _steps(b, clock, SETTLE_STEPS + CALIBRATION_STEPS, 0.5)
+    done = (SETTLE_STEPS + CALIBRATION_STEPS) / 50
+    eval_seconds = 2.0  # no validation images: COCOeval's fixed part only
+    left = 600 - (clock.now - 1000) - MARGIN * 600 - REPORT_SECONDS - 4 * eval_seconds
+    expected = math.floor(done + left / (0.5 * 50))
+    assert b.plan.epochs == expected and expected > 10
+    assert factor.total == expected * 50
+    assert b.plan.eval_every == math.ceil(expected / 4)
+    assert b.plan.evaluates(expected - 1)
+
+
+def test_a_slower_machine_shortens_the_plan_and_it_still_ends_in_time():
+    clock = Clock()
+    b, factor = _budget(clock)
+    _steps(b, clock, 50, 0.5)
+    b.epoch_done(0)
+    first = b.plan.epochs
+    epoch = 1
+    while epoch < b.plan.epochs:  # from now on every step takes twice as long
+        _steps(b, clock, 50, 1.0)
+        if b.plan.evaluates(epoch):
+            clock.now += 3.0
+            b.evaluated(3.0)
+        b.epoch_done(epoch)
+        epoch += 1
+    assert b.plan.epochs < first
+    assert factor.total == b.plan.epochs * 50
+    assert clock.now + REPORT_SECONDS <= b.deadline
+
+
+def test_a_budget_shorter_than_one_epoch_still_trains_one():
+    clock = Clock()
+    b, _ = _budget(clock, minutes=0.1)
+    _steps(b, clock, SETTLE_STEPS + CALIBRATION_STEPS, 1.0)
+    assert b.plan.epochs == 1
+
+
+def test_sizes_follow_the_training_set():
+    images = [{"id": i, "width": w, "height": h}
+              for i, (w, h) in enumerate([(200, 200), (300, 180), (120, 160), (640, 480)])]
+    annotations = [{"image_id": 1}] * 7 + [{"image_id": 2}] * 3
+    options, reason = sizes_from_data(images, annotations)
+    # shorter sides 120, 180, 200, 480: the median (upper) is 200
+    assert options["val_size"] == 200
+    assert options["train_scales"] == [160, 184, 200, 224, 240]  # 180 -> 184, 220 -> 224 (half up)
+    assert options["max_size"] == 333
+    assert options["num_queries"] == 15  # 2 x 7 = 14, up to a multiple of 5
+    assert "4 training images" in reason and "at most 7 objects" in reason
+
+
+def test_few_objects_still_get_ten_queries():
+    options, _ = sizes_from_data([{"id": 0, "width": 64, "height": 64}], [{"image_id": 0}])
+    assert options["num_queries"] == 10
