@@ -111,6 +111,19 @@ def check_dataset(
     return report
 
 
+def check_annotations(ann_file: str | os.PathLike) -> tuple[DatasetReport, dict | None]:
+    """Only the JSON part of :func:`check_dataset` (no image files): the report and the parsed
+    file (None when it cannot be read), e.g. for ground truth that detections are scored
+    against."""
+    report = DatasetReport(str(ann_file), "(images not checked)", True)
+    found = Findings()
+    data = load_json(Path(ann_file), found)
+    if data is not None:
+        check_json(data, report, found)
+    found.sort_into(report)
+    return report, data
+
+
 def _where(images: str | os.PathLike | ImageSource) -> str:
     """The image folder or zip, as named in the report."""
     if isinstance(images, FolderImageSource):
