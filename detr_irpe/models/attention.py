@@ -114,6 +114,20 @@ class IRPEMultiheadAttention(nn.Module):
         Lq, B = query.shape[:2]
         return self.out_proj(out.permute(2, 0, 1, 3).reshape(Lq, B, self.embed_dim))
 
+    def mean_weights(self, query: Tensor, key: Tensor,
+                     key_padding_mask: Tensor | None = None) -> Tensor:
+        """The attention weights of plain attention (no iRPE, no dropout) averaged over the
+        heads, (B, Lq, Lk), computed in float32 from the same projections as
+        :meth:`forward`; query (Lq, B, E), key (Lk, B, E)."""
+        w_q, w_k, _ = self.in_proj_weight.chunk(3)
+        b_q, b_k, _ = self.in_proj_bias.chunk(3)
+        q = self._split_heads(query, w_q, b_q) * self.scale
+        k = self._split_heads(key, w_k, b_k)
+        logits = (q @ k.transpose(-2, -1)).float()  # (B, H, Lq, Lk)
+        if key_padding_mask is not None:
+            logits = logits.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
+        return logits.softmax(dim=-1).mean(dim=1)
+
     @staticmethod
     def _grid(query: Tensor, key: Tensor, hw: tuple[int, int] | None) -> tuple[int, int]:
         if hw is None or hw[0] * hw[1] != query.shape[0] or query.shape[0] != key.shape[0]:

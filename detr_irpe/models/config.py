@@ -109,6 +109,10 @@ class DETRConfig:
         0.0, "training only: weight of a dense auxiliary head on the encoder output (each token "
         "near an object's centre predicts its class and box; speeds up training from "
         "scratch); 0 = off.  Saved checkpoints are plain DETR (README, 'Training aids')")
+    attn_aux_coef: float = option(
+        0.0, "training only: weight of a loss that pulls each matched query's decoder "
+        "cross-attention into its object's box (gets DETR's decoder off its plateau from "
+        "scratch); 0 = off.  Adds no parameter (README, 'Training aids')")
 
     def __post_init__(self):
         irpe = parse_irpe(self.enc_rpe2d)  # a bad string fails here, naming the flag
@@ -124,9 +128,9 @@ class DETRConfig:
             raise ValueError(f"--hidden_dim {self.hidden_dim} is not divisible by --nheads {self.nheads}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"--dropout {self.dropout}: must be in [0, 1)")
-        if self.lr_backbone < 0 or self.dense_aux_coef < 0:
-            raise ValueError(f"--lr_backbone {self.lr_backbone}, --dense_aux_coef "
-                             f"{self.dense_aux_coef}: must be >= 0 (0 = off)")
+        for name in ("lr_backbone", "dense_aux_coef", "attn_aux_coef"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name} {getattr(self, name)}: must be >= 0 (0 = off)")
         if self.dilation and self.backbone_stride != 32:
             raise ValueError("--dilation dilates layer4, which --backbone_stride 16 leaves out; "
                              "use one of them")

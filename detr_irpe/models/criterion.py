@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import box_convert, generalized_box_iou
 
+from .box_attention import box_attention_loss
 from .dense_head import dense_losses
 from .matcher import HungarianMatcher, check_target_boxes, describe_target
 
@@ -18,7 +19,9 @@ class SetCriterion(nn.Module):
     ``loss_bbox``, ``loss_giou``, ``cardinality_error``, ``class_error`` and, for every
     auxiliary decoder output n, the same with suffix ``_n`` (no class_error), and, when the
     outputs hold ``dense_outputs``, ``loss_dense_{ce,bbox,giou}`` (weighted by
-    ``dense_coef`` times the usual weights; :mod:`detr_irpe.models.dense_head`).  The
+    ``dense_coef`` times the usual weights; :mod:`detr_irpe.models.dense_head`); when an
+    output holds ``attention``, ``loss_attention`` (and ``_n``), weighted by
+    ``attention_coef`` (:mod:`detr_irpe.models.box_attention`).  The
     training loss is ``sum(losses[k] * weight_dict[k] for k in weight_dict)``.
 
     targets: per image ``{"labels": int64 (n,), "boxes": float (n, 4) normalised cxcywh}``.
@@ -33,6 +36,7 @@ class SetCriterion(nn.Module):
         giou_loss_coef: float,
         num_aux: int,
         dense_coef: float = 0.0,
+        attention_coef: float = 0.0,
     ):
         super().__init__()
         self.num_classes = num_classes
@@ -42,12 +46,15 @@ class SetCriterion(nn.Module):
         empty_weight[-1] = eos_coef
         self.register_buffer("empty_weight", empty_weight, persistent=False)
         weights = {"loss_ce": 1.0, "loss_bbox": bbox_loss_coef, "loss_giou": giou_loss_coef}
+        if attention_coef > 0:
+            weights["loss_attention"] = attention_coef
         self.weight_dict = dict(weights)
         for n in range(num_aux):
             self.weight_dict.update({f"{k}_{n}": v for k, v in weights.items()})
         if dense_coef > 0:
-            self.weight_dict.update({k.replace("loss_", "loss_dense_"): v * dense_coef
-                                     for k, v in weights.items()})
+            self.weight_dict.update({f"loss_dense_{k}": v * dense_coef for k, v in
+                                     (("ce", 1.0), ("bbox", bbox_loss_coef),
+                                      ("giou", giou_loss_coef))})
 
     def _check_labels(self, targets: list[dict]) -> None:
         for n, t in enumerate(targets):
@@ -102,6 +109,9 @@ class SetCriterion(nn.Module):
             )
         )
         losses["loss_giou"] = (1 - giou).sum() / num_boxes
+        if "attention" in out:
+            losses["loss_attention"] = box_attention_loss(out["attention"], out["attention_mask"],
+                                                          indices, targets, num_boxes)
         return losses
 
     def forward(

@@ -31,7 +31,10 @@ class DETR(nn.Module):
       decoder layer but the last;
     - ``dense_outputs``: in training mode with a ``dense_head`` only, its output
       (:class:`~detr_irpe.models.dense_head.DenseHead`).  The head is a training aid:
-      in eval mode it is not run, and saved checkpoints leave it out of ``model``.
+      in eval mode it is not run, and saved checkpoints leave it out of ``model``;
+    - ``attention`` (B, Q, h * w) and ``attention_mask`` (B, h, w), in each output dict: in
+      training mode with ``box_attention`` only, the layer's head-mean cross-attention and
+      the feature mask, for :mod:`~detr_irpe.models.box_attention` (a training aid).
 
     ``per_image_backbone`` (off by default, as in DETR): run the ResNet on each image of a
     list separately and pad the feature maps instead of the images, which makes every
@@ -46,6 +49,7 @@ class DETR(nn.Module):
         num_queries: int,
         aux_loss: bool,
         dense_head: DenseHead | None = None,
+        box_attention: bool = False,
     ):
         super().__init__()
         hidden = transformer.d_model
@@ -60,6 +64,7 @@ class DETR(nn.Module):
         self.aux_loss = aux_loss
         self.per_image_backbone = False
         self.dense_head = dense_head
+        self.box_attention = box_attention
 
     def forward(self, images: Sequence[Tensor] | ImageBatch | Tensor) -> dict:
         if self.per_image_backbone and not isinstance(images, ImageBatch):
@@ -67,14 +72,18 @@ class DETR(nn.Module):
         else:
             batch = images if isinstance(images, ImageBatch) else ImageBatch.from_images(images)
             feats, mask, pos = self.backbone(batch)
-        hs, memory = self.transformer(self.input_proj(feats), mask, self.query_embed.weight, pos)
+        weights = [] if self.training and self.box_attention else None
+        hs, memory = self.transformer(self.input_proj(feats), mask, self.query_embed.weight, pos,
+                                      weights)
         logits = self.class_embed(hs)  # (layers, B, Q, C + 1)
         boxes = self.bbox_embed(hs).sigmoid()  # (layers, B, Q, 4)
-        out = {"pred_logits": logits[-1], "pred_boxes": boxes[-1]}
+        layers = [{"pred_logits": a, "pred_boxes": b} for a, b in zip(logits, boxes)]
+        if weights is not None:
+            for layer, w in zip(layers, weights):
+                layer.update(attention=w, attention_mask=mask)
+        out = layers[-1]
         if self.aux_loss:
-            out["aux_outputs"] = [
-                {"pred_logits": a, "pred_boxes": b} for a, b in zip(logits[:-1], boxes[:-1])
-            ]
+            out["aux_outputs"] = layers[:-1]
         if self.training and self.dense_head is not None:
             out["dense_outputs"] = self.dense_head(memory, mask)
         return out
@@ -138,7 +147,7 @@ def build_detr(config: DETRConfig | None = None, **options) -> tuple[DETR, SetCr
     )
     dense = DenseHead(config.hidden_dim, config.num_classes) if config.dense_aux_coef > 0 else None
     model = DETR(joiner, transformer, config.num_classes, config.num_queries, config.aux_loss,
-                 dense)
+                 dense, box_attention=config.attn_aux_coef > 0)
     matcher = HungarianMatcher(config.set_cost_class, config.set_cost_bbox, config.set_cost_giou)
     criterion = SetCriterion(
         config.num_classes,
@@ -148,5 +157,6 @@ def build_detr(config: DETRConfig | None = None, **options) -> tuple[DETR, SetCr
         giou_loss_coef=config.giou_loss_coef,
         num_aux=config.dec_layers - 1 if config.aux_loss else 0,
         dense_coef=config.dense_aux_coef,
+        attention_coef=config.attn_aux_coef,
     )
     return model, criterion, {"bbox": PostProcess()}

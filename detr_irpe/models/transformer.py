@@ -69,24 +69,28 @@ class DecoderLayer(nn.Module):
     def _ffn(self, x: Tensor) -> Tensor:
         return self.linear2(self.dropout(F.relu(self.linear1(x))))
 
-    def forward(self, tgt, memory, memory_key_padding_mask, pos, query_pos):
+    def forward(self, tgt, memory, memory_key_padding_mask, pos, query_pos, weights=None):
+        """``weights``: a list to append the cross-attention weights to (head mean,
+        (B, Q, HW)); None (the default) computes none."""
         mem_k = _with_pos(memory, pos)
         if self.pre_norm:
             x = self.norm1(tgt)
             qk = _with_pos(x, query_pos)
             tgt = tgt + self.dropout1(self.self_attn(qk, qk, x))
-            x = self.norm2(tgt)
-            tgt = tgt + self.dropout2(
-                self.multihead_attn(_with_pos(x, query_pos), mem_k, memory, memory_key_padding_mask)
-            )
-            return tgt + self.dropout3(self._ffn(self.norm3(tgt)))
-        qk = _with_pos(tgt, query_pos)
-        tgt = self.norm1(tgt + self.dropout1(self.self_attn(qk, qk, tgt)))
-        attn = self.multihead_attn(
-            _with_pos(tgt, query_pos), mem_k, memory, memory_key_padding_mask
-        )
-        tgt = self.norm2(tgt + self.dropout2(attn))
-        return self.norm3(tgt + self.dropout3(self._ffn(tgt)))
+            query = _with_pos(self.norm2(tgt), query_pos)
+            attn = self.multihead_attn(query, mem_k, memory, memory_key_padding_mask)
+            tgt = tgt + self.dropout2(attn)
+            out = tgt + self.dropout3(self._ffn(self.norm3(tgt)))
+        else:
+            qk = _with_pos(tgt, query_pos)
+            tgt = self.norm1(tgt + self.dropout1(self.self_attn(qk, qk, tgt)))
+            query = _with_pos(tgt, query_pos)
+            attn = self.multihead_attn(query, mem_k, memory, memory_key_padding_mask)
+            tgt = self.norm2(tgt + self.dropout2(attn))
+            out = self.norm3(tgt + self.dropout3(self._ffn(tgt)))
+        if weights is not None:
+            weights.append(self.multihead_attn.mean_weights(query, mem_k, memory_key_padding_mask))
+        return out
 
 
 class TransformerEncoder(nn.Module):
@@ -107,11 +111,13 @@ class TransformerDecoder(nn.Module):
         self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in range(num_layers))
         self.norm = norm
 
-    def forward(self, tgt, memory, memory_key_padding_mask, pos, query_pos) -> Tensor:
-        """Returns the normed output of every layer, (num_layers, Q, B, D)."""
+    def forward(self, tgt, memory, memory_key_padding_mask, pos, query_pos,
+                weights=None) -> Tensor:
+        """Returns the normed output of every layer, (num_layers, Q, B, D); ``weights``: a
+        list that receives every layer's head-mean cross-attention (B, Q, HW)."""
         outputs = []
         for layer in self.layers:
-            tgt = layer(tgt, memory, memory_key_padding_mask, pos, query_pos)
+            tgt = layer(tgt, memory, memory_key_padding_mask, pos, query_pos, weights)
             outputs.append(self.norm(tgt))
         return torch.stack(outputs)
 
@@ -151,8 +157,10 @@ class Transformer(nn.Module):
             if irpe_init == "zero" and ".rpe_" in name:
                 nn.init.zeros_(p)
 
-    def forward(self, src, mask, query_embed, pos_embed) -> tuple[Tensor, Tensor]:
-        """src: (B, D, h, w); mask: bool (B, h, w); query_embed: (Q, D); pos: (B, D, h, w).
+    def forward(self, src, mask, query_embed, pos_embed, weights=None) -> tuple[Tensor, Tensor]:
+        """src: (B, D, h, w); mask: bool (B, h, w); query_embed: (Q, D); pos: (B, D, h, w);
+        ``weights``: a list that receives each decoder layer's head-mean cross-attention,
+        (B, Q, h * w) (training aid; None computes none).
 
         Returns decoder outputs (num_dec_layers, B, Q, D) and memory (B, D, h, w).
         """
@@ -162,5 +170,5 @@ class Transformer(nn.Module):
         query_pos = query_embed.unsqueeze(1).expand(-1, B, -1)  # (Q, B, D)
         mask = mask.flatten(1)
         memory = self.encoder(src, mask, pos, (h, w))
-        hs = self.decoder(torch.zeros_like(query_pos), memory, mask, pos, query_pos)
+        hs = self.decoder(torch.zeros_like(query_pos), memory, mask, pos, query_pos, weights)
         return hs.transpose(1, 2), memory.permute(1, 2, 0).view(B, D, h, w)
