@@ -44,7 +44,7 @@ class OptimConfig(_FromOptions):
     lr_drop: int = option(200, "divide the learning rates by 10 after this many epochs")
     lr_schedule: str = option(
         LR_SCHEDULES[0], "step: DETR's drop by 10 after --lr_drop epochs; cosine: half a cosine "
-        "from the learning rates down to 1% of them over the run, adjusted every step",
+        "from the learning rates down to a hundredth of them over the run, adjusted every step",
         choices=LR_SCHEDULES)
     warmup_steps: int = option(0, "raise the learning rates linearly over the first N optimiser "
                                "steps (0 = off, as in DETR)")
