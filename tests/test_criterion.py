@@ -9,7 +9,7 @@ from torchvision.ops import box_convert, generalized_box_iou
 from detr_irpe.models.config import DETRConfig
 from detr_irpe.models.criterion import SetCriterion
 from detr_irpe.models.detr import PostProcess
-from detr_irpe.models.matcher import HungarianMatcher
+from detr_irpe.models.matcher import HungarianMatcher, anchor_points
 
 PAPER = DETRConfig()  # the official matching costs and loss weights
 
@@ -154,3 +154,15 @@ def test_postprocess_scales_to_absolute_xyxy():
     assert res[0]["labels"].tolist() == [1, 0]
     p = logits.softmax(-1)[0]
     torch.testing.assert_close(res[0]["scores"], torch.stack([p[0, 1], p[1, 0]]))
+
+
+def test_anchor_cost_gives_each_target_to_the_query_owning_the_nearest_point():
+    assert torch.allclose(anchor_points(4), torch.tensor([[0.25, 0.25], [0.75, 0.25],
+                                                          [0.25, 0.75], [0.75, 0.75]]))
+    points = anchor_points(30)  # 6 columns x 5 rows
+    assert points.shape == (30, 2) and torch.allclose(points[7], torch.tensor([1.5 / 6, 1.5 / 5]))
+    outputs = {"pred_logits": torch.zeros(1, 4, 3), "pred_boxes": torch.full((1, 4, 4), 0.5)}
+    targets = [{"labels": torch.tensor([0, 1]),
+                "boxes": torch.tensor([[0.7, 0.8, 0.1, 0.1], [0.2, 0.3, 0.1, 0.1]])}]
+    (queries, boxes), = HungarianMatcher(1, 5, 2, cost_anchor=5)(outputs, targets)
+    assert dict(zip(boxes.tolist(), queries.tolist())) == {0: 3, 1: 0}

@@ -102,6 +102,10 @@ class DETRConfig:
     set_cost_class: float = option(1.0, "matching cost weight: class")
     set_cost_bbox: float = option(5.0, "matching cost weight: L1 box")
     set_cost_giou: float = option(2.0, "matching cost weight: GIoU")
+    set_cost_anchor: float = option(
+        0.0, "training only: matching cost weight of the distance from a query's fixed anchor "
+        "point (the queries spread on a grid over the image) to a box centre, so that each "
+        "query keeps learning the objects of one region; 0 = off (DETR)")
     bbox_loss_coef: float = option(5.0, "loss weight: L1 box")
     giou_loss_coef: float = option(2.0, "loss weight: GIoU")
     eos_coef: float = option(0.1, "class-loss weight of the 'no object' class")
@@ -128,7 +132,7 @@ class DETRConfig:
             raise ValueError(f"--hidden_dim {self.hidden_dim} is not divisible by --nheads {self.nheads}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"--dropout {self.dropout}: must be in [0, 1)")
-        for name in ("lr_backbone", "dense_aux_coef", "attn_aux_coef"):
+        for name in ("lr_backbone", "dense_aux_coef", "attn_aux_coef", "set_cost_anchor"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name} {getattr(self, name)}: must be >= 0 (0 = off)")
         if self.dilation and self.backbone_stride != 32:

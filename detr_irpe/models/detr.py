@@ -148,7 +148,8 @@ def build_detr(config: DETRConfig | None = None, **options) -> tuple[DETR, SetCr
     dense = DenseHead(config.hidden_dim, config.num_classes) if config.dense_aux_coef > 0 else None
     model = DETR(joiner, transformer, config.num_classes, config.num_queries, config.aux_loss,
                  dense, box_attention=config.attn_aux_coef > 0)
-    matcher = HungarianMatcher(config.set_cost_class, config.set_cost_bbox, config.set_cost_giou)
+    matcher = HungarianMatcher(config.set_cost_class, config.set_cost_bbox, config.set_cost_giou,
+                               config.set_cost_anchor)
     criterion = SetCriterion(
         config.num_classes,
         matcher,
