@@ -5,12 +5,13 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import ROOT, TINY_FLAGS, shapes_dataset
+from helpers import ROOT, TINY_FLAGS, data_flags, shapes_dataset
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -499,3 +500,28 @@ def test_ema_is_evaluated_saved_and_loaded_by_eval_and_predict(coco_root, tmp_pa
     assert [d["score"] for d in after] == pytest.approx([d["score"] for d in during], abs=1e-6)
     detector = Detector.from_checkpoint(out / "checkpoint.pth", device="cpu")
     assert torch.equal(detector.model.state_dict()[name], ckpt["ema"][name])
+
+
+@pytest.mark.slow
+def test_scratch_preset_on_custom_data_fits_its_time_budget_and_sizes_itself(tmp_path):
+    """The CPU scratch preset, as a user runs it: only the data given, a short budget.  The
+    whole process ends within the budget (plus a loose allowance for a loaded machine), the
+    plan and the sizes taken from the data are printed, and the last epoch is evaluated."""
+    root = shapes_dataset(tmp_path / "data", num_train=16, num_val=4, image_size=64, seed=5)
+    out, minutes = tmp_path / "run", 0.5
+    argv = [sys.executable, str(ROOT / "main.py"), "--config", str(ROOT / "configs" / "scratch_cpu.toml"),
+            *data_flags(root), "--output_dir", str(out), "--time_budget", str(minutes),
+            "--threads", "2"]
+    start = time.monotonic()
+    run = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    elapsed = time.monotonic() - start
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert elapsed < minutes * 60 + 20, f"{elapsed:.0f} s for a {minutes} min budget"
+    assert "time budget 0.5 min" in run.stdout
+    sizes = json.loads((out / "args.json").read_text())
+    images = json.loads((root / "annotations" / "instances_train.json").read_text())["images"]
+    shorter = sorted(min(im["width"], im["height"]) for im in images)
+    assert sizes["val_size"] == shorter[len(shorter) // 2]
+    assert f"--val_size {sizes['val_size']}" in run.stdout
+    log = [json.loads(line) for line in (out / "log.txt").read_text().splitlines()]
+    assert len(log) >= 2 and "test_coco_eval_bbox" in log[-1]
