@@ -22,6 +22,7 @@ CALIBRATION_STEPS = 20  # steps timed before the first plan
 EVALUATIONS = 4  # evaluations in a planned run, the last one after the last epoch
 REPORT_SECONDS = 15.0  # the end: best checkpoint reloaded, curves and prediction pictures
 MARGIN = 0.03  # of the budget, kept free against the machine's ups and downs
+RAISE_SLACK = 0.25  # a re-plan adds an epoch only with this much of one to spare
 
 
 def process_start() -> float:
@@ -118,13 +119,15 @@ class TimeBudget:
         left = (self.deadline - now - MARGIN * 60 * self.minutes - REPORT_SECONDS
                 - evals_left * self._eval_estimate())
         fits = epochs_done + max(left, 0) / (self.step_seconds * self.steps_per_epoch)
+        old = self.plan.epochs
+        if not first and old < fits < old + 1 + RAISE_SLACK:
+            fits = old  # room for the plan, not for one more epoch: keep the plan steady
         epochs = self.agree(max(math.floor(fits), math.ceil(epochs_done), 1))
         if self.verbose and fits < epochs:
             print(f"note: --time_budget {self.minutes:g} leaves too little time for epoch "
                   f"{epochs - 1} at this speed; the run ends after it, about "
                   f"{(epochs - fits) * self.step_seconds * self.steps_per_epoch:.0f} s late",
                   flush=True)
-        old = self.plan.epochs
         self.plan.epochs, self.plan.eval_every = epochs, max(1, math.ceil(epochs / EVALUATIONS))
         self.factor.total = epochs * self.steps_per_epoch
         if self.verbose and (first or epochs != old):

@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from detr_irpe.budget import CALIBRATION_STEPS, MARGIN, REPORT_SECONDS, SETTLE_STEPS, TimeBudget
+from detr_irpe.budget import (CALIBRATION_STEPS, EVALUATIONS, MARGIN, RAISE_SLACK, REPORT_SECONDS,
+                              SETTLE_STEPS, TimeBudget)
 from detr_irpe.data.sizing import sizes_from_data
 from detr_irpe.optim import COSINE_FLOOR, LrFactor
 
@@ -77,6 +78,26 @@ def test_a_slower_machine_shortens_the_plan_and_it_still_ends_in_time():
     assert b.plan.epochs < first
     assert factor.total == b.plan.epochs * 50
     assert clock.now + REPORT_SECONDS <= b.deadline
+
+
+@pytest.mark.parametrize("spare,raised", [(1 + RAISE_SLACK / 2, False), (1 + 2 * RAISE_SLACK, True)])
+def test_a_faster_epoch_adds_an_epoch_only_with_room_to_spare(spare, raised):
+    """After epoch 0 the plan is re-made from its measured time; an epoch is added only
+    when more than RAISE_SLACK of one is spare, so a speed wobbling around a whole number
+    of epochs does not change the plan (and the learning-rate schedule) back and forth."""
+    clock = Clock()
+    b, factor = _budget(clock)  # 10 min, 50 steps per epoch, no validation images
+    calibration = SETTLE_STEPS + CALIBRATION_STEPS
+    _steps(b, clock, calibration, 0.5)
+    planned = b.plan.epochs
+    # After epoch 0, with every step of it taking s seconds, the time left holds
+    # (600 - fixed costs - 50 s) / (50 s) more epochs: pick s so that planned + spare fit.
+    fixed = MARGIN * 600 + REPORT_SECONDS + EVALUATIONS * 2.0
+    s = (600 - fixed) / (50 * (planned + spare))
+    _steps(b, clock, 50 - calibration, (50 * s - calibration * 0.5) / (50 - calibration))
+    b.epoch_done(0)
+    assert b.plan.epochs == planned + (1 if raised else 0)
+    assert factor.total == b.plan.epochs * 50
 
 
 def test_a_budget_shorter_than_one_epoch_still_trains_one():
