@@ -166,3 +166,31 @@ def test_anchor_cost_gives_each_target_to_the_query_owning_the_nearest_point():
                 "boxes": torch.tensor([[0.7, 0.8, 0.1, 0.1], [0.2, 0.3, 0.1, 0.1]])}]
     (queries, boxes), = HungarianMatcher(1, 5, 2, cost_anchor=5)(outputs, targets)
     assert dict(zip(boxes.tolist(), queries.tolist())) == {0: 3, 1: 0}
+
+
+def test_matching_all_layers_at_once_equals_each_layer_alone():
+    """One cost computation and one host copy for every decoder layer gives each layer
+    the assignment it gets alone, and the optimal one of an independently written cost."""
+    from scipy.optimize import linear_sum_assignment
+
+    layers = [_random_outputs(B=3, Q=7, seed=s) for s in range(4)]
+    targets = _targets([2, 0, 5])
+    matcher = HungarianMatcher(1, 5, 2)
+    batched = matcher.match_layers(layers, targets)
+    assert len(batched) == 4
+    for out, per_image in zip(layers, batched):
+        alone = matcher(out, targets)
+        for b, ((i, j), (i1, j1)) in enumerate(zip(per_image, alone)):
+            assert torch.equal(i, i1) and torch.equal(j, j1)
+            if len(targets[b]["labels"]):
+                ri, rj = linear_sum_assignment(_cost(out, targets[b], b).numpy())
+                assert i.tolist() == ri.tolist() and j.tolist() == rj.tolist()
+    assert len(batched[2][1][0]) == 0
+
+
+def test_bad_label_is_reported_before_any_indexing_with_it():
+    out = _random_outputs(B=2, Q=3, C=4)
+    t = _targets([1, 2])
+    t[1]["labels"] = torch.tensor([0, -1])
+    with pytest.raises(ValueError, match=r"batch image 1: label -1 is outside \[0, num_classes=4\)"):
+        _criterion(4, num_aux=0)(out, t)

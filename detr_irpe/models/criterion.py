@@ -9,7 +9,7 @@ from torchvision.ops import box_convert, generalized_box_iou
 
 from .box_attention import box_attention_loss
 from .dense_head import dense_losses
-from .matcher import HungarianMatcher, check_target_boxes, describe_target
+from .matcher import HungarianMatcher
 
 
 class SetCriterion(nn.Module):
@@ -56,19 +56,8 @@ class SetCriterion(nn.Module):
                                      (("ce", 1.0), ("bbox", bbox_loss_coef),
                                       ("giou", giou_loss_coef))})
 
-    def _check_labels(self, targets: list[dict]) -> None:
-        for n, t in enumerate(targets):
-            labels = t["labels"]
-            if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
-                bad = int(labels.max() if labels.max() >= 0 else labels.min())
-                raise ValueError(
-                    f"{describe_target(t, n)}: label {bad} "
-                    f"is outside [0, num_classes={self.num_classes}); num_classes must be the "
-                    f"largest label + 1"
-                )
-
-    def _losses(self, out: dict, targets: list[dict], num_boxes: Tensor, log: bool) -> dict:
-        indices = self.matcher(out, targets)
+    def _losses(self, out: dict, targets: list[dict], indices: list[tuple[Tensor, Tensor]],
+                num_boxes: Tensor, log: bool) -> dict:
         logits, boxes = out["pred_logits"], out["pred_boxes"]
         batch_idx = torch.cat([torch.full_like(src, n) for n, (src, _) in enumerate(indices)])
         src_idx = torch.cat([src for src, _ in indices])
@@ -121,16 +110,16 @@ class SetCriterion(nn.Module):
         this batch, at least 1.  Several processes pass DETR's count, the boxes of all
         processes divided by their number (:mod:`detr_irpe.engine` does, for the whole
         optimiser step when batches are accumulated)."""
-        check_target_boxes(targets)
-        self._check_labels(targets)
         device = outputs["pred_logits"].device
         if num_boxes is None:
             num_boxes = max(float(sum(len(t["labels"]) for t in targets)), 1.0)
         num_boxes = torch.tensor(num_boxes, dtype=torch.float32, device=device)
 
-        losses = self._losses(outputs, targets, num_boxes, log=True)
-        for n, aux in enumerate(outputs.get("aux_outputs", [])):
-            aux_losses = self._losses(aux, targets, num_boxes, log=False)
+        aux_outputs = outputs.get("aux_outputs", [])
+        *aux_indices, indices = self.matcher.match_layers([*aux_outputs, outputs], targets)
+        losses = self._losses(outputs, targets, indices, num_boxes, log=True)
+        for n, (aux, aux_idx) in enumerate(zip(aux_outputs, aux_indices)):
+            aux_losses = self._losses(aux, targets, aux_idx, num_boxes, log=False)
             losses.update({f"{k}_{n}": v for k, v in aux_losses.items()})
         if "dense_outputs" in outputs:
             losses.update(dense_losses(outputs["dense_outputs"], targets, self.num_classes))
