@@ -47,3 +47,24 @@ def test_detr_r50_step_dispatches_a_bounded_number_of_ops():
     print(f"DETR-R50 step: ops {counts.ops}, host syncs {counts.syncs}")
     assert counts.syncs == 1
     assert counts.ops <= MAX_R50_OPS
+
+
+def test_training_loop_waits_for_the_device_twice_per_step():
+    """train_one_epoch: per optimiser step the matcher's copy and one read of the loss and
+    gradient finiteness flags (to skip a bad step); the logged figures stay on the device
+    until the epoch's means are read, once."""
+    from ddp_steps import batches
+
+    from detr_irpe.config import OptimConfig, RunConfig
+    from detr_irpe.engine import LoopSettings, train_one_epoch
+
+    model, criterion, _ = tiny_model(num_queries=5, num_classes=3)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4,
+                            fused=True)  # as main.py; the unfused one reads each step count
+    settings = LoopSettings.of(OptimConfig(), RunConfig(print_freq=1000), torch.device("cpu"),
+                               verbose=False)
+    stats, counts = count_dispatch(train_one_epoch, model, criterion, batches(3, 2), opt, 0,
+                                   settings)
+    assert stats["loss"] > 0 and stats["loss_bbox_unscaled"] > 0
+    assert counts.syncs == 2 * 3 + 1, dict(counts.sync_sites)
+    assert counts.syncs_by_op == {"numpy": 3, "tolist": 4}

@@ -104,7 +104,7 @@ class SetCriterion(nn.Module):
         return losses
 
     def forward(
-        self, outputs: dict, targets: list[dict], num_boxes: float | None = None
+        self, outputs: dict, targets: list[dict], num_boxes: float | Tensor | None = None
     ) -> dict[str, Tensor]:
         """``num_boxes``: what the box losses are divided by; default: the target boxes of
         this batch, at least 1.  Several processes pass DETR's count, the boxes of all
@@ -113,7 +113,7 @@ class SetCriterion(nn.Module):
         device = outputs["pred_logits"].device
         if num_boxes is None:
             num_boxes = max(float(sum(len(t["labels"]) for t in targets)), 1.0)
-        num_boxes = torch.tensor(num_boxes, dtype=torch.float32, device=device)
+        num_boxes = torch.as_tensor(num_boxes, dtype=torch.float32, device=device)
 
         aux_outputs = outputs.get("aux_outputs", [])
         *aux_indices, indices = self.matcher.match_layers([*aux_outputs, outputs], targets)
