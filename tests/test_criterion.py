@@ -194,3 +194,33 @@ def test_bad_label_is_reported_before_any_indexing_with_it():
     t[1]["labels"] = torch.tensor([0, -1])
     with pytest.raises(ValueError, match=r"batch image 1: label -1 is outside \[0, num_classes=4\)"):
         _criterion(4, num_aux=0)(out, t)
+
+
+def test_all_layers_scored_together_equal_each_layer_scored_alone():
+    """The criterion scores the stacked decoder layers at once; every loss and the
+    gradient of the weighted total equal the official per-layer formulas (float32
+    rounding), at the paper's weights."""
+    from reference import reference_set_losses
+
+    layers = [_random_outputs(B=3, Q=7, seed=s) for s in range(4)]
+    for out in layers:
+        out["pred_boxes"].requires_grad_(True)
+        out["pred_logits"].requires_grad_(True)
+    targets = _targets([2, 0, 5])
+    crit = _criterion(4, num_aux=3)
+    losses = crit({**layers[-1], "aux_outputs": layers[:-1]}, targets)
+    for n, out in enumerate(layers):
+        suffix = "" if n == 3 else f"_{n}"
+        expected = reference_set_losses(out, targets, crit.matcher(out, targets), 4,
+                                        PAPER.eos_coef, num_boxes=7.0)
+        for key, value in expected.items():
+            torch.testing.assert_close(losses[key + suffix], value, rtol=2e-6, atol=1e-6)
+    total = sum(losses[k] * w for k, w in crit.weight_dict.items())
+    grads = torch.autograd.grad(total, [t for o in layers for t in o.values()])
+    expected_total = sum(
+        reference_set_losses(o, targets, crit.matcher(o, targets), 4, PAPER.eos_coef, 7.0)[k]
+        * crit.weight_dict[k] for o in layers for k in ("loss_ce", "loss_bbox", "loss_giou"))
+    expected_grads = torch.autograd.grad(expected_total, [t for o in layers for t in o.values()])
+    torch.testing.assert_close(total, expected_total, rtol=2e-6, atol=1e-6)
+    for g, e in zip(grads, expected_grads):
+        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-7)

@@ -99,23 +99,31 @@ class HungarianMatcher(nn.Module):
     @torch.no_grad()
     def match_layers(self, layers: list[dict], targets: list[dict]) -> list[list[tuple[Tensor, Tensor]]]:
         """:meth:`forward` of every output in ``layers`` (dicts of ``pred_logits`` (B, Q, C+1)
-        and ``pred_boxes`` (B, Q, 4)) against the same targets, per layer and image.
+        and ``pred_boxes`` (B, Q, 4)) against the same targets, per layer and image."""
+        logits = torch.stack([o["pred_logits"] for o in layers])
+        boxes = torch.stack([o["pred_boxes"] for o in layers])
+        return [[(torch.as_tensor(i), torch.as_tensor(j)) for i, j in layer]
+                for layer in self.assign(logits, boxes, targets)]
+
+    @torch.no_grad()
+    def assign(self, logits: Tensor, boxes: Tensor, targets: list[dict]) -> list[list[tuple]]:
+        """The optimal assignment of every layer and image: per layer, per image (query
+        indices, target indices) as int64 numpy arrays.  logits (L, B, Q, C+1), boxes
+        (L, B, Q, 4) normalised cxcywh: the predictions of L decoder layers.
 
         One cost computation for all layers and one transfer to the host (the costs and
         the target checks of :func:`target_problems`), then scipy per layer and image: the
         only host sync of the loss."""
         sizes = [len(t["boxes"]) for t in targets]
-        empty = torch.empty(0, dtype=torch.int64)
+        empty = np.empty(0, dtype=np.int64)
         if sum(sizes) == 0:
-            return [[(empty, empty) for _ in targets] for _ in layers]
-        logits = torch.stack([o["pred_logits"] for o in layers])  # (L, B, Q, C+1)
-        boxes = torch.stack([o["pred_boxes"] for o in layers])  # (L, B, Q, 4)
+            return [[(empty, empty) for _ in targets] for _ in range(len(logits))]
         num_classes = logits.shape[-1] - 1
         labels = torch.cat([t["labels"] for t in targets])
         tgt_boxes = torch.cat([t["boxes"] for t in targets]).float()
         problems = target_problems(labels, tgt_boxes, num_classes)
         cost = self.cost(logits, boxes, labels.clamp(0, num_classes), tgt_boxes)  # (L*B*Q, T)
-        host = torch.cat([cost, problems[None].to(cost)]).cpu().numpy()
+        host = torch.cat([cost, problems[None]]).cpu().numpy()
         raise_for_problems(targets, host[-1], num_classes)
         costs = host[:-1].reshape(*logits.shape[:3], -1)  # (L, B, Q, T)
         if not np.isfinite(costs).all():
@@ -145,7 +153,7 @@ class HungarianMatcher(nn.Module):
         return C
 
 
-def _assign(cost: np.ndarray) -> tuple[Tensor, Tensor]:
+def _assign(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """scipy's optimal assignment of a (Q, n) cost matrix: (query indices, target indices)."""
     i, j = linear_sum_assignment(cost)
-    return torch.as_tensor(i, dtype=torch.int64), torch.as_tensor(j, dtype=torch.int64)
+    return i.astype(np.int64, copy=False), j.astype(np.int64, copy=False)
