@@ -224,3 +224,14 @@ def test_all_layers_scored_together_equal_each_layer_scored_alone():
     torch.testing.assert_close(total, expected_total, rtol=2e-6, atol=1e-6)
     for g, e in zip(grads, expected_grads):
         torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-7)
+
+
+def test_class_loss_per_group_of_images_is_the_mean_of_the_groups_losses():
+    out, targets = _random_outputs(B=5, Q=4), _targets([1, 3, 0, 2, 2])
+    grouped = SetCriterion(4, _matcher(), PAPER.eos_coef, PAPER.bbox_loss_coef,
+                           PAPER.giou_loss_coef, 0, class_loss_images=2)(out, targets)
+    crit = _criterion(4, num_aux=0)
+    parts = [crit({k: v[s] for k, v in out.items()}, targets[s])["loss_ce"]
+             for s in (slice(0, 2), slice(2, 4), slice(4, 5))]
+    torch.testing.assert_close(grouped["loss_ce"], torch.stack(parts).mean())
+    assert not torch.isclose(grouped["loss_ce"], crit(out, targets)["loss_ce"])

@@ -38,11 +38,13 @@ class SetCriterion(nn.Module):
         num_aux: int,
         dense_coef: float = 0.0,
         attention_coef: float = 0.0,
+        class_loss_images: int = 0,
     ):
         super().__init__()
         self.num_classes = num_classes
         self.matcher = matcher
         self.eos_coef = eos_coef
+        self.class_loss_images = class_loss_images
         empty_weight = torch.ones(num_classes + 1)
         empty_weight[-1] = eos_coef
         self.register_buffer("empty_weight", empty_weight, persistent=False)
@@ -98,14 +100,20 @@ class SetCriterion(nn.Module):
 
     def _class_loss(self, logits: Tensor, labels: Tensor, pairs: Tensor) -> Tensor:
         """(L,) DETR's weighted cross-entropy of each layer: unmatched queries learn "no
-        object" (weight ``eos_coef``); the mean over a layer's queries, by weight."""
+        object" (weight ``eos_coef``); the mean over a layer's queries, by weight, or the
+        mean over groups of ``class_loss_images`` images of each group's weighted mean
+        (what DDP computes when each process holds one group)."""
         L, B, Q, K = logits.shape
         classes = torch.full((L, B, Q), self.num_classes, dtype=torch.int64, device=logits.device)
         classes[pairs[0], pairs[1], pairs[2]] = labels[pairs[3]]
         weight = self.empty_weight.to(logits.device)
         weighted = F.cross_entropy(logits.reshape(-1, K).float(), classes.view(-1), weight,
                                    reduction="none")  # (L*B*Q,) weight * -log p
-        return weighted.view(L, -1).sum(1) / weight[classes].view(L, -1).sum(1)
+        if not 0 < self.class_loss_images < B:
+            return weighted.view(L, -1).sum(1) / weight[classes].view(L, -1).sum(1)
+        per_image = torch.stack([weighted.view(L, B, Q).sum(-1), weight[classes].sum(-1)])
+        groups = torch.stack([g.sum(-1) for g in per_image.split(self.class_loss_images, -1)], -1)
+        return (groups[0] / groups[1]).mean(-1)  # groups: (2, L, number of groups)
 
     @torch.no_grad()
     def _cardinality_error(self, logits: Tensor, targets: list[dict]) -> Tensor:
