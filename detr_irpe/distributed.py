@@ -85,6 +85,13 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def all_reduce_min(t: torch.Tensor) -> torch.Tensor:
+    """The element-wise minimum over processes, in place (identity when not distributed)."""
+    if _active():
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return t
+
+
 def any_process(flag: bool, device) -> bool:
     """True on every process when ``flag`` is True on at least one (one all-reduce)."""
     if not _active():

@@ -16,6 +16,7 @@ from .config import OptimConfig, RunConfig
 from .distributed import (
     all_gather_lists,
     all_reduce_mean,
+    all_reduce_min,
     all_reduce_sum,
     any_process,
     rank,
@@ -58,13 +59,16 @@ class Progress:
         self.enabled = enabled
         self.start = self.last = time.time()
 
-    def update(self, step: int, values: dict[str, float]) -> None:
+    def update(self, step: int, values) -> None:
+        """``values()``: the named figures to show; called only when a line is printed
+        (reading them may wait for the device)."""
         now = time.time()
         done = step + 1
         due = done % self.every == 0 and now - self.last >= self.min_seconds
         if not self.enabled or not (due or done == self.total):
             return
         self.last = now
+        values = values()
         rate = done / max(now - self.start, 1e-9)
         eta = (self.total - done) / rate
         shown = "  ".join(f"{k} {v:.4f}" for k, v in values.items())
@@ -73,19 +77,32 @@ class Progress:
 
 
 class Averages:
-    """Running means of named scalars."""
+    """Running means of named scalars: floats, or 0-dim tensors, which are summed where they
+    are (in float64) and read by :meth:`means` in one transfer, not one per value."""
 
     def __init__(self):
         self.sums: dict[str, float] = defaultdict(float)
         self.counts: dict[str, int] = defaultdict(int)
+        self.tensor_sums: dict[tuple[str, ...], torch.Tensor] = {}
 
-    def add(self, values: dict[str, float]) -> None:
+    def add(self, values: dict) -> None:
+        tensors = {k: v.detach() for k, v in values.items() if torch.is_tensor(v)}
         for k, v in values.items():
-            self.sums[k] += float(v)
             self.counts[k] += 1
+            if k not in tensors:
+                self.sums[k] += float(v)
+        if tensors:
+            names = tuple(tensors)
+            row = torch.stack([v.float() for v in tensors.values()]).double()
+            before = self.tensor_sums.get(names)
+            self.tensor_sums[names] = row if before is None else before + row
 
     def means(self) -> dict[str, float]:
-        return {k: self.sums[k] / self.counts[k] for k in self.sums}
+        sums = dict(self.sums)
+        for names, row in self.tensor_sums.items():
+            for k, v in zip(names, row.tolist()):
+                sums[k] = sums.get(k, 0.0) + v
+        return {k: sums[k] / self.counts[k] for k in sums}
 
 
 def _to_device(images, targets, device):
@@ -124,18 +141,21 @@ def _optimizer_steps(loader, accum_steps: int, first_step: int):
         yield group
 
 
-def _step_num_boxes(group, device) -> float:
+def _step_num_boxes(group, device) -> torch.Tensor:
     """DETR's loss normaliser for each micro-batch of an optimiser step: the target boxes
     of the whole step (every micro-batch on every process) divided by the number of
     micro-batch forward passes (micro-batches x processes), at least 1.  Gradients are
-    averaged over both, so the step weighs every box as one large batch would."""
+    averaged over both, so the step weighs every box as one large batch would.  A 0-dim
+    float32 tensor on ``device``, never read by the host."""
     count = torch.tensor(float(sum(len(t["labels"]) for _, _, tg in group for t in tg)),
-                         device=device)
-    return max(float(all_reduce_sum(count)) / (world_size() * len(group)), 1.0)
+                         dtype=torch.float64, device=device)
+    return (all_reduce_sum(count) / (world_size() * len(group))).clamp(min=1.0).float()
 
 
 def _micro_batch_loss(model, criterion, images, targets, num_boxes, device, amp):
-    """(weighted total loss, or None when it is not finite; unweighted losses)."""
+    """(weighted total loss, or None when the predictions are not finite; unweighted
+    losses).  A non-finite total is returned as it is (checking it would wait for the
+    device): :func:`_apply_gradients` checks it with the gradient."""
     with autocast(device, amp):
         outputs = model(images)
     try:
@@ -144,28 +164,35 @@ def _micro_batch_loss(model, criterion, images, targets, num_boxes, device, amp)
         return None, {}
     weights = criterion.weight_dict
     total = sum(losses[k] * weights[k] for k in losses if k in weights)
-    return (total if bool(torch.isfinite(total)) else None), losses
+    return total, losses
 
 
-def _stats_row(total, losses, weights) -> dict[str, float]:
+def _stats_row(total, losses, weights) -> dict[str, torch.Tensor]:
+    """The logged figures of a micro-batch, as 0-dim tensors (read later, together)."""
     losses = {k: v.detach() for k, v in losses.items()}
-    row = {"loss": float(total.detach())}
-    row.update({k: float(v) * weights[k] for k, v in losses.items() if k in weights})
-    row.update({f"{k}_unscaled": float(v) for k, v in losses.items()})
-    row["class_error"] = float(losses["class_error"])
+    row = {"loss": total.detach()}
+    row.update({k: v * weights[k] for k, v in losses.items() if k in weights})
+    row.update({f"{k}_unscaled": v for k, v in losses.items()})
+    row["class_error"] = losses["class_error"]
     return row
 
 
-def _accumulate(model, criterion, group, device, amp, scaler) -> tuple[bool, list, list]:
+def _image_ids(targets) -> list[int]:
+    return [int(t["image_id"]) for t in targets if "image_id" in t] or [-1]
+
+
+def _accumulate(model, criterion, group, device, amp, scaler) -> tuple[list | None, list, list]:
     """Forward and backward every micro-batch of one optimiser step.
 
-    Returns (complete, stats rows, image ids of non-finite micro-batches on this process).
-    The gradients are complete only if no process met a non-finite loss: before the last
-    micro-batch's backward (the one DDP synchronises) all processes agree on that with
-    one all-reduce, and either all run it or all skip it.
+    Returns (per micro-batch: its image ids and whether its loss is finite, a 0-dim bool
+    tensor not yet read; stats rows; image ids of micro-batches whose predictions were not
+    finite on this process).  The first is None when the gradients are incomplete: some
+    process met non-finite predictions (nothing to match, no loss).  Before the last
+    micro-batch's backward (the one DDP synchronises) all processes agree on that with one
+    all-reduce, and either all run it or all skip it.
     """
     num_boxes = _step_num_boxes(group, device)
-    rows, bad_ids = [], []
+    checks, rows, bad_ids = [], [], []
     for n, (_, images, targets) in enumerate(group):
         images, targets = _to_device(images, targets, device)
         last = n == len(group) - 1
@@ -174,20 +201,32 @@ def _accumulate(model, criterion, group, device, amp, scaler) -> tuple[bool, lis
             total, losses = _micro_batch_loss(model, criterion, images, targets, num_boxes,
                                               device, amp)
             if total is None:
-                bad_ids += [int(t["image_id"]) for t in targets if "image_id" in t] or [-1]
+                bad_ids += _image_ids(targets)
             if last and any_process(bool(bad_ids), device):
-                return False, rows, bad_ids
+                return None, rows, bad_ids
             if bad_ids:  # this step is lost already: save the backward
                 continue
             scaled = total / len(group)
             (scaler.scale(scaled) if scaler is not None else scaled).backward()
+            checks.append((_image_ids(targets), torch.isfinite(total.detach())))
             rows.append(_stats_row(total, losses, criterion.weight_dict))
-    return True, rows, bad_ids
+    return checks, rows, bad_ids
 
 
-def _apply_gradients(model, optimizer, scaler, clip_max_norm) -> bool:
-    """Clip and step; False (a bad step: no update) when the gradient is not finite.  The
-    gradient is the same on every process (DDP averaged it), so they all decide alike.
+def _finite_everywhere(flags: torch.Tensor) -> tuple[list[bool], list[bool]]:
+    """(this process's flags, their AND over all processes) of a bool vector, read by the
+    host in one transfer: the only wait for the device in a training step besides the
+    matching."""
+    local = flags.float()
+    both = torch.cat([local, all_reduce_min(local.clone())]).tolist()
+    return [v > 0 for v in both[: len(flags)]], [v > 0 for v in both[len(flags):]]
+
+
+def _apply_gradients(model, optimizer, scaler, clip_max_norm, checks) -> list[int] | None:
+    """Clip and step, unless a micro-batch loss (``checks`` of :func:`_accumulate`) or the
+    gradient is not finite on some process: then no update, and the image ids to report
+    (this process's non-finite micro-batches; all of its images when the gradient alone
+    is bad).  None when the step was applied.  All processes decide alike.
 
     With fp16's gradient scaler an overflow of the scaled gradient is routine, not a bad
     step: the scaler skips that update and lowers its scale.  Only an overflow at a scale
@@ -198,15 +237,22 @@ def _apply_gradients(model, optimizer, scaler, clip_max_norm) -> bool:
     grad_norm = torch.nn.utils.clip_grad_norm_(
         model.parameters(), clip_max_norm if clip_max_norm > 0 else float("inf")
     )
-    finite = bool(torch.isfinite(grad_norm))
+    flags = torch.stack([finite for _, finite in checks] + [torch.isfinite(grad_norm)])
+    local, everywhere = _finite_everywhere(flags)
+    losses_finite, grad_finite = all(everywhere[:-1]), everywhere[-1]
     if scaler is not None:
-        scaler.step(optimizer)  # no update when the gradient overflowed
+        if losses_finite:
+            scaler.step(optimizer)  # no update when the gradient overflowed
         scaler.update()  # ... and then a lower scale
-        finite = finite or scale > 1.0
-    elif finite:
+        grad_finite = grad_finite or scale > 1.0
+    elif losses_finite and grad_finite:
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return finite
+    if losses_finite and grad_finite:
+        return None
+    if not losses_finite:
+        return [i for (ids, _), ok in zip(checks, local) if not ok for i in ids if i >= 0]
+    return [i for ids, _ in checks for i in ids if i >= 0]
 
 
 def train_one_epoch(
@@ -249,13 +295,12 @@ def train_one_epoch(
     optimizer.zero_grad(set_to_none=True)
     for group in _optimizer_steps(loader, s.accum_steps, first_step):
         step = group[-1][0]
-        applied, rows, bad_ids = _accumulate(model, criterion, group, s.device, s.amp, scaler)
-        if not applied:
+        checks, rows, bad_ids = _accumulate(model, criterion, group, s.device, s.amp, scaler)
+        if checks is None:
             optimizer.zero_grad(set_to_none=True)
         else:
-            applied = _apply_gradients(model, optimizer, scaler, s.clip_max_norm)
-            if not applied:
-                bad_ids = [int(t["image_id"]) for _, _, tg in group for t in tg if "image_id" in t]
+            bad_ids = _apply_gradients(model, optimizer, scaler, s.clip_max_norm, checks)
+        applied = checks is not None and bad_ids is None
         if applied:
             bad_in_a_row = 0
             if ema is not None:
@@ -270,7 +315,7 @@ def train_one_epoch(
             bad_in_a_row += 1
             _report_bad_step(epoch, step, bad_ids, bad_in_a_row, s.max_bad_steps)
             continue
-        progress.update(step, {k: stats.means()[k] for k in ("loss", "class_error")})
+        progress.update(step, lambda: {k: stats.means()[k] for k in ("loss", "class_error")})
     return all_reduce_mean(stats.means(), s.device)
 
 
@@ -337,7 +382,7 @@ def evaluate(
             sizes = torch.stack([t["orig_size"] for t in targets])
             results = postprocess(outputs, sizes)
             evaluator.update({int(t["image_id"]): r for t, r in zip(targets, results)})
-            progress.update(step, {"loss": stats.means().get("loss", float("nan"))})
+            progress.update(step, lambda: {"loss": stats.means().get("loss", float("nan"))})
     finally:
         core.per_image_backbone = before
     return all_reduce_mean(stats.means(), device)

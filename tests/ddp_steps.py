@@ -3,7 +3,8 @@
 
 As a script: ``ddp_steps.py OUT_DIR`` writes, per rank, the model after three steps on
 clean data (``clean_rank{r}.pt``) and after three steps where rank 1's second batch
-holds a NaN pixel (``nan_rank{r}.pt``).
+holds a NaN pixel (``nan_rank{r}.pt``), and after three steps on two images per rank,
+halves of the batches of four that :func:`quads` deals (``pairs_rank{r}.pt``).
 """
 
 import sys
@@ -18,8 +19,9 @@ from detr_irpe.engine import LoopSettings, train_one_epoch
 NAN_BATCH = 3  # rank 1's second batch when 6 batches are dealt to 2 ranks
 
 
-def tiny_model(eos_coef: float = 0.1):
-    return helpers.tiny_model(num_queries=5, num_classes=3, dropout=0.0, eos_coef=eos_coef)
+def tiny_model(eos_coef: float = 0.1, **options):
+    return helpers.tiny_model(num_queries=5, num_classes=3, dropout=0.0, eos_coef=eos_coef,
+                              **options)
 
 
 def batches(n: int, images_per_batch: int = 1) -> list:
@@ -40,9 +42,16 @@ def batches(n: int, images_per_batch: int = 1) -> list:
     return out
 
 
-def train_steps(data: list, accum_steps: int, eos_coef: float = 0.1, ddp: bool = False) -> dict:
+def quads() -> list:
+    """Three batches of four same-size images holding 1, 2, 3, 1 / 2, 3, 1, 2 / ... boxes:
+    the pairs of a batch hold different numbers of boxes."""
+    return batches(3, images_per_batch=4)
+
+
+def train_steps(data: list, accum_steps: int, eos_coef: float = 0.1, ddp: bool = False,
+                **options) -> dict:
     """Plain SGD (the update is a multiple of the gradient), no clipping."""
-    model, criterion, _ = tiny_model(eos_coef)
+    model, criterion, _ = tiny_model(eos_coef, **options)
     core = model
     if ddp:
         model = torch.nn.parallel.DistributedDataParallel(model)
@@ -69,6 +78,9 @@ def main(out: str) -> None:
     if rank == 1:
         data = with_nan(data, NAN_BATCH)
     torch.save(train_steps(data[rank::world], 1, ddp=True), f"{out}/nan_rank{rank}.pt")
+    pairs = [(images[2 * rank : 2 * rank + 2], targets[2 * rank : 2 * rank + 2])
+             for images, targets in quads()]
+    torch.save(train_steps(pairs, 1, ddp=True), f"{out}/pairs_rank{rank}.pt")
     dist.destroy_process_group()
 
 

@@ -203,3 +203,31 @@ def reference_detr(sd: dict, images: list, opts: dict) -> dict:
         "pred_logits": logits[-1], "pred_boxes": boxes[-1],
         "aux_outputs": [{"pred_logits": a, "pred_boxes": b} for a, b in zip(logits[:-1], boxes[:-1])],
     }
+
+
+def reference_set_losses(out: dict, targets: list, indices: list, num_classes: int,
+                         eos_coef: float, num_boxes: float) -> dict:
+    """DETR's losses of one decoder layer, written as the official code does them: weighted
+    cross-entropy over (B, C+1, Q), L1 and the diagonal of the full pairwise GIoU matrix
+    of the matched boxes, the cardinality error; ``indices`` per image (queries, targets)."""
+    import torch.nn.functional as F
+    from torchvision.ops import box_convert, generalized_box_iou
+
+    logits, boxes = out["pred_logits"], out["pred_boxes"]
+    batch = torch.cat([torch.full_like(i, n) for n, (i, _) in enumerate(indices)])
+    query = torch.cat([i for i, _ in indices])
+    labels = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)])
+    classes = torch.full(logits.shape[:2], num_classes, dtype=torch.int64)
+    classes[batch, query] = labels
+    weight = torch.ones(num_classes + 1)
+    weight[-1] = eos_coef
+    src = boxes[batch, query]
+    tgt = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices)])
+    giou = torch.diag(generalized_box_iou(box_convert(src, "cxcywh", "xyxy"),
+                                          box_convert(tgt, "cxcywh", "xyxy")))
+    counts = torch.tensor([float(len(t["labels"])) for t in targets])
+    predicted = (logits.argmax(-1) != num_classes).sum(1).float()
+    return {"loss_ce": F.cross_entropy(logits.transpose(1, 2), classes, weight),
+            "loss_bbox": (src - tgt).abs().sum() / num_boxes,
+            "loss_giou": (1 - giou).sum() / num_boxes,
+            "cardinality_error": F.l1_loss(predicted, counts)}

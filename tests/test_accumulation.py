@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from ddp_steps import NAN_BATCH, batches, train_steps, with_nan
+from ddp_steps import NAN_BATCH, batches, quads, train_steps, with_nan
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,3 +78,19 @@ def test_nan_on_one_rank_is_skipped_by_both_and_reported_once(ddp_run):
     _assert_same_models(ranks[0], train_steps(kept, accum_steps=2))
     reports = [line for line in stdout.splitlines() if "step skipped" in line]
     assert len(reports) == 1 and f"image ids [{NAN_BATCH}]" in reports[0], stdout
+
+
+@pytest.mark.slow
+def test_one_process_with_a_batch_of_four_equals_two_processes_of_two(ddp_run):
+    """The official recipe, 8 GPUs x 2, on one GPU with --batch_size 16, in small: each
+    process normalises its class loss by its own pair of images, so one process with four
+    images equals two processes of two only with --class_loss_images 2 (the pairs hold 3
+    and 4 boxes: their class-weight sums differ at eos_coef 0.1).  The box losses agree
+    either way (divided by the all-process box count over the world size)."""
+    out, _ = ddp_run
+    ranks = [torch.load(out / f"pairs_rank{r}.pt", weights_only=True) for r in (0, 1)]
+    _assert_same_models(ranks[0], ranks[1], exact=True)
+    _assert_same_models(ranks[0], train_steps(quads(), 1, class_loss_images=2))
+    whole_batch = train_steps(quads(), 1)
+    with pytest.raises(AssertionError):
+        _assert_same_models(ranks[0], whole_batch)

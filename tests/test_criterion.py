@@ -166,3 +166,72 @@ def test_anchor_cost_gives_each_target_to_the_query_owning_the_nearest_point():
                 "boxes": torch.tensor([[0.7, 0.8, 0.1, 0.1], [0.2, 0.3, 0.1, 0.1]])}]
     (queries, boxes), = HungarianMatcher(1, 5, 2, cost_anchor=5)(outputs, targets)
     assert dict(zip(boxes.tolist(), queries.tolist())) == {0: 3, 1: 0}
+
+
+def test_matching_all_layers_at_once_equals_each_layer_alone():
+    """One cost computation and one host copy for every decoder layer gives each layer
+    the assignment it gets alone, and the optimal one of an independently written cost."""
+    from scipy.optimize import linear_sum_assignment
+
+    layers = [_random_outputs(B=3, Q=7, seed=s) for s in range(4)]
+    targets = _targets([2, 0, 5])
+    matcher = HungarianMatcher(1, 5, 2)
+    batched = matcher.match_layers(layers, targets)
+    assert len(batched) == 4
+    for out, per_image in zip(layers, batched):
+        alone = matcher(out, targets)
+        for b, ((i, j), (i1, j1)) in enumerate(zip(per_image, alone)):
+            assert torch.equal(i, i1) and torch.equal(j, j1)
+            if len(targets[b]["labels"]):
+                ri, rj = linear_sum_assignment(_cost(out, targets[b], b).numpy())
+                assert i.tolist() == ri.tolist() and j.tolist() == rj.tolist()
+    assert len(batched[2][1][0]) == 0
+
+
+def test_bad_label_is_reported_before_any_indexing_with_it():
+    out = _random_outputs(B=2, Q=3, C=4)
+    t = _targets([1, 2])
+    t[1]["labels"] = torch.tensor([0, -1])
+    with pytest.raises(ValueError, match=r"batch image 1: label -1 is outside \[0, num_classes=4\)"):
+        _criterion(4, num_aux=0)(out, t)
+
+
+def test_all_layers_scored_together_equal_each_layer_scored_alone():
+    """The criterion scores the stacked decoder layers at once; every loss and the
+    gradient of the weighted total equal the official per-layer formulas (float32
+    rounding), at the paper's weights."""
+    from reference import reference_set_losses
+
+    layers = [_random_outputs(B=3, Q=7, seed=s) for s in range(4)]
+    for out in layers:
+        out["pred_boxes"].requires_grad_(True)
+        out["pred_logits"].requires_grad_(True)
+    targets = _targets([2, 0, 5])
+    crit = _criterion(4, num_aux=3)
+    losses = crit({**layers[-1], "aux_outputs": layers[:-1]}, targets)
+    for n, out in enumerate(layers):
+        suffix = "" if n == 3 else f"_{n}"
+        expected = reference_set_losses(out, targets, crit.matcher(out, targets), 4,
+                                        PAPER.eos_coef, num_boxes=7.0)
+        for key, value in expected.items():
+            torch.testing.assert_close(losses[key + suffix], value, rtol=2e-6, atol=1e-6)
+    total = sum(losses[k] * w for k, w in crit.weight_dict.items())
+    grads = torch.autograd.grad(total, [t for o in layers for t in o.values()])
+    expected_total = sum(
+        reference_set_losses(o, targets, crit.matcher(o, targets), 4, PAPER.eos_coef, 7.0)[k]
+        * crit.weight_dict[k] for o in layers for k in ("loss_ce", "loss_bbox", "loss_giou"))
+    expected_grads = torch.autograd.grad(expected_total, [t for o in layers for t in o.values()])
+    torch.testing.assert_close(total, expected_total, rtol=2e-6, atol=1e-6)
+    for g, e in zip(grads, expected_grads):
+        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-7)
+
+
+def test_class_loss_per_group_of_images_is_the_mean_of_the_groups_losses():
+    out, targets = _random_outputs(B=5, Q=4), _targets([1, 3, 0, 2, 2])
+    grouped = SetCriterion(4, _matcher(), PAPER.eos_coef, PAPER.bbox_loss_coef,
+                           PAPER.giou_loss_coef, 0, class_loss_images=2)(out, targets)
+    crit = _criterion(4, num_aux=0)
+    parts = [crit({k: v[s] for k, v in out.items()}, targets[s])["loss_ce"]
+             for s in (slice(0, 2), slice(2, 4), slice(4, 5))]
+    torch.testing.assert_close(grouped["loss_ce"], torch.stack(parts).mean())
+    assert not torch.isclose(grouped["loss_ce"], crit(out, targets)["loss_ce"])

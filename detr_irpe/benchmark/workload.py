@@ -20,11 +20,11 @@ def build_model(enc: str, device):
     return model.to(device), criterion.to(device), post
 
 
-def make_batch(device):
-    """Two random images of ``IMAGE_SIZES`` (3, H, W) and their targets (labels, boxes as
-    normalised cxcywh), the same on every call."""
+def make_batch(device, sizes=IMAGE_SIZES):
+    """Random images of ``sizes`` (3, H, W) and their targets (labels, boxes as normalised
+    cxcywh), the same on every call."""
     g = torch.Generator().manual_seed(0)
-    images = [torch.randn(3, h, w, generator=g).to(device) for h, w in IMAGE_SIZES]
+    images = [torch.randn(3, h, w, generator=g).to(device) for h, w in sizes]
     targets = [{"labels": torch.tensor([1, 17, 40], device=device),
                 "boxes": torch.tensor([[0.3, 0.4, 0.2, 0.3], [0.6, 0.5, 0.3, 0.2],
                                        [0.5, 0.5, 0.8, 0.9]], device=device)}
@@ -32,15 +32,16 @@ def make_batch(device):
     return images, targets
 
 
-def train_step_fn(model, criterion, device, amp: str = "off"):
+def train_step_fn(model, criterion, device, amp: str = "off", sizes=IMAGE_SIZES):
     """One training step as main.py takes it (``amp``: off, bf16 or fp16 autocast, the
-    latter with a gradient scaler).  The step returns its loss, a detached tensor."""
+    latter with a gradient scaler) on images of ``sizes``.  The step returns its loss, a
+    detached tensor."""
     params = [p for p in model.parameters() if p.requires_grad]
     # The optimiser main.py uses (fused AdamW on CPU and CUDA).
     optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-4,
                                   fused=device.type in ("cpu", "cuda"))
     scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
-    images, targets = make_batch(device)
+    images, targets = make_batch(device, sizes)
     model.train()
 
     def step():

@@ -109,6 +109,11 @@ class DETRConfig:
     bbox_loss_coef: float = option(5.0, "loss weight: L1 box")
     giou_loss_coef: float = option(2.0, "loss weight: GIoU")
     eos_coef: float = option(0.1, "class-loss weight of the 'no object' class")
+    class_loss_images: int = option(
+        0, "the weighted class loss is averaged over the queries of each group of this many "
+        "consecutive images of a batch, then over the groups; 0 = over the whole batch (DETR). "
+        "With 2, one process with --batch_size 16 computes the gradient of the official "
+        "8 GPUs x 2 (README, 'Total batch')")
     dense_aux_coef: float = option(
         0.0, "training only: weight of a dense auxiliary head on the encoder output (each token "
         "near an object's centre predicts its class and box; speeds up training from "
@@ -132,7 +137,8 @@ class DETRConfig:
             raise ValueError(f"--hidden_dim {self.hidden_dim} is not divisible by --nheads {self.nheads}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"--dropout {self.dropout}: must be in [0, 1)")
-        for name in ("lr_backbone", "dense_aux_coef", "attn_aux_coef", "set_cost_anchor"):
+        for name in ("lr_backbone", "dense_aux_coef", "attn_aux_coef", "set_cost_anchor",
+                     "class_loss_images"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name} {getattr(self, name)}: must be >= 0 (0 = off)")
         if self.dilation and self.backbone_stride != 32:

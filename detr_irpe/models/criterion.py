@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import box_convert, generalized_box_iou
+from torchvision.ops import box_area, box_convert
 
 from .box_attention import box_attention_loss
 from .dense_head import dense_losses
-from .matcher import HungarianMatcher, check_target_boxes, describe_target
+from .matcher import HungarianMatcher
 
 
 class SetCriterion(nn.Module):
@@ -37,11 +38,13 @@ class SetCriterion(nn.Module):
         num_aux: int,
         dense_coef: float = 0.0,
         attention_coef: float = 0.0,
+        class_loss_images: int = 0,
     ):
         super().__init__()
         self.num_classes = num_classes
         self.matcher = matcher
         self.eos_coef = eos_coef
+        self.class_loss_images = class_loss_images
         empty_weight = torch.ones(num_classes + 1)
         empty_weight[-1] = eos_coef
         self.register_buffer("empty_weight", empty_weight, persistent=False)
@@ -56,82 +59,109 @@ class SetCriterion(nn.Module):
                                      (("ce", 1.0), ("bbox", bbox_loss_coef),
                                       ("giou", giou_loss_coef))})
 
-    def _check_labels(self, targets: list[dict]) -> None:
-        for n, t in enumerate(targets):
-            labels = t["labels"]
-            if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
-                bad = int(labels.max() if labels.max() >= 0 else labels.min())
-                raise ValueError(
-                    f"{describe_target(t, n)}: label {bad} "
-                    f"is outside [0, num_classes={self.num_classes}); num_classes must be the "
-                    f"largest label + 1"
-                )
-
-    def _losses(self, out: dict, targets: list[dict], num_boxes: Tensor, log: bool) -> dict:
-        indices = self.matcher(out, targets)
-        logits, boxes = out["pred_logits"], out["pred_boxes"]
-        batch_idx = torch.cat([torch.full_like(src, n) for n, (src, _) in enumerate(indices)])
-        src_idx = torch.cat([src for src, _ in indices])
-        batch_idx, src_idx = batch_idx.to(logits.device), src_idx.to(logits.device)
-        matched_labels = torch.cat(
-            [t["labels"][j.to(t["labels"].device)] for t, (_, j) in zip(targets, indices)]
-        ).to(logits.device)
-
-        target_classes = torch.full(
-            logits.shape[:2], self.num_classes, dtype=torch.int64, device=logits.device
-        )
-        target_classes[batch_idx, src_idx] = matched_labels
-        losses = {
-            "loss_ce": F.cross_entropy(
-                logits.transpose(1, 2).float(), target_classes, self.empty_weight.to(logits.device)
-            )
-        }
-        if log:
-            if matched_labels.numel():
-                correct = (logits[batch_idx, src_idx].argmax(-1) == matched_labels).float().mean()
-                losses["class_error"] = 100.0 - 100.0 * correct
-            else:
-                losses["class_error"] = torch.tensor(100.0, device=logits.device)
-
-        with torch.no_grad():
-            counts = torch.as_tensor([len(t["labels"]) for t in targets], device=logits.device)
-            predicted = (logits.argmax(-1) != self.num_classes).sum(1)
-            losses["cardinality_error"] = F.l1_loss(predicted.float(), counts.float())
-
-        src_boxes = boxes[batch_idx, src_idx].float()
-        tgt_boxes = torch.cat(
-            [t["boxes"][j.to(t["boxes"].device)] for t, (_, j) in zip(targets, indices)]
-        ).to(src_boxes)
-        losses["loss_bbox"] = F.l1_loss(src_boxes, tgt_boxes, reduction="none").sum() / num_boxes
-        giou = torch.diag(
-            generalized_box_iou(
-                box_convert(src_boxes, "cxcywh", "xyxy"), box_convert(tgt_boxes, "cxcywh", "xyxy")
-            )
-        )
-        losses["loss_giou"] = (1 - giou).sum() / num_boxes
-        if "attention" in out:
-            losses["loss_attention"] = box_attention_loss(out["attention"], out["attention_mask"],
-                                                          indices, targets, num_boxes)
-        return losses
-
     def forward(
-        self, outputs: dict, targets: list[dict], num_boxes: float | None = None
+        self, outputs: dict, targets: list[dict], num_boxes: float | Tensor | None = None
     ) -> dict[str, Tensor]:
         """``num_boxes``: what the box losses are divided by; default: the target boxes of
         this batch, at least 1.  Several processes pass DETR's count, the boxes of all
         processes divided by their number (:mod:`detr_irpe.engine` does, for the whole
-        optimiser step when batches are accumulated)."""
-        check_target_boxes(targets)
-        self._check_labels(targets)
+        optimiser step when batches are accumulated).
+
+        All decoder layers are matched and scored together, on their stacked outputs."""
         device = outputs["pred_logits"].device
         if num_boxes is None:
             num_boxes = max(float(sum(len(t["labels"]) for t in targets)), 1.0)
-        num_boxes = torch.tensor(num_boxes, dtype=torch.float32, device=device)
-
-        losses = self._losses(outputs, targets, num_boxes, log=True)
-        for n, aux in enumerate(outputs.get("aux_outputs", [])):
-            aux_losses = self._losses(aux, targets, num_boxes, log=False)
-            losses.update({f"{k}_{n}": v for k, v in aux_losses.items()})
+        num_boxes = torch.as_tensor(num_boxes, dtype=torch.float32, device=device)
+        layers = [*outputs.get("aux_outputs", []), outputs]
+        logits = torch.stack([o["pred_logits"] for o in layers])  # (L, B, Q, C+1)
+        boxes = torch.stack([o["pred_boxes"] for o in layers])  # (L, B, Q, 4)
+        assignment = self.matcher.assign(logits.detach(), boxes.detach(), targets)
+        pairs = matched_pairs(assignment, targets).to(device)  # (4, L * M)
+        labels = torch.cat([t["labels"] for t in targets]).to(device)  # (T,)
+        tgt_boxes = torch.cat([t["boxes"] for t in targets]).to(device)  # (T, 4)
+        per_layer = {"loss_ce": self._class_loss(logits, labels, pairs),
+                     "cardinality_error": self._cardinality_error(logits, targets)}
+        per_layer.update(_box_losses(boxes, tgt_boxes, pairs, num_boxes))
+        last_layer = pairs[:, pairs.shape[1] - pairs.shape[1] // len(layers):]
+        losses = {"class_error": _class_error(logits[-1], labels, last_layer)}
+        for name, values in per_layer.items():
+            *aux, last = values.unbind()
+            losses[name] = last
+            losses.update({f"{name}_{n}": v for n, v in enumerate(aux)})
+        for n, (out, layer) in enumerate(zip(layers, assignment)):
+            if "attention" in out:
+                indices = [(torch.as_tensor(i), torch.as_tensor(j)) for i, j in layer]
+                loss = box_attention_loss(out["attention"], out["attention_mask"], indices,
+                                          targets, num_boxes)
+                losses["loss_attention" if n == len(layers) - 1 else f"loss_attention_{n}"] = loss
         if "dense_outputs" in outputs:
             losses.update(dense_losses(outputs["dense_outputs"], targets, self.num_classes))
         return losses
+
+    def _class_loss(self, logits: Tensor, labels: Tensor, pairs: Tensor) -> Tensor:
+        """(L,) DETR's weighted cross-entropy of each layer: unmatched queries learn "no
+        object" (weight ``eos_coef``); the mean over a layer's queries, by weight, or the
+        mean over groups of ``class_loss_images`` images of each group's weighted mean
+        (what DDP computes when each process holds one group)."""
+        L, B, Q, K = logits.shape
+        classes = torch.full((L, B, Q), self.num_classes, dtype=torch.int64, device=logits.device)
+        classes[pairs[0], pairs[1], pairs[2]] = labels[pairs[3]]
+        weight = self.empty_weight.to(logits.device)
+        weighted = F.cross_entropy(logits.reshape(-1, K).float(), classes.view(-1), weight,
+                                   reduction="none")  # (L*B*Q,) weight * -log p
+        if not 0 < self.class_loss_images < B:
+            return weighted.view(L, -1).sum(1) / weight[classes].view(L, -1).sum(1)
+        per_image = torch.stack([weighted.view(L, B, Q).sum(-1), weight[classes].sum(-1)])
+        groups = torch.stack([g.sum(-1) for g in per_image.split(self.class_loss_images, -1)], -1)
+        return (groups[0] / groups[1]).mean(-1)  # groups: (2, L, number of groups)
+
+    @torch.no_grad()
+    def _cardinality_error(self, logits: Tensor, targets: list[dict]) -> Tensor:
+        """(L,) mean over images of |predicted objects - target boxes| (logged only)."""
+        counts = torch.as_tensor([float(len(t["labels"])) for t in targets], device=logits.device)
+        predicted = (logits.argmax(-1) != self.num_classes).sum(-1)  # (L, B)
+        return (predicted - counts).abs().mean(-1)
+
+
+def matched_pairs(assignment: list[list[tuple]], targets: list[dict]) -> Tensor:
+    """(4, L * M) int64 on the host, layer by layer: decoder layer, image, query and the
+    index into the concatenated targets of every matched pair.  Every layer matches the
+    same number M of pairs (min(Q, boxes) per image)."""
+    starts = np.cumsum([0] + [len(t["labels"]) for t in targets])
+    parts = [np.stack([np.full_like(i, layer), np.full_like(i, n), i, j + starts[n]])
+             for layer, per_image in enumerate(assignment) for n, (i, j) in enumerate(per_image)]
+    return torch.from_numpy(np.concatenate(parts, axis=1))
+
+
+@torch.no_grad()
+def _class_error(logits: Tensor, labels: Tensor, pairs: Tensor) -> Tensor:
+    """100 - the top-1 accuracy (%) of one layer's matched queries (logged only); logits
+    (B, Q, C+1), pairs (4, M) of that layer (see :func:`matched_pairs`)."""
+    if pairs.shape[1] == 0:
+        return torch.tensor(100.0, device=logits.device)
+    correct = (logits[pairs[1], pairs[2]].argmax(-1) == labels[pairs[3]]).float().mean()
+    return 100.0 - 100.0 * correct
+
+
+def _box_losses(boxes: Tensor, tgt_boxes: Tensor, pairs: Tensor, num_boxes: Tensor) -> dict:
+    """(L,) L1 and GIoU losses of each layer's matched boxes (normalised cxcywh), summed
+    over the pairs and divided by ``num_boxes``."""
+    L = boxes.shape[0]
+    src = boxes[pairs[0], pairs[1], pairs[2]].float()  # (L*M, 4)
+    tgt = tgt_boxes[pairs[3]].to(src)
+    l1 = (src - tgt).abs().view(L, -1).sum(1)
+    giou = paired_giou(box_convert(src, "cxcywh", "xyxy"), box_convert(tgt, "cxcywh", "xyxy"))
+    return {"loss_bbox": l1 / num_boxes, "loss_giou": (1 - giou).view(L, -1).sum(1) / num_boxes}
+
+
+def paired_giou(a: Tensor, b: Tensor) -> Tensor:
+    """(n,) generalised IoU of box a[k] with box b[k], both (n, 4) xyxy: the diagonal of
+    ``torchvision.ops.generalized_box_iou(a, b)``, the same arithmetic, without the n x n
+    matrix."""
+    area_a, area_b = box_area(a), box_area(b)
+    inter_wh = (torch.min(a[:, 2:], b[:, 2:]) - torch.max(a[:, :2], b[:, :2])).clamp(min=0)
+    inter = inter_wh[:, 0] * inter_wh[:, 1]
+    union = area_a + area_b - inter
+    hull_wh = (torch.max(a[:, 2:], b[:, 2:]) - torch.min(a[:, :2], b[:, :2])).clamp(min=0)
+    hull = hull_wh[:, 0] * hull_wh[:, 1]
+    return inter / union - (hull - union) / hull

@@ -159,5 +159,6 @@ def build_detr(config: DETRConfig | None = None, **options) -> tuple[DETR, SetCr
         num_aux=config.dec_layers - 1 if config.aux_loss else 0,
         dense_coef=config.dense_aux_coef,
         attention_coef=config.attn_aux_coef,
+        class_loss_images=config.class_loss_images,
     )
     return model, criterion, {"bbox": PostProcess()}
