@@ -19,7 +19,7 @@ from torch import Tensor
 from .config import BATCH_SIZE, THRESHOLD
 from .detection_drawing import draw_detections, save_png
 from .detector import Detector
-from .files import write_json
+from .files import refuse_overwriting_inputs, write_json
 from .image_input import ImageReadError, load_image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -163,18 +163,18 @@ def _image_entry(image_id: int, file_name: str, pixels: Tensor) -> dict:
             "height": pixels.shape[-2]}
 
 
-def _save_picture(
-    pixels: Tensor, det: dict, out: Path, stem: str, image_id: int, taken: set[str]
-) -> Path:
-    """Write the image with its detections drawn on it to ``out/<stem>.png``, or to
-    ``out/<stem>_<image_id>.png`` when a picture of that name was written before."""
-    name = f"{stem}.png"
-    if name in taken:
-        name = f"{stem}_{image_id}.png"
-    taken.add(name)
-    path = out / name
-    save_png(draw_detections(pixels, det), path)
-    return path
+def picture_paths(files: Sequence[Path], ids: Sequence[int], out: Path) -> list[Path]:
+    """Where ``--render`` draws each file: ``out/<stem>.png``, or ``out/<stem>_<id>.png``
+    when an earlier file has the same stem (decided for every file, read or not)."""
+    taken: set[str] = set()
+    paths = []
+    for path, image_id in zip(files, ids):
+        name = f"{path.stem}.png"
+        if name in taken:
+            name = f"{path.stem}_{image_id}.png"
+        taken.add(name)
+        paths.append(out / name)
+    return paths
 
 
 def _write_results(
@@ -215,16 +215,19 @@ def predict_to_folder(
     - with ``render``: ``<stem>.png`` per image, the original image with its boxes and
       "name score" labels (``<stem>_<id>.png`` when two images share a stem).
 
-    An unreadable image is skipped with a message (listed in the result) unless
+    Raises ``ValueError`` before writing anything when an output would replace one of
+    ``files`` or ``coco_json``.  An unreadable image is skipped with a message (listed in the result) unless
     ``strict``, which raises :class:`ImageReadError`.
     """
     log = log or (lambda msg: print(msg, flush=True))
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     names = [str(p.relative_to(root)) if root is not None else str(p) for p in files]
     ids = _image_ids_from_coco(coco_json, names) if coco_json else list(range(len(files)))
+    pictures = picture_paths(files, ids, out) if render else []
+    refuse_overwriting_inputs([out / "predictions.json", out / "images.json", *pictures],
+                              [*files, *([coco_json] if coco_json else [])], "--out")
+    out.mkdir(parents=True, exist_ok=True)
     run = PredictionRun()
-    taken: set[str] = set()  # names of the pictures written
     progress = _Progress(len(files), log, progress_every_s)
     for first in range(0, len(files), batch_size):
         batch = range(first, min(first + batch_size, len(files)))
@@ -233,7 +236,8 @@ def predict_to_folder(
             run.images.append(_image_entry(ids[k], names[k], pixels))
             run.detections.extend(coco_results(det, ids[k]))
             if render:
-                run.rendered.append(_save_picture(pixels, det, out, files[k].stem, ids[k], taken))
+                save_png(draw_detections(pixels, det), pictures[k])
+                run.rendered.append(pictures[k])
         progress.batch_done(batch.stop)
     run.seconds = progress.seconds()
     _write_results(run, out, len(files), threshold, render, log)

@@ -303,6 +303,26 @@ def test_cli_writes_coco_results_and_renders(ckpt_path, image_dir, detector, tmp
     assert (original != drawn).any() == has_boxes
 
 
+def test_render_never_writes_over_an_input(ckpt_path, image_dir, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "img0.png").write_bytes((image_dir / "img0.png").read_bytes())
+    (folder / "img0.jpg").symlink_to(image_dir / "img1.png")  # same stem: drawn as img0_1.png
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    code = predict_tool.main(["--checkpoint", str(ckpt_path), "--images", str(folder),
+                              "--out", str(folder), "--render", "--size", str(SIZE)])
+    err = capsys.readouterr().err
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert "--out" in err and "img0.png" in err and "reads" in err
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    # The COCO file the ids come from is an input too.
+    coco = tmp_path / "predictions.json"
+    coco.write_text(json.dumps({"images": [{"id": 3, "file_name": "img0.png"}]}))
+    with pytest.raises(ValueError, match="predictions.json"):
+        predict_to_folder(None, [image_dir / "img0.png"], tmp_path, root=image_dir,
+                          coco_json=coco)
+
+
 def test_cli_errors(ckpt_path, image_dir, tmp_path, capsys):
     tool = predict_tool
     (tmp_path / "broken.jpg").write_bytes(b"not an image")
