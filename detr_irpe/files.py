@@ -1,11 +1,39 @@
-"""Writing result files so that a reader never sees half of one, and never over a file
-the run reads."""
+"""Writing result files: into a place checked before the work starts, so that a reader
+never sees half of one, and never over a file the run reads."""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
+
+
+def writable_folder(path, flag: str, room: int = 0) -> Path:
+    """Create the folder ``path`` (with its parents) and write and delete a probe file of
+    ``room`` bytes in it.  Raises ``OSError`` naming ``flag`` when ``path`` is a file or
+    the folder cannot be written."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"{flag} {folder} is a file, not a folder; give a folder")
+    probe = folder / ".write_test"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"\0" * room)
+        probe.unlink()
+    except OSError as err:
+        raise OSError(f"{flag} {folder} is not writable ({err.strerror}); choose another "
+                      f"folder or free some space") from None
+    return folder
+
+
+def writable_file(path, flag: str) -> Path:
+    """Check that the file ``path`` can be written: not a folder, in a folder that can be
+    written (created when missing).  Raises ``OSError`` naming ``flag``."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{flag} {path} is a folder; give a file name")
+    writable_folder(path.parent, f"{flag} {path}: its folder")
+    return path
 
 
 def write_json(path: Path, obj, indent: int | None = 1) -> None:
