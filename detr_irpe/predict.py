@@ -13,14 +13,13 @@ from dataclasses import dataclass, field
 from glob import glob
 from pathlib import Path
 
-import torchvision.transforms.v2.functional as F
 from torch import Tensor
 
 from .config import BATCH_SIZE, THRESHOLD
 from .detection_drawing import draw_detections, save_png
 from .detector import Detector
 from .files import refuse_overwriting_inputs, write_json
-from .image_input import ImageReadError, load_image
+from .image_input import ImageReadError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -123,21 +122,22 @@ class _Progress:
 
 
 def _read_images(
+    detector: Detector,
     files: Sequence[Path],
     indices: range,
-    exif_transpose: bool,
     strict: bool,
     log: Callable[[str], None],
     skipped: list[tuple[str, str]],
 ) -> list[tuple[int, Tensor]]:
-    """(index, uint8 RGB (3, H, W) pixels) of the files at ``indices`` that can be read.
+    """(index, uint8 RGB (3, H, W) pixels) of the files at ``indices`` that ``detector``
+    can take (:meth:`Detector.pixels`).
 
-    An unreadable file is logged and added to ``skipped`` as (path, reason), or, with
+    An unreadable or unusable file is logged and added to ``skipped`` as (path, reason), or, with
     ``strict``, its :class:`ImageReadError` is raised."""
     read = []
     for k in indices:
         try:
-            read.append((k, F.pil_to_tensor(load_image(files[k], exif_transpose))))
+            read.append((k, detector.pixels(files[k])))
         except ImageReadError as err:
             if strict:
                 raise
@@ -231,7 +231,7 @@ def predict_to_folder(
     progress = _Progress(len(files), log, progress_every_s)
     for first in range(0, len(files), batch_size):
         batch = range(first, min(first + batch_size, len(files)))
-        read = _read_images(files, batch, detector.exif_transpose, strict, log, run.skipped)
+        read = _read_images(detector, files, batch, strict, log, run.skipped)
         for k, pixels, det in _detect(detector, read, threshold):
             run.images.append(_image_entry(ids[k], names[k], pixels))
             run.detections.extend(coco_results(det, ids[k]))

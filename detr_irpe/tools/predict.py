@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from detr_irpe.config import BATCH_SIZE, THRESHOLD
+from detr_irpe.config import BATCH_SIZE, THRESHOLD, check_prediction
 from detr_irpe.hugepages import enable_huge_pages
 from detr_irpe.tools.cli import (
     INPUT_ERRORS,
@@ -53,7 +53,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--no_exif_transpose", action="store_true",
                         help="ignore the EXIF orientation tag of photos")
     add_trust_argument(parser)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    try:
+        check_prediction(args.threshold, args.batch_size)
+    except ValueError as err:
+        parser.error(str(err))
+    return args
 
 
 def main(argv=None) -> int:
