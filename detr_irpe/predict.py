@@ -10,6 +10,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from glob import escape as glob_escape
 from glob import glob
 from pathlib import Path
 
@@ -45,10 +46,40 @@ def find_images(spec: str | os.PathLike) -> tuple[list[Path], Path | None]:
                 f"no images in folder {text!r} (looked for {', '.join(IMAGE_EXTENSIONS)})"
             )
         return files, path
-    files = sorted(Path(p) for p in glob(text, recursive=True) if Path(p).is_file())
+    files = _glob_files(text)
     if not files:
         raise FileNotFoundError(f"no images matched {text!r} (not a file, folder or matching glob)")
     return files, None
+
+
+def _glob_files(pattern: str) -> list[Path]:
+    """The files matching a glob ``pattern``, each real file once (sorted by the path as
+    matched).  ``**`` stands for any folders below, symlinked ones included, each real
+    folder visited once, so a symlink loop neither repeats files nor hangs."""
+    head, doublestar, tail = pattern.partition("**")
+    if not doublestar:
+        matches = glob(pattern)
+    else:
+        tail = tail.lstrip("/" + os.sep).replace("**", "*") or "*"
+        matches = [match for base in glob(head or os.curdir) for folder in _folders_once(base)
+                   for match in glob(os.path.join(glob_escape(folder), tail))]
+    files: dict[str, Path] = {}
+    for match in sorted(os.path.normpath(m) for m in matches):
+        if os.path.isfile(match):
+            files.setdefault(os.path.realpath(match), Path(match))
+    return sorted(files.values())
+
+
+def _folders_once(base: str):
+    """``base`` and the folders below it, following symlinks, each real folder once."""
+    seen = set()
+    for folder, subfolders, _ in os.walk(base, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            subfolders.clear()
+            continue
+        seen.add(real)
+        yield folder
 
 
 def coco_results(det: dict, image_id: int) -> list[dict]:

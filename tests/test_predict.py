@@ -3,6 +3,7 @@ model (ResNet-18, hidden 32, 1+1 layers, 5 queries, small images)."""
 
 import copy
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -253,6 +254,32 @@ def test_find_images_and_clear_errors(image_dir, tmp_path):
     (tmp_path / "broken.jpg").write_bytes(b"not an image")
     with pytest.raises(ImageReadError, match="broken.jpg"):
         to_image_tensor(tmp_path / "broken.jpg")
+
+
+def _find_images_in_a_thread(spec, seconds=60):
+    """find_images(spec), failing the test (not hanging it) when it takes over ``seconds``."""
+    found = []
+    worker = threading.Thread(target=lambda: found.append(find_images(spec)), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert found, f"find_images({spec!r}) did not return within {seconds} s"
+    return found[0]
+
+
+@pytest.mark.parametrize("loops", [1, 2])
+def test_a_recursive_glob_lists_each_real_file_once_despite_symlink_loops(tmp_path, loops):
+    root = tmp_path / "data"
+    (root / "sub").mkdir(parents=True)
+    (root / "a.jpg").write_bytes(b"x")
+    (root / "sub" / "b.jpg").write_bytes(b"x")
+    (root / "sub" / "again.jpg").symlink_to(root / "a.jpg")  # a second name of a.jpg
+    (root / "sub" / "up").symlink_to(root)  # a loop
+    if loops == 2:
+        (root / "sub" / "up2").symlink_to(root)
+    files, folder = _find_images_in_a_thread(f"{root}/**/*.jpg")
+    assert folder is None
+    assert files == [root / "a.jpg", root / "sub" / "b.jpg"]
+    assert _find_images_in_a_thread(f"{root}/**")[0] == files
 
 
 def test_cli_writes_coco_results_and_renders(ckpt_path, image_dir, detector, tmp_path, capsys):
