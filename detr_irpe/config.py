@@ -141,6 +141,9 @@ class RunConfig(_FromOptions):
         None, "checkpoint to continue or evaluate, or 'auto' (--output_dir/checkpoint.pth if "
         "present) (default: none)")
     start_epoch: int = option(0, "first epoch when not resuming")
+    overwrite: bool = option(
+        False, "train in an --output_dir that holds another run's checkpoints and log: they "
+        "are deleted first (without it such a run stops; --resume auto continues the old run)")
     eval: bool = option(False, "only evaluate the --resume checkpoint")
     eval_protocol: str = option(
         EVAL_PROTOCOLS[0], "per_image: the backbone sees each image alone (AP independent of the "
