@@ -86,19 +86,39 @@ class Checkpoint:
 
 
 def _torch_load(path: str, trust: bool):
-    if trust:
-        return torch.load(path, map_location="cpu", weights_only=False)
+    """``torch.load`` of a checkpoint file, with one clear error for each way it fails:
+    ``pickle.UnpicklingError`` for a disallowed type (only then is ``trust`` the answer),
+    ``ValueError`` for a file that is not a checkpoint (empty, cut short, another format)."""
+    if os.path.getsize(path) == 0:
+        raise _not_a_checkpoint(path, "the file is empty")
     try:
+        if trust:
+            return torch.load(path, map_location="cpu", weights_only=False)
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
+    except OSError:
+        raise
+    except Exception as err:  # noqa: BLE001 -- torch.load fails in many ways on foreign bytes
         found = re.search(r"GLOBAL ([\w.]+)", str(err))
-        what = found.group(1) if found else "an object type that is not allowed"
+        if found is None:
+            raise _not_a_checkpoint(path, f"{type(err).__name__}: {err}") from None
         raise pickle.UnpicklingError(
-            f"{path}: refused to load: the file contains {what}, which is neither a tensor "
-            f"nor plain data, and unpickling it could run arbitrary code. If you trust the "
-            f"file's origin, load it with trust=True (command line: --trust_checkpoint)."
+            f"{path}: refused to load: the file contains {found.group(1)}, which is neither a "
+            f"tensor nor plain data, and unpickling it could run arbitrary code. If you trust "
+            f"the file's origin, load it with trust=True (command line: --trust_checkpoint)."
         ) from None
+
+
+def _not_a_checkpoint(path: str, reason: str) -> ValueError:
+    """The error for bytes that torch.load cannot read; ``reason`` is cut to its first
+    line and sentence (torch's own advice to turn off ``weights_only`` is left out: it does not
+    apply to such a file)."""
+    reason = (reason.split("WeightsUnpickler error:")[-1].strip().splitlines() or [""])[0]
+    reason = re.split(r"(?<=[.?!])\s", reason, maxsplit=1)[0][:160]
+    return ValueError(
+        f"{path}: not a PyTorch checkpoint ({reason}); a file cut short by an interrupted "
+        f"download, copy or save looks like this: copy or download it again"
+    )
 
 
 def _infer_options(state: dict) -> dict:

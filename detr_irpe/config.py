@@ -17,6 +17,17 @@ EVAL_SIZE, EVAL_MAX_SIZE = 800, 1333
 # Prediction (Detector, tools/predict.py, the end-of-run pictures): detections with a lower
 # score are left out; images per forward pass.
 THRESHOLD, BATCH_SIZE = 0.5, 4
+
+
+def check_prediction(threshold: float, batch_size: int) -> None:
+    """What prediction accepts (``Detector.predict``, tools/predict.py): a score threshold in
+    [0, 1] (not NaN) and at least one image per forward pass."""
+    if not 0 <= threshold <= 1:
+        raise ValueError(f"--threshold {threshold}: must be a score in [0, 1]")
+    if batch_size < 1:
+        raise ValueError(f"--batch_size {batch_size}: must be >= 1")
+
+
 # COCOeval implementations (detr_irpe.evaluation.backends); "auto": faster_coco_eval if installed.
 EVAL_BACKENDS = ("auto", "faster_coco_eval", "pycocotools")
 EVAL_PROTOCOLS = ("per_image", "official")
@@ -130,6 +141,9 @@ class RunConfig(_FromOptions):
         None, "checkpoint to continue or evaluate, or 'auto' (--output_dir/checkpoint.pth if "
         "present) (default: none)")
     start_epoch: int = option(0, "first epoch when not resuming")
+    overwrite: bool = option(
+        False, "train in an --output_dir that holds another run's checkpoints and log: they "
+        "are deleted first (without it such a run stops; --resume auto continues the old run)")
     eval: bool = option(False, "only evaluate the --resume checkpoint")
     eval_protocol: str = option(
         EVAL_PROTOCOLS[0], "per_image: the backbone sees each image alone (AP independent of the "

@@ -27,9 +27,9 @@ from torchvision.ops import clip_boxes_to_image
 
 from .categories import COCO_CATEGORY_NAMES, COCO_NUM_CLASSES, UNNAMED_COCO_ID
 from .checkpoint import load_checkpoint
-from .config import BATCH_SIZE, EVAL_MAX_SIZE, EVAL_SIZE, THRESHOLD
-from .data.transforms import make_transforms, to_model_format
-from .image_input import EXIF_TRANSPOSE, ImageInput, to_image_tensor
+from .config import BATCH_SIZE, EVAL_MAX_SIZE, EVAL_SIZE, THRESHOLD, check_prediction
+from .data.transforms import make_transforms, resizes_to_nothing, to_model_format
+from .image_input import EXIF_TRANSPOSE, ImageInput, ImageReadError, to_image_tensor
 from .models.detr import DETR, PostProcess, build_detr
 
 
@@ -179,13 +179,26 @@ class Detector:
             isinstance(images, Tensor) and images.dim() == 4
         )
         items = [images] if single else list(images)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        check_prediction(threshold, batch_size)
         results = []
         for start in range(0, len(items), batch_size):
-            chunk = [to_image_tensor(x, self.exif_transpose) for x in items[start : start + batch_size]]
+            chunk = [self.pixels(x) for x in items[start : start + batch_size]]
             results.extend(self._predict_tensors(chunk, threshold))
         return results[0] if single else results
+
+    def pixels(self, image: ImageInput) -> Tensor:
+        """``image`` as the (3, H, W) tensor that :meth:`predict` resizes (see
+        :func:`~detr_irpe.image_input.to_image_tensor`).  Raises :class:`ImageReadError`
+        naming a file that cannot be read, or an image so elongated that its shorter side
+        would be resized to 0 pixels."""
+        pixels = to_image_tensor(image, self.exif_transpose)
+        h, w = pixels.shape[-2:]
+        if resizes_to_nothing((h, w), self.max_size):
+            what = f"image {str(image)!r}" if isinstance(image, (str, os.PathLike)) else "an image"
+            raise ImageReadError(
+                f"{what} of {w}x{h} pixels is too elongated: its shorter side would be resized "
+                f"to 0 pixels (max_size {self.max_size}); crop or pad it")
+        return pixels
 
     def _predict_tensors(self, images: list[Tensor], threshold: float) -> list[dict]:
         sizes = torch.tensor([list(img.shape[-2:]) for img in images], dtype=torch.int64)

@@ -44,7 +44,8 @@ def load_image(path: str | os.PathLike, exif_transpose: bool = EXIF_TRANSPOSE) -
             return to_rgb(image)
     except FileNotFoundError:
         raise ImageReadError(f"image {str(path)!r} does not exist") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError,
+            Image.DecompressionBombError) as err:
         raise ImageReadError(f"cannot read image {str(path)!r}: {err}") from None
 
 
@@ -66,9 +67,13 @@ def to_image_tensor(image: ImageInput, exif_transpose: bool = EXIF_TRANSPOSE) ->
         raise ValueError(
             f"image tensors must be (3, H, W) RGB (channels first), got shape {tuple(image.shape)}"
         )
+    if 0 in image.shape:
+        raise ValueError(f"image tensors must hold at least one pixel, got shape {tuple(image.shape)}")
     if image.shape[0] == 1:
         image = image.expand(3, -1, -1)
     if image.is_floating_point():
+        if not torch.isfinite(image).all():
+            raise ValueError("float image tensors must be finite, got NaN or infinite values")
         lo, hi = float(image.min()), float(image.max())
         if lo < -1e-3 or hi > 1 + 1e-3:
             raise ValueError(

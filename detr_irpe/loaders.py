@@ -32,14 +32,17 @@ def _read_datasets(data: DataConfig, evaluate_only: bool):
     skip = data.skip_unreadable
     if data.dataset_file != "custom":
         train = None if evaluate_only else build_coco(data.coco_path, "train",
-                                                      skip_unreadable=skip)
-        return train, build_coco(data.coco_path, "val", skip_unreadable=skip)
+                                                      skip_unreadable=skip, max_size=data.max_size)
+        return train, build_coco(data.coco_path, "val", skip_unreadable=skip,
+                                 max_size=data.max_size)
     train = None
     if data.train_json:
         train = CocoDetection(data.train_images, data.train_json, None, train=True,
-                              contiguous_labels=True, skip_unreadable=skip)
+                              contiguous_labels=True, skip_unreadable=skip,
+                              max_size=data.max_size)
     val = CocoDetection(data.val_images, data.val_json, None, train=False,
-                        contiguous_labels=True, drop_crowd=False, skip_unreadable=skip)
+                        contiguous_labels=True, drop_crowd=False, skip_unreadable=skip,
+                        max_size=data.max_size)
     if train is not None and train.label_to_category_id != val.label_to_category_id:
         raise ValueError(f"{data.train_json} and {data.val_json} declare different categories; "
                          f"both files must list the same category ids")

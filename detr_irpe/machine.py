@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from .distributed import DistInfo
+from .files import writable_folder
 from .runtime import available_cores, configure_cpu
 
 
@@ -45,14 +46,6 @@ def output_folder(output_dir: str | None, is_main: bool) -> Path | None:
     """The run's folder, created and checked for a little room by the main process."""
     if output_dir is None:
         return None
-    folder = Path(output_dir)
     if is_main:
-        probe = folder / ".write_test"
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            probe.write_bytes(b"\0" * 2**20)  # room for at least a little
-            probe.unlink()
-        except OSError as err:
-            raise OSError(f"--output_dir {folder} is not writable ({err.strerror}); choose "
-                          f"another folder or free some space") from None
-    return folder
+        return writable_folder(output_dir, "--output_dir", room=2**20)  # a little room
+    return Path(output_dir)

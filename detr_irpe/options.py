@@ -172,6 +172,9 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     _check_data_paths(err, args)
     if args.eval and not args.resume:
         err("--eval needs --resume <checkpoint> (the model to evaluate)")
+    if args.resume == "auto" and not args.output_dir:
+        err("--resume auto needs --output_dir DIR: it continues from DIR/checkpoint.pth "
+            "(or name a checkpoint: --resume FILE)")
     if not args.eval and not args.output_dir:
         err("training needs --output_dir DIR: checkpoint.pth, log.txt and eval/ are written "
             "there (e.g. --output_dir output/run)")

@@ -10,17 +10,17 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from glob import escape as glob_escape
 from glob import glob
 from pathlib import Path
 
-import torchvision.transforms.v2.functional as F
 from torch import Tensor
 
 from .config import BATCH_SIZE, THRESHOLD
 from .detection_drawing import draw_detections, save_png
 from .detector import Detector
-from .files import write_json
-from .image_input import ImageReadError, load_image
+from .files import refuse_overwriting_inputs, write_json
+from .image_input import ImageReadError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -46,10 +46,40 @@ def find_images(spec: str | os.PathLike) -> tuple[list[Path], Path | None]:
                 f"no images in folder {text!r} (looked for {', '.join(IMAGE_EXTENSIONS)})"
             )
         return files, path
-    files = sorted(Path(p) for p in glob(text, recursive=True) if Path(p).is_file())
+    files = _glob_files(text)
     if not files:
         raise FileNotFoundError(f"no images matched {text!r} (not a file, folder or matching glob)")
     return files, None
+
+
+def _glob_files(pattern: str) -> list[Path]:
+    """The files matching a glob ``pattern``, each real file once (sorted by the path as
+    matched).  ``**`` stands for any folders below, symlinked ones included, each real
+    folder visited once, so a symlink loop neither repeats files nor hangs."""
+    head, doublestar, tail = pattern.partition("**")
+    if not doublestar:
+        matches = glob(pattern)
+    else:
+        tail = tail.lstrip("/" + os.sep).replace("**", "*") or "*"
+        matches = [match for base in glob(head or os.curdir) for folder in _folders_once(base)
+                   for match in glob(os.path.join(glob_escape(folder), tail))]
+    files: dict[str, Path] = {}
+    for match in sorted(os.path.normpath(m) for m in matches):
+        if os.path.isfile(match):
+            files.setdefault(os.path.realpath(match), Path(match))
+    return sorted(files.values())
+
+
+def _folders_once(base: str):
+    """``base`` and the folders below it, following symlinks, each real folder once."""
+    seen = set()
+    for folder, subfolders, _ in os.walk(base, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            subfolders.clear()
+            continue
+        seen.add(real)
+        yield folder
 
 
 def coco_results(det: dict, image_id: int) -> list[dict]:
@@ -123,21 +153,22 @@ class _Progress:
 
 
 def _read_images(
+    detector: Detector,
     files: Sequence[Path],
     indices: range,
-    exif_transpose: bool,
     strict: bool,
     log: Callable[[str], None],
     skipped: list[tuple[str, str]],
 ) -> list[tuple[int, Tensor]]:
-    """(index, uint8 RGB (3, H, W) pixels) of the files at ``indices`` that can be read.
+    """(index, uint8 RGB (3, H, W) pixels) of the files at ``indices`` that ``detector``
+    can take (:meth:`Detector.pixels`).
 
-    An unreadable file is logged and added to ``skipped`` as (path, reason), or, with
+    An unreadable or unusable file is logged and added to ``skipped`` as (path, reason), or, with
     ``strict``, its :class:`ImageReadError` is raised."""
     read = []
     for k in indices:
         try:
-            read.append((k, F.pil_to_tensor(load_image(files[k], exif_transpose))))
+            read.append((k, detector.pixels(files[k])))
         except ImageReadError as err:
             if strict:
                 raise
@@ -163,18 +194,18 @@ def _image_entry(image_id: int, file_name: str, pixels: Tensor) -> dict:
             "height": pixels.shape[-2]}
 
 
-def _save_picture(
-    pixels: Tensor, det: dict, out: Path, stem: str, image_id: int, taken: set[str]
-) -> Path:
-    """Write the image with its detections drawn on it to ``out/<stem>.png``, or to
-    ``out/<stem>_<image_id>.png`` when a picture of that name was written before."""
-    name = f"{stem}.png"
-    if name in taken:
-        name = f"{stem}_{image_id}.png"
-    taken.add(name)
-    path = out / name
-    save_png(draw_detections(pixels, det), path)
-    return path
+def picture_paths(files: Sequence[Path], ids: Sequence[int], out: Path) -> list[Path]:
+    """Where ``--render`` draws each file: ``out/<stem>.png``, or ``out/<stem>_<id>.png``
+    when an earlier file has the same stem (decided for every file, read or not)."""
+    taken: set[str] = set()
+    paths = []
+    for path, image_id in zip(files, ids):
+        name = f"{path.stem}.png"
+        if name in taken:
+            name = f"{path.stem}_{image_id}.png"
+        taken.add(name)
+        paths.append(out / name)
+    return paths
 
 
 def _write_results(
@@ -215,25 +246,29 @@ def predict_to_folder(
     - with ``render``: ``<stem>.png`` per image, the original image with its boxes and
       "name score" labels (``<stem>_<id>.png`` when two images share a stem).
 
-    An unreadable image is skipped with a message (listed in the result) unless
+    Raises ``ValueError`` before writing anything when an output would replace one of
+    ``files`` or ``coco_json``.  An unreadable image is skipped with a message (listed in the result) unless
     ``strict``, which raises :class:`ImageReadError`.
     """
     log = log or (lambda msg: print(msg, flush=True))
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     names = [str(p.relative_to(root)) if root is not None else str(p) for p in files]
     ids = _image_ids_from_coco(coco_json, names) if coco_json else list(range(len(files)))
+    pictures = picture_paths(files, ids, out) if render else []
+    refuse_overwriting_inputs([out / "predictions.json", out / "images.json", *pictures],
+                              [*files, *([coco_json] if coco_json else [])], "--out")
+    out.mkdir(parents=True, exist_ok=True)
     run = PredictionRun()
-    taken: set[str] = set()  # names of the pictures written
     progress = _Progress(len(files), log, progress_every_s)
     for first in range(0, len(files), batch_size):
         batch = range(first, min(first + batch_size, len(files)))
-        read = _read_images(files, batch, detector.exif_transpose, strict, log, run.skipped)
+        read = _read_images(detector, files, batch, strict, log, run.skipped)
         for k, pixels, det in _detect(detector, read, threshold):
             run.images.append(_image_entry(ids[k], names[k], pixels))
             run.detections.extend(coco_results(det, ids[k]))
             if render:
-                run.rendered.append(_save_picture(pixels, det, out, files[k].stem, ids[k], taken))
+                save_png(draw_detections(pixels, det), pictures[k])
+                run.rendered.append(pictures[k])
         progress.batch_done(batch.stop)
     run.seconds = progress.seconds()
     _write_results(run, out, len(files), threshold, render, log)

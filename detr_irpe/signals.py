@@ -5,12 +5,20 @@ group, data-loader workers included.  The main process turns the first signal in
 request that training honours at the next step (checkpoint, exit code 75); a second
 signal stops at once.  Data-loader workers ignore both: the main process shuts them down
 as usual, so they neither die under the current step nor print anything.
+
+Because workers ignore SIGTERM, the way multiprocessing ends daemonic children at exit
+(SIGTERM, then wait) would wait forever for a worker that was not shut down, e.g. after a
+worker's error: such workers are killed at exit instead.  A worker's error reaches the main
+process as one line (the worker's own message), not torch's copy of its traceback.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import multiprocessing
 import signal
+from collections.abc import Iterator
 
 import torch
 
@@ -72,14 +80,51 @@ def leave_signals_to_main(worker_id: int) -> None:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
+def kill_workers_left() -> None:
+    """Kill the daemonic child processes still running (data-loader workers, which ignore
+    the SIGTERM that multiprocessing would send them at exit).  torch's SIGCHLD handler,
+    which reports a worker's death as an error, is put aside first."""
+    if hasattr(signal, "SIGCHLD"):
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for child in multiprocessing.active_children():
+        if child.daemon:
+            child.kill()
+            child.join(timeout=5)
+
+
+def _worker_errors_in_one_line(batches: Iterator) -> Iterator:
+    """``batches``, with an error raised in a worker re-raised as the worker's own message
+    (torch re-raises it with "Caught X in DataLoader worker process N" and the worker's
+    whole traceback in the message)."""
+    try:
+        yield from batches
+    except Exception as err:
+        head, _, traceback_text = str(err).partition("\n")
+        if not (head.startswith("Caught ") and " in DataLoader worker process " in head):
+            raise
+        last = traceback_text.strip().splitlines()[-1] if traceback_text.strip() else head
+        message = last.partition(": ")[2] or last
+        try:
+            one_line = type(err)(message)
+        except TypeError:  # an exception type that takes other arguments
+            one_line = RuntimeError(message)
+        raise one_line from None
+
+
 class DataLoader(torch.utils.data.DataLoader):
     """``torch.utils.data.DataLoader`` whose workers leave SIGTERM/SIGINT to the main
     process.  Workers start with both signals blocked and ignore them before unblocking,
-    so a signal that arrives while they start reaches the main process alone."""
+    so a signal that arrives while they start reaches the main process alone.  Workers
+    still running at exit are killed (:func:`kill_workers_left`), and a worker's error is
+    one line."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, worker_init_fn=leave_signals_to_main, **kwargs)
+        # Registered last, so it runs before multiprocessing's own exit handler.
+        atexit.unregister(kill_workers_left)
+        atexit.register(kill_workers_left)
 
     def __iter__(self):
         with _stop_signals_blocked():
-            return super().__iter__()
+            batches = super().__iter__()
+        return _worker_errors_in_one_line(batches)

@@ -20,6 +20,7 @@ Files written to ``--output_dir`` (main process only):
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,7 @@ from .models.dense_head import join_state
 from .models.detr import build_detr
 from .optim import build_optimizer, per_step
 from .resume import TrainState, checkpoint_options, resolve_resume
+from .run_folder import claim_run_folder
 from .run_report import finish_report
 from .signals import StopRequest
 
@@ -54,17 +56,21 @@ def run(args) -> dict:
     evaluation's 12 box-AP numbers and the best AP."""
     info = init_distributed(device_name(args.device), args.dist_url)
     try:
-        return _run(args, info)
+        with contextlib.ExitStack() as held:  # the output folder's lock, while the run lasts
+            return _run(args, info, held)
     finally:
         cleanup()
 
 
-def _run(args, info: DistInfo) -> dict:
+def _run(args, info: DistInfo, held: contextlib.ExitStack) -> dict:
     """The recipe, in the order of official DETR's ``main()``.  ``args`` ends up holding the
     resolved options of the run (what the checkpoint and ``args.json`` record)."""
     device = process_device(args.device, info)
     prepare_process(device, args.threads, args.seed, info)
     output_dir = output_folder(args.output_dir, info.is_main)
+    if output_dir is not None and info.is_main:
+        held.enter_context(claim_run_folder(output_dir, fresh=not (args.resume or args.eval),
+                                            overwrite=args.overwrite))
     resume = resolve_resume(args.resume, args.output_dir, args.start_epoch, info.is_main)
     ckpt = load_checkpoint(resume, trust=args.trust_checkpoint) if resume else None
     if ckpt is not None:

@@ -125,6 +125,13 @@ def _rotated_view(images, data):
     data["images"][2].update(file_name="photo.jpg", width=H, height=W)
 
 
+def _strip_image(images, data):
+    """img1.png becomes 3000 x 1 pixels (JSON and file agree; its box fits)."""
+    Image.fromarray(np.zeros((1, 3000, 3), dtype=np.uint8)).save(images / "img1.png")
+    data["images"][0].update(width=3000, height=1)
+    data["annotations"][0].update(bbox=[4, 0, 10, 1], area=10)
+
+
 def _crowds_and_an_image_without_annotations(images, data):
     data["annotations"][0]["iscrowd"] = 1
     data["annotations"][1]["iscrowd"] = 1
@@ -218,6 +225,22 @@ CASES = {
             ("string", "1,2,3,4"),
         ]
     },
+    **{
+        f"bad_area_{name}": Case(
+            defect=_set("annotations", 1, area=area),
+            errors={"bad_area": 1},
+            lines={"bad_area": [f"annotation 102 (image 2): area {text}"]},
+        )
+        for name, area, text in [("nan", float("nan"), "nan"), ("negative", -5, "-5"),
+                                 ("string", "80", "'80'")]
+    },
+    "image_too_elongated": Case(
+        defect=_strip_image,
+        errors={"image_too_elongated": 1},
+        lines={"image_too_elongated": ["image 1 'img1.png': 3000x1 (width x height), "
+                                       "max_size 1333"]},
+        load_match="too elongated",
+    ),
     # ---- errors in the image files
     "wrong_size_in_json": Case(
         defect=_set("images", 0, width=50),

@@ -288,12 +288,29 @@ class Evil:
 
 def test_untrusted_pickle_is_refused(tmp_path):
     path = tmp_path / "evil.pth"
-    with open(path, "wb") as f:
-        pickle.dump({"model": {}, "payload": Evil()}, f)
-    with pytest.raises(pickle.UnpicklingError, match="refused to load.*trust"):
+    torch.save({"model": {}, "payload": Evil()}, path)
+    with pytest.raises(pickle.UnpicklingError, match="refused to load.*posix.system.*trust"):
         detr_irpe.load_checkpoint(str(path))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         detr_irpe.load_checkpoint(str(tmp_path / "missing.pth"))
+
+
+@pytest.mark.parametrize("trust", [False, True])
+@pytest.mark.parametrize("content, reason", [
+    (b"", "the file is empty"),
+    (b"<html>404 Not Found</html>", ""),
+    (pickle.dumps({"model": {}, "payload": Evil()}), ""),  # a bare pickle: no torch.save file
+    (b"PK\x03\x04cut short", "not a ZIP archive"),
+])
+def test_a_file_that_is_not_a_checkpoint_is_one_line_without_trust_advice(
+        tmp_path, content, reason, trust):
+    path = tmp_path / "model.pth"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match="not a PyTorch checkpoint") as caught:
+        detr_irpe.load_checkpoint(str(path), trust=trust)
+    message = str(caught.value)
+    assert str(path) in message and reason in message and "\n" not in message
+    assert "trust" not in message and "weights_only" not in message
 
 
 def test_per_image_backbone_makes_outputs_independent_of_batch():

@@ -3,6 +3,7 @@ model (ResNet-18, hidden 32, 1+1 layers, 5 queries, small images)."""
 
 import copy
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -218,7 +219,7 @@ def test_threshold_filters_and_sorts(detector, image_dir):
     assert 0 < n < len(scores)
     assert len(kept["scores"]) == n and (kept["scores"] >= cut).all()
     assert kept["labels"].tolist() == full["labels"][:n].tolist()
-    assert len(detector.predict(path, threshold=1.01)["scores"]) == 0
+    assert len(detector.predict(path, threshold=1.0)["scores"]) == 0
 
 
 def test_batch_size_does_not_change_detections(detector, image_dir):
@@ -253,6 +254,32 @@ def test_find_images_and_clear_errors(image_dir, tmp_path):
     (tmp_path / "broken.jpg").write_bytes(b"not an image")
     with pytest.raises(ImageReadError, match="broken.jpg"):
         to_image_tensor(tmp_path / "broken.jpg")
+
+
+def _find_images_in_a_thread(spec, seconds=60):
+    """find_images(spec), failing the test (not hanging it) when it takes over ``seconds``."""
+    found = []
+    worker = threading.Thread(target=lambda: found.append(find_images(spec)), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert found, f"find_images({spec!r}) did not return within {seconds} s"
+    return found[0]
+
+
+@pytest.mark.parametrize("loops", [1, 2])
+def test_a_recursive_glob_lists_each_real_file_once_despite_symlink_loops(tmp_path, loops):
+    root = tmp_path / "data"
+    (root / "sub").mkdir(parents=True)
+    (root / "a.jpg").write_bytes(b"x")
+    (root / "sub" / "b.jpg").write_bytes(b"x")
+    (root / "sub" / "again.jpg").symlink_to(root / "a.jpg")  # a second name of a.jpg
+    (root / "sub" / "up").symlink_to(root)  # a loop
+    if loops == 2:
+        (root / "sub" / "up2").symlink_to(root)
+    files, folder = _find_images_in_a_thread(f"{root}/**/*.jpg")
+    assert folder is None
+    assert files == [root / "a.jpg", root / "sub" / "b.jpg"]
+    assert _find_images_in_a_thread(f"{root}/**")[0] == files
 
 
 def test_cli_writes_coco_results_and_renders(ckpt_path, image_dir, detector, tmp_path, capsys):
@@ -301,6 +328,26 @@ def test_cli_writes_coco_results_and_renders(ckpt_path, image_dir, detector, tmp
     drawn = np.array(Image.open(out / f"{Path(first['file_name']).stem}.png").convert("RGB"))
     has_boxes = any(p["image_id"] == first["id"] for p in preds)
     assert (original != drawn).any() == has_boxes
+
+
+def test_render_never_writes_over_an_input(ckpt_path, image_dir, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "img0.png").write_bytes((image_dir / "img0.png").read_bytes())
+    (folder / "img0.jpg").symlink_to(image_dir / "img1.png")  # same stem: drawn as img0_1.png
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    code = predict_tool.main(["--checkpoint", str(ckpt_path), "--images", str(folder),
+                              "--out", str(folder), "--render", "--size", str(SIZE)])
+    err = capsys.readouterr().err
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert "--out" in err and "img0.png" in err and "reads" in err
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    # The COCO file the ids come from is an input too.
+    coco = tmp_path / "predictions.json"
+    coco.write_text(json.dumps({"images": [{"id": 3, "file_name": "img0.png"}]}))
+    with pytest.raises(ValueError, match="predictions.json"):
+        predict_to_folder(None, [image_dir / "img0.png"], tmp_path, root=image_dir,
+                          coco_json=coco)
 
 
 def test_cli_errors(ckpt_path, image_dir, tmp_path, capsys):

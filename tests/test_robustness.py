@@ -1,4 +1,5 @@
-"""Numerics, interruptions and files: non-finite steps, killed saves, bad output dirs."""
+"""Numerics, interruptions and files: non-finite steps, killed saves, bad output dirs, an
+image that a data-loader worker cannot decode."""
 
 import os
 import subprocess
@@ -7,7 +8,9 @@ import textwrap
 
 import pytest
 import torch
-from helpers import data_flags, shapes_dataset, tiny_model
+from helpers import ROOT, TINY_FLAGS, data_flags, shapes_dataset, tiny_config, tiny_model
+
+import detr_irpe
 
 from detr_irpe.checkpoint import save_checkpoint
 from detr_irpe.config import OptimConfig, RunConfig
@@ -110,3 +113,37 @@ def test_unwritable_output_dir_is_reported_before_training(tmp_path):
     with pytest.raises(OSError, match="--output_dir .* is not writable"):
         main_module.main([*data_flags(root), "--device", "cpu",
                           "--output_dir", str(blocker / "out"), "--pretrained_backbone", "none"])
+
+
+def _truncate(path):
+    """Keep the first half of a file: its header reads, its pixels do not decode."""
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_an_image_a_worker_cannot_decode_ends_the_run_with_one_line(tmp_path, mode):
+    root = shapes_dataset(tmp_path / "data", num_train=4, num_val=4, image_size=48, seed=1)
+    victim = sorted((root / ("val" if mode == "eval" else "train")).iterdir())[1]
+    _truncate(victim)
+    cfg = detr_irpe.DETRConfig.from_options(tiny_config(num_classes=3, num_queries=6))
+    model, _, _ = detr_irpe.build_detr(cfg)
+    ckpt = tmp_path / "checkpoint.pth"
+    torch.save({"model": model.state_dict(), "config": cfg.to_dict()}, ckpt)
+    run = ["--eval", "--resume", str(ckpt)] if mode == "eval" else [
+        "--epochs", "1", "--lr_drop", "1", "--output_dir", str(tmp_path / "out")]
+    cmd = [sys.executable, str(ROOT / "main.py"), *TINY_FLAGS, *data_flags(root), *run,
+           "--num_workers", "2", "--batch_size", "1"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+        proc.communicate()
+        pytest.fail("the run did not end after a worker's error (workers left hanging)")
+    assert proc.returncode == 1, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and victim.name in lines[0] and "Traceback" not in err, err

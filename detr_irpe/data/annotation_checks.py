@@ -15,6 +15,7 @@ import numpy as np
 
 from .image_source import UnsafeFileNameError, safe_file_name
 from .report import DatasetReport, Findings, annotation_label, image_label, short
+from .transforms import resizes_to_nothing
 
 TOP_KEYS = ("images", "annotations", "categories")
 IMAGE_KEYS = ("id", "file_name", "width", "height")
@@ -40,10 +41,12 @@ class CheckedJson:
     per_image: Counter  # the number of annotations per image id
 
 
-def check_json(data: dict, report: DatasetReport, found: Findings) -> CheckedJson:
-    """Check the parsed JSON ``data``: problems go to ``found``, the counts to ``report``."""
+def check_json(data: dict, report: DatasetReport, found: Findings,
+               max_size: int | None) -> CheckedJson:
+    """Check the parsed JSON ``data``: problems go to ``found``, the counts to ``report``;
+    ``max_size`` is the longer-side cap of the resize (elongated images vanish under it)."""
     lists = _top_level_lists(data, found)
-    images = _check_images(lists["images"] or [], report.images, found)
+    images = _check_images(lists["images"] or [], report.images, found, max_size)
     categories = _check_categories(lists["categories"], found)
     declared = _declared_image_ids(lists["images"]) if lists["images"] is not None else None
     boxes, per_image = _check_annotations(lists["annotations"] or [], declared, categories, found)
@@ -73,7 +76,8 @@ def _declared_image_ids(entries: list) -> set:
     return {e["id"] for e in entries if isinstance(e, dict) and _is_int(e.get("id"))}
 
 
-def _check_images(entries: list, images_dir: str, found: Findings) -> dict[int, dict]:
+def _check_images(entries: list, images_dir: str, found: Findings,
+                  max_size: int | None) -> dict[int, dict]:
     """The valid image entries with safe file names, by id."""
     images: dict[int, dict] = {}
     for index, entry in enumerate(entries):
@@ -90,6 +94,9 @@ def _check_images(entries: list, images_dir: str, found: Findings) -> dict[int, 
             found.add("image_bad_value", f"{label}: {', '.join(bad)}")
             continue
         image_id, file_name = entry["id"], entry["file_name"]
+        if resizes_to_nothing((entry["height"], entry["width"]), max_size):
+            found.add("image_too_elongated", f"{image_label(image_id, file_name)}: "
+                      f"{entry['width']}x{entry['height']} (width x height), max_size {max_size}")
         if image_id in images:
             first = images[image_id]["file_name"]
             found.add("duplicate_image_id", f"image {image_id} ({first!r} and {file_name!r})")
@@ -183,6 +190,8 @@ def _check_annotations(
                 flat.extend(bbox)
         else:
             found.add("bad_bbox", lambda w=where, b=bbox: f"{w()}: bbox {short(b)}")
+        if "area" in entry and not _is_area(entry["area"]):
+            found.add("bad_area", lambda w=where, a=entry["area"]: f"{w()}: area {short(a)}")
         if entry.get("iscrowd", 0):
             found.add("crowd", where)
     return _finite_boxes(ann_ids, image_ids_, crowds, flat, found), Counter(on_image)
@@ -223,6 +232,11 @@ def _annotation_bad_value(index: int, entry: dict, found: Findings) -> None:
 
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_area(value) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and value >= 0)
 
 
 def _is_size(value) -> bool:

@@ -57,6 +57,7 @@ import numpy as np
 import torch
 from torchvision.ops import box_convert
 
+from ..config import EVAL_MAX_SIZE
 from .annotation_checks import CheckedJson, check_json
 from .annotation_file import load_json
 from .box_clipping import clip_boxes
@@ -78,6 +79,7 @@ def check_dataset(
     drop_crowd: bool = False,
     max_headers: int | None = QUICK_MAX_HEADERS,
     annotations: dict | None = None,
+    max_size: int | None = EVAL_MAX_SIZE,
 ) -> DatasetReport:
     """Check a COCO-format dataset; see the module docstring for what is reported how.
 
@@ -93,6 +95,8 @@ def check_dataset(
             before repairing), so the counts match what loading does.
         max_headers: quick mode's sample size (None: every image).
         annotations: the already parsed content of ``ann_file`` (to read a large file once).
+        max_size: the longer-side cap of the resize; images it would squeeze to 0 pixels
+            are errors.
     """
     report = DatasetReport(str(ann_file), _where(images), quick)
     found = Findings()
@@ -100,7 +104,7 @@ def check_dataset(
     if data is None:
         data = load_json(Path(ann_file), found)
     if data is not None:
-        checked = check_json(data, report, found)
+        checked = check_json(data, report, found, max_size)
         source = _open_source(images, found)
         real_sizes = {}
         if source is not None:
@@ -119,7 +123,7 @@ def check_annotations(ann_file: str | os.PathLike) -> tuple[DatasetReport, dict 
     found = Findings()
     data = load_json(Path(ann_file), found)
     if data is not None:
-        check_json(data, report, found)
+        check_json(data, report, found, max_size=None)  # ground truth is never resized
     found.sort_into(report)
     return report, data
 

@@ -22,6 +22,7 @@ from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
+from ..config import EVAL_MAX_SIZE
 from .annotation_file import read_annotation_file
 from .box_clipping import clip_boxes
 from .checks import check_dataset
@@ -114,6 +115,8 @@ class CocoDetection(Dataset):
             images converted to RGB) and skipped images are printed in one line.
         skip_unreadable: leave out images whose file is missing, unreadable or not an image
             (with their annotations) instead of raising; they are reported in that line.
+        max_size: the longer-side cap of the resize; the check refuses images it would
+            squeeze to 0 pixels.
 
     Bad data: boxes are clipped to the image and empty ones dropped; images are converted to
     8-bit RGB; EXIF orientation tags are ignored (pixels are used as stored, as pycocotools
@@ -152,6 +155,7 @@ class CocoDetection(Dataset):
         drop_crowd: bool | None = None,
         check: bool = True,
         skip_unreadable: bool = False,
+        max_size: int | None = EVAL_MAX_SIZE,
     ):
         self.source = make_image_source(images)
         self.transforms = transforms
@@ -167,6 +171,7 @@ class CocoDetection(Dataset):
                 skip_unreadable=skip_unreadable,
                 drop_crowd=self.drop_crowd,
                 annotations=data,
+                max_size=max_size,
             )
             self.report.raise_if_errors()
             if self.report.repair_line():
@@ -229,6 +234,7 @@ def build_coco(
     transforms: Callable | None = None,
     contiguous_labels: bool = False,
     skip_unreadable: bool = False,
+    max_size: int | None = EVAL_MAX_SIZE,
 ) -> CocoDetection:
     """COCO 2017 ``split`` ("train" or "val") from the standard layout under ``coco_path``:
 
@@ -258,5 +264,5 @@ def build_coco(
         transforms = make_transforms(split)
     return CocoDetection(
         images, ann_file, transforms, train=split == "train", contiguous_labels=contiguous_labels,
-        skip_unreadable=skip_unreadable
+        skip_unreadable=skip_unreadable, max_size=max_size,
     )

@@ -64,6 +64,12 @@ KINDS: dict[str, Kind] = {
         "Image ids must be integers, file_name a non-empty string, width and height positive "
         "integers",
     ),
+    "image_too_elongated": Kind(
+        ERROR, ON_JSON, "image is too elongated to resize", "images are too elongated to resize",
+        "Their shorter side would be resized to 0 pixels (a strip more than about 2 x max_size "
+        "times longer than wide); crop or pad these images and their width/height, or remove "
+        "them",
+    ),
     "duplicate_image_id": Kind(
         ERROR, ON_JSON, "image id is used more than once", "image ids are used more than once",
         "Give every image its own id (annotations refer to images by id, so a duplicate makes "
@@ -114,6 +120,12 @@ KINDS: dict[str, Kind] = {
         "annotations' bboxes are not 4 finite numbers",
         "bbox must be [x, y, width, height] in pixels; NaN or inf usually come from a broken "
         "export: fix or delete these annotations",
+    ),
+    "bad_area": Kind(
+        ERROR, ON_JSON, "annotation's area is not a finite number >= 0",
+        "annotations' areas are not finite numbers >= 0",
+        "area is optional: delete it (width x height of the bbox is used) or write the real "
+        "area; NaN usually comes from a broken export",
     ),
     # ---- errors in the image files (skipped instead with skip_unreadable)
     "images_not_found": Kind(

@@ -65,6 +65,12 @@ def resize_size(
     return size, int(size * w / h)
 
 
+def resizes_to_nothing(image_hw: tuple[int, int], max_size: int | None) -> bool:
+    """Whether :func:`resize_size` squeezes the shorter side of an (h, w) image to 0 pixels
+    (at any ``size``: a strip more than about ``2 * max_size`` times longer than wide)."""
+    return min(resize_size(image_hw, 1, max_size)) < 1
+
+
 def filter_boxes(target: Target, keep: torch.Tensor) -> Target:
     """Keep only the boxes where the boolean (n,) mask ``keep`` is True, in every per-box key."""
     target = dict(target)

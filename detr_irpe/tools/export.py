@@ -16,11 +16,15 @@ one.  Exit codes: 0 done, 1 error (one line names it), 2 bad command line.
 from __future__ import annotations
 
 import argparse
-import pickle
 import sys
 from pathlib import Path
 
-from detr_irpe.tools.cli import add_checkpoint_argument, add_trust_argument, input_error
+from detr_irpe.tools.cli import (
+    INPUT_ERRORS,
+    add_checkpoint_argument,
+    add_trust_argument,
+    input_error,
+)
 
 DEFAULT_SIZE = (800, 1066)  # DETR's evaluation size of a 4:3 (640 x 480) COCO image
 
@@ -48,18 +52,20 @@ def main(argv=None) -> int:
     try:
         from detr_irpe.checkpoint import load_checkpoint
         from detr_irpe.export import OPSET, export_onnx
+        from detr_irpe.files import writable_file
         from detr_irpe.models.detr import build_detr
 
+        h, w = args.size
+        out = args.out or str(Path(args.checkpoint).with_suffix("")) + f"_{h}x{w}.onnx"
+        writable_file(out, "--out")
         ckpt = load_checkpoint(args.checkpoint, trust=args.trust_checkpoint)
         model, _, _ = build_detr(ckpt.config())
         model.load_state_dict(ckpt.inference_model, strict=True)
-        h, w = args.size
-        out = args.out or str(Path(args.checkpoint).with_suffix("")) + f"_{h}x{w}.onnx"
         metadata = {"label_to_category_id": ckpt.raw.get("label_to_category_id"),
                     "category_names": ckpt.raw.get("category_names"),
                     "weights": "ema" if ckpt.inference_model is not ckpt.model else "model"}
         path = export_onnx(model, out, (h, w), dynamic_batch=args.dynamic, metadata=metadata)
-    except (FileNotFoundError, ValueError, RuntimeError, pickle.UnpicklingError) as err:
+    except INPUT_ERRORS as err:
         return input_error(err)
     batch = "any batch size" if args.dynamic else "batch size 1"
     print(f"wrote {path} (ONNX opset {OPSET}): images (B, 3, {h}, {w}) RGB in [0, 1], "

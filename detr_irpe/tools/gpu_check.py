@@ -33,6 +33,8 @@ import traceback
 from pathlib import Path
 
 from detr_irpe.hugepages import enable_huge_pages
+from detr_irpe.files import writable_folder
+from detr_irpe.tools.cli import input_error
 
 SECTIONS = ("tests", "train", "profile", "inference", "demo")
 
@@ -53,8 +55,10 @@ def main(argv=None) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         print("gpu_check: no CUDA device here; run it on a machine with a GPU", file=sys.stderr)
         return 2
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out = writable_folder(args.out, "--out")
+    except OSError as err:
+        return input_error(err)
     report = {"date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
               "gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
               "cuda": torch.version.cuda, "checks": []}

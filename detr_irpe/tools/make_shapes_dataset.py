@@ -12,6 +12,8 @@ import sys
 import time
 
 from detr_irpe.data.shapes import ShapesParams, generate_shapes_dataset
+from detr_irpe.files import writable_folder
+from detr_irpe.tools.cli import INPUT_ERRORS, input_error
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -34,9 +36,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
-    made = generate_shapes_dataset(
-        args.out, args.num_train, args.num_val, args.image_size, args.seed, force=args.force
-    )
+    try:
+        writable_folder(args.out, "--out")
+        made = generate_shapes_dataset(
+            args.out, args.num_train, args.num_val, args.image_size, args.seed, force=args.force
+        )
+    except INPUT_ERRORS as err:
+        return input_error(err)
     if made:
         print(f"wrote shapes dataset to {args.out} in {time.perf_counter() - start:.1f}s")
     else:

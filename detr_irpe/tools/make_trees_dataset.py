@@ -28,6 +28,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from detr_irpe.files import writable_folder
 from detr_irpe.tools.cli import input_error
 
 WHEEL = "deepforest==2.1.0"
@@ -113,6 +114,10 @@ def download_wheel(folder: str) -> Path:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    try:
+        writable_folder(args.out, "--out")
+    except OSError as err:
+        return input_error(err)
     try:
         if args.wheel:
             build(Path(args.wheel), Path(args.out))

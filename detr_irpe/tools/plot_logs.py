@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from detr_irpe.tools.cli import input_error
+from detr_irpe.files import writable_file
+from detr_irpe.tools.cli import INPUT_ERRORS, input_error
 from detr_irpe.training_curves import plot_logs
 
 
@@ -27,8 +28,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
+        writable_file(args.out, "--out")
         out = plot_logs(args.runs, args.out, args.labels)
-    except (FileNotFoundError, ValueError) as err:
+    except INPUT_ERRORS as err:
         return input_error(err)
     print(f"wrote {out}")
     return 0

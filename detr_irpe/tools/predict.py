@@ -16,12 +16,16 @@ otherwise.  Exit codes: 0 done, 1 error (one line names it), 2 bad command line.
 from __future__ import annotations
 
 import argparse
-import pickle
 import sys
 
-from detr_irpe.config import BATCH_SIZE, THRESHOLD
+from detr_irpe.config import BATCH_SIZE, THRESHOLD, check_prediction
 from detr_irpe.hugepages import enable_huge_pages
-from detr_irpe.tools.cli import add_checkpoint_argument, add_trust_argument, input_error
+from detr_irpe.tools.cli import (
+    INPUT_ERRORS,
+    add_checkpoint_argument,
+    add_trust_argument,
+    input_error,
+)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -49,14 +53,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--no_exif_transpose", action="store_true",
                         help="ignore the EXIF orientation tag of photos")
     add_trust_argument(parser)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    try:
+        check_prediction(args.threshold, args.batch_size)
+    except ValueError as err:
+        parser.error(str(err))
+    return args
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     enable_huge_pages()  # before torch is imported
     from detr_irpe.detector import Detector
-    from detr_irpe.image_input import ImageReadError
+    from detr_irpe.files import writable_folder
     from detr_irpe.predict import find_images, predict_to_folder
 
     try:
@@ -64,6 +73,7 @@ def main(argv=None) -> int:
 
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         files, root = find_images(args.images)
+        writable_folder(args.out, "--out")
         detector = Detector.from_checkpoint(
             args.checkpoint, device=device, size=args.size, max_size=args.max_size,
             trust=args.trust_checkpoint, exif_transpose=not args.no_exif_transpose,
@@ -75,8 +85,7 @@ def main(argv=None) -> int:
             detector, files, args.out, threshold=args.threshold, batch_size=args.batch_size,
             render=args.render, strict=args.strict, root=root, coco_json=args.coco_json,
         )
-    except (FileNotFoundError, ImageReadError, ValueError, RuntimeError,
-            pickle.UnpicklingError) as err:
+    except INPUT_ERRORS as err:
         return input_error(err)
     return 0
 

@@ -12,11 +12,16 @@ checkpoint, one without iRPE tables; one line names it), 2 bad command line.
 from __future__ import annotations
 
 import argparse
-import pickle
 import sys
 
 from detr_irpe.irpe_table_plots import plot_irpe_tables
-from detr_irpe.tools.cli import add_checkpoint_argument, add_trust_argument, input_error
+from detr_irpe.files import writable_file
+from detr_irpe.tools.cli import (
+    INPUT_ERRORS,
+    add_checkpoint_argument,
+    add_trust_argument,
+    input_error,
+)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -30,8 +35,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
+        writable_file(args.out, "--out")
         out = plot_irpe_tables(args.checkpoint, args.out, trust=args.trust_checkpoint)
-    except (FileNotFoundError, ValueError, pickle.UnpicklingError) as err:
+    except INPUT_ERRORS as err:
         return input_error(err)
     print(f"wrote {out}")
     return 0
