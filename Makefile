@@ -15,7 +15,7 @@ $(STAMP): requirements.txt pyproject.toml
 
 run: $(STAMP)
 	$(PY) tools/make_shapes_dataset.py --out datasets/shapes --num_train 1000 --num_val 100 --image_size 128
-	$(PY) main.py --config configs/cpu_demo.toml
+	$(PY) main.py --config configs/cpu_demo.toml --overwrite
 
 test: $(STAMP)
 	$(PY) -m pytest -q
