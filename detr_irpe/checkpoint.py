@@ -10,6 +10,7 @@ read with ``torch.load(weights_only=True)``: arbitrary pickled code is never run
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import pickle
 import re
@@ -183,18 +184,25 @@ def _options_from_args(args) -> dict:
     return {k: v for k, v in own_options(DETRConfig, args).items() if v is not None}
 
 
-def fetch_checkpoint(url: str) -> str:
-    """The local copy of a checkpoint URL in the torch hub cache
-    (``<torch.hub.get_dir()>/checkpoints/<file name>``), downloaded on first use.  When the
-    file name carries a hash (``name-<hex>.pth``) the download must match it.  Raises
-    ``ConnectionError`` naming the URL and the cache folder when the download fails."""
-    folder = os.path.join(torch.hub.get_dir(), "checkpoints")
+def url_cache_path(url: str) -> str:
+    """Where :func:`fetch_checkpoint` keeps ``url``:
+    ``<torch.hub.get_dir()>/checkpoints/<first 16 hex of the URL's sha256>/<file name>``, so
+    two URLs with one file name (``.../a/model.pth``, ``.../b/model.pth``) never share a copy."""
+    key = hashlib.sha256(url.encode()).hexdigest()[:16]
     name = os.path.basename(urllib.parse.urlparse(url).path)
-    local = os.path.join(folder, name)
+    return os.path.join(torch.hub.get_dir(), "checkpoints", key, name)
+
+
+def fetch_checkpoint(url: str) -> str:
+    """The local copy of a checkpoint URL (:func:`url_cache_path`), downloaded on first use.
+    When the file name carries a hash (``name-<hex>.pth``) the download must match it.
+    Raises ``ConnectionError`` naming the URL and the cache folder when the download fails."""
+    local = url_cache_path(url)
     if os.path.isfile(local):
         return local
+    folder = os.path.dirname(local)
     os.makedirs(folder, exist_ok=True)
-    digest = _HASH_IN_NAME.search(name)
+    digest = _HASH_IN_NAME.search(os.path.basename(local))
     try:
         torch.hub.download_url_to_file(url, local, digest.group(1) if digest else None,
                                        progress=False)
@@ -217,7 +225,17 @@ def load_checkpoint(path: str, trust: bool = False) -> Checkpoint:
     published counts); stored args always win.
     """
     if is_url(path):
-        path = fetch_checkpoint(path)
+        local = fetch_checkpoint(path)
+        try:
+            return _read_checkpoint(local, trust)
+        except Exception:  # e.g. an error page saved under the name: not kept in the cache
+            os.remove(local)
+            raise
+    return _read_checkpoint(path, trust)
+
+
+def _read_checkpoint(path: str, trust: bool) -> Checkpoint:
+    """:func:`load_checkpoint` of a local file."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path!r} does not exist")
     raw = _torch_load(path, trust)

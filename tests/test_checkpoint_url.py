@@ -3,6 +3,7 @@ the file name carries one, then loaded safely; a failed download is one clear li
 
 import functools
 import hashlib
+import os
 import http.server
 import threading
 
@@ -11,7 +12,7 @@ import torch
 from helpers import data_flags, shapes_dataset, tiny_config
 
 import detr_irpe
-from detr_irpe.checkpoint import load_checkpoint
+from detr_irpe.checkpoint import load_checkpoint, url_cache_path
 from detr_irpe.detector import Detector
 from detr_irpe.options import parse_args
 
@@ -68,7 +69,7 @@ def test_url_is_downloaded_once_and_loads(served, tmp_path):
             ckpt = load_checkpoint(f"{server.url}/{name}")
             assert all(torch.equal(t, ckpt.model[k]) for k, t in model.state_dict().items())
         assert server.hits[f"/{name}"] == 1
-        assert (tmp_path / "torch_home" / "hub" / "checkpoints" / name).is_file()
+        assert [p.name for p in (tmp_path / "torch_home" / "hub" / "checkpoints").rglob(name)] == [name]
     detector = Detector.from_checkpoint(f"{server.url}/{hashed}", size=64, max_size=96)
     assert detector.model.num_classes == 3
     assert len(server.hits) == 2  # the detector used the cached copy
@@ -78,7 +79,7 @@ def test_hash_in_the_file_name_is_checked(served, tmp_path):
     server, _, _ = served
     with pytest.raises(RuntimeError, match="hash"):
         load_checkpoint(f"{server.url}/detr-tiny-0123abcd.pth")
-    assert not (tmp_path / "torch_home" / "hub" / "checkpoints" / "detr-tiny-0123abcd.pth").exists()
+    assert not list((tmp_path / "torch_home" / "hub").rglob("detr-tiny-0123abcd.pth"))
 
 
 def test_offline_is_one_line_naming_url_and_cache(served, tmp_path):
@@ -90,6 +91,7 @@ def test_offline_is_one_line_naming_url_and_cache(served, tmp_path):
     message = str(err.value)
     assert "\n" not in message and url in message
     assert str(tmp_path / "torch_home" / "hub" / "checkpoints") in message
+    assert os.path.dirname(url_cache_path(url)) in message
 
 
 def test_command_line_accepts_urls(tmp_path):
@@ -98,3 +100,32 @@ def test_command_line_accepts_urls(tmp_path):
     url = "https://example.invalid/rpe-2.0-product-ctx-1-k.pth"
     assert parse_args([*data, "--finetune_from", url, "--output_dir", str(tmp_path)]).finetune_from == url
     assert parse_args([*data, "--eval", "--resume", url]).resume == url
+
+
+def test_two_urls_with_one_file_name_give_their_own_models(served, tmp_path):
+    server, model, _ = served
+    folder = tmp_path / "www"
+    for sub, seed in (("a", 1), ("b", 2)):
+        torch.manual_seed(seed)
+        other, _, _ = detr_irpe.build_detr(enc_rpe2d="rpe-2.0-product-ctx-1-k", **SMALL)
+        (folder / sub).mkdir()
+        torch.save({"model": other.state_dict(), "args": dict(SMALL)}, folder / sub / "model.pth")
+    a = load_checkpoint(f"{server.url}/a/model.pth").model
+    b = load_checkpoint(f"{server.url}/b/model.pth").model
+    assert torch.equal(a["query_embed.weight"], torch.load(folder / "a" / "model.pth")["model"]["query_embed.weight"])
+    assert torch.equal(b["query_embed.weight"], torch.load(folder / "b" / "model.pth")["model"]["query_embed.weight"])
+    assert not torch.equal(a["query_embed.weight"], b["query_embed.weight"])
+
+
+def test_a_download_that_is_not_a_checkpoint_is_not_kept(served, tmp_path):
+    server, model, _ = served
+    page = tmp_path / "www" / "x.pth"
+    page.write_text("<html><body>502 Bad Gateway</body></html>")
+    url = f"{server.url}/x.pth"
+    with pytest.raises(ValueError, match="x.pth"):
+        load_checkpoint(url)
+    assert not os.path.exists(url_cache_path(url))
+    torch.save({"model": model.state_dict(), "args": dict(SMALL)}, page)  # the server is fixed
+    assert torch.equal(load_checkpoint(url).model["query_embed.weight"],
+                       model.state_dict()["query_embed.weight"])
+    assert server.hits["/x.pth"] == 2
