@@ -215,9 +215,33 @@ class Validation:
         return test_stats, summary
 
 
+def _label_names(label_to_category_id: dict, names: dict) -> dict:
+    """{label: category name (or id when unnamed)}, keys and ids as ints."""
+    names = {int(c): n for c, n in (names or {}).items()}
+    return {int(label): names.get(int(c), int(c)) for label, c in label_to_category_id.items()}
+
+
+def _check_categories(raw: dict, path: str, val: CocoDetection) -> None:
+    """``--eval``: a checkpoint that stored its categories (ours do; official ones do not)
+    must mean by each label what the validation set's categories mean, or the AP would be
+    printed under the wrong names."""
+    stored = raw.get("label_to_category_id")
+    if not stored:
+        return
+    theirs = _label_names(stored, raw.get("category_names"))
+    ours = _label_names(val.label_to_category_id, val.category_names)
+    if theirs != ours:
+        differ = sorted(set(theirs.items()) ^ set(ours.items()), key=str)[:6]
+        raise ValueError(
+            f"{path} was trained on other categories than the validation set's: label -> "
+            f"category {theirs} in the checkpoint, {ours} in the validation set (differing: "
+            f"{differ}); evaluate it on data with the checkpoint's categories")
+
+
 def _evaluate_checkpoint(model, ckpt: Checkpoint, path: str, validation: Validation, args,
                          output_dir: Path | None) -> dict:
     """``--eval``: the checkpoint's inference weights (its moving average, if any)."""
+    _check_categories(ckpt.raw, path, validation.val)
     model.load_state_dict(join_state(model, ckpt.inference_model, ckpt.raw.get("dense_head")),
                           strict=True)
     main = validation.loop.verbose

@@ -525,3 +525,19 @@ def test_scratch_preset_on_custom_data_fits_its_time_budget_and_sizes_itself(tmp
     assert f"--val_size {sizes['val_size']}" in run.stdout
     log = [json.loads(line) for line in (out / "log.txt").read_text().splitlines()]
     assert len(log) >= 2 and "test_coco_eval_bbox" in log[-1]
+
+
+@pytest.mark.slow
+def test_eval_refuses_a_checkpoint_whose_categories_differ_from_the_val_sets(trained, coco_root,
+                                                                          tmp_path):
+    ckpt = torch.load(trained / "checkpoint.pth", weights_only=False)
+    names = dict(ckpt["category_names"])
+    first = min(names)
+    names[first] = "car"  # the model's label for this id meant something else
+    ckpt["category_names"] = names
+    torch.save(ckpt, tmp_path / "other.pth")
+    with pytest.raises(ValueError) as err:
+        main_module.main(["--coco_path", str(coco_root), "--eval", "--resume",
+                          str(tmp_path / "other.pth"), *RUN_ONLY])
+    message = str(err.value)
+    assert "\n" not in message and "other categories" in message and "'car'" in message
