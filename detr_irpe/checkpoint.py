@@ -10,6 +10,7 @@ read with ``torch.load(weights_only=True)``: arbitrary pickled code is never run
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import os
 import pickle
@@ -258,19 +259,38 @@ def _read_checkpoint(path: str, trust: bool) -> Checkpoint:
     return Checkpoint(state, options, raw)
 
 
+TEMP_PREFIX = ".tmp-"  # of a checkpoint being written; a crash may leave one behind
+
+
 def save_checkpoint(obj: dict, path: str) -> None:
     """Write atomically: a temporary file in the same directory, fsync, then rename, so
     an interruption leaves either the old or the new file, never a partial one."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".pth", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            raise OSError(errno.ENOSPC, f"no space left on the device to write {path} (about "
+                          f"{_tensor_bytes(obj) / 1e6:.0f} MB needed); free some space there "
+                          f"or choose another --output_dir, then continue with --resume auto"
+                          ) from None
         raise
+
+
+def _tensor_bytes(obj) -> int:
+    """The bytes of the tensors in a (nested) checkpoint dict: about its size on disk."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0

@@ -4,6 +4,7 @@ keys), TensorBoard scalars when ``tensorboard`` is installed, and a progress lin
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -18,10 +19,40 @@ def _tensorboard(output_dir: Path | None):
     return SummaryWriter(str(output_dir / "tensorboard"))
 
 
+def _epoch_of(line: str) -> int | None:
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return None
+    return entry.get("epoch") if isinstance(entry, dict) else None
+
+
+def repair_log(path: Path, start_epoch: int) -> None:
+    """Keep in ``log.txt`` only the whole lines of the epochs before ``start_epoch`` (those
+    the checkpoint the run starts from holds): a line torn by a crash, and lines of epochs
+    that will be trained again, are dropped (atomically, with a note)."""
+    if not path.exists():
+        return
+    text = path.read_text()
+    lines = text.splitlines(keepends=True)
+    kept = [line for line in lines if line.endswith("\n")
+            and (epoch := _epoch_of(line)) is not None and epoch < start_epoch]
+    if len(kept) == len(lines):
+        return
+    tmp = path.with_name(path.name + ".repair")
+    tmp.write_text("".join(kept))
+    os.replace(tmp, path)
+    print(f"{path}: dropped {len(lines) - len(kept)} line(s) that the checkpoint does not "
+          f"cover (a line cut by a crash, or epochs from {start_epoch} on, trained again)",
+          flush=True)
+
+
 class EpochLog:
     def __init__(self, output_dir: Path | None, start_epoch: int, plan):
         """``plan``: the run's :class:`~detr_irpe.budget.Plan` (its epochs may change)."""
         self.output_dir, self.start_epoch, self.plan = output_dir, start_epoch, plan
+        if output_dir is not None:
+            repair_log(output_dir / "log.txt", start_epoch)
         self.writer = _tensorboard(output_dir)
         self.start = time.time()
 

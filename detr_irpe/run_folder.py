@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from .checkpoint import TEMP_PREFIX
+
 LOCK_FILE = ".run.lock"  # holds the pid of the run that has the folder
 RUN_FILES = ("checkpoint.pth", "checkpoint_best.pth", "log.txt")  # what --overwrite removes
 
@@ -19,9 +21,17 @@ def claim_run_folder(folder: Path, fresh: bool, overwrite: bool) -> Iterator[Non
     """Hold ``folder``'s lock for the block; a ``fresh`` run (one that does not resume)
     first checks the folder with :func:`start_fresh`."""
     with lock_run_folder(folder):
+        remove_leftovers(folder)
         if fresh:
             start_fresh(folder, overwrite)
         yield
+
+
+def remove_leftovers(folder: Path) -> None:
+    """Delete the temporary files of checkpoints whose writing a crash cut short (the lock
+    is held, so no other run is writing them)."""
+    for leftover in folder.glob(f"{TEMP_PREFIX}*.pth"):
+        leftover.unlink(missing_ok=True)
 
 
 def lock_run_folder(folder: Path) -> IO:

@@ -318,11 +318,13 @@ def _end_epoch(state: TrainState, epoch: int, entry: dict, summary, record: dict
     checkpoint = state.checkpoint(epoch, 0, record, is_main=log is not None)
     if log is None:
         return
+    # checkpoint.pth last: a crash before it resumes this epoch again, and the epoch's
+    # log line (if written) is dropped on resume (EpochLog); best and log are then redone.
+    if output_dir is not None and improved:
+        save_checkpoint(checkpoint, str(output_dir / "checkpoint_best.pth"))
+    log.write(epoch, entry, ap, state.best_ap)
     if output_dir is not None:
         save_checkpoint(checkpoint, str(output_dir / "checkpoint.pth"))
-        if improved:
-            save_checkpoint(checkpoint, str(output_dir / "checkpoint_best.pth"))
-    log.write(epoch, entry, ap, state.best_ap)
 
 
 def _save_at_stop(state: TrainState, epoch: int, steps_done: int, record: dict,

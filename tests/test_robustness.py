@@ -147,3 +147,28 @@ def test_an_image_a_worker_cannot_decode_ends_the_run_with_one_line(tmp_path, mo
     assert proc.returncode == 1, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and victim.name in lines[0] and "Traceback" not in err, err
+
+
+def test_a_full_disk_is_one_line_with_the_path_and_the_size_and_keeps_the_old_file(tmp_path,
+                                                                                   monkeypatch):
+    import errno
+
+    import detr_irpe.checkpoint as checkpoint_module
+
+    path = tmp_path / "checkpoint.pth"
+    save_checkpoint({"model": {"w": torch.zeros(10)}, "epoch": 0}, str(path))
+    real_save = torch.save
+
+    def fill_the_disk(obj, f):
+        f.write(b"x" * 100)  # part of the file, then the device is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", fill_the_disk)
+    with pytest.raises(OSError) as err:
+        save_checkpoint({"model": {"w": torch.zeros(1000, 1000)}, "epoch": 1}, str(path))
+    message = str(err.value)
+    assert "\n" not in message and "no space left" in message and str(path) in message
+    assert "about 4 MB needed" in message  # 1000 x 1000 float32
+    monkeypatch.setattr(checkpoint_module.torch, "save", real_save)
+    assert torch.load(path)["epoch"] == 0  # the previous checkpoint is intact
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pth"]  # no partial file left

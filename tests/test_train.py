@@ -541,3 +541,50 @@ def test_eval_refuses_a_checkpoint_whose_categories_differ_from_the_val_sets(tra
                           str(tmp_path / "other.pth"), *RUN_ONLY])
     message = str(err.value)
     assert "\n" not in message and "other categories" in message and "'car'" in message
+
+
+class _Crash(BaseException):
+    """Stands for a kill: nothing in the run catches it."""
+
+
+@pytest.mark.slow
+def test_a_crash_while_the_best_checkpoint_is_written_loses_no_epoch(coco_root, tmp_path,
+                                                                     monkeypatch):
+    """Epoch 0 always improves the best AP, so it writes checkpoint_best.pth; the run dies
+    right there.  After --resume auto every epoch is in log.txt exactly once and the best
+    checkpoint exists (writing checkpoint.pth last makes the crash redo epoch 0)."""
+    import detr_irpe.train as train_module
+
+    real, crashed = train_module.save_checkpoint, []
+
+    def crash_once(obj, path):
+        if path.endswith("checkpoint_best.pth") and not crashed:
+            crashed.append(path)
+            raise _Crash
+        real(obj, path)
+
+    monkeypatch.setattr(train_module, "save_checkpoint", crash_once)
+    out = tmp_path / "run"
+    flags = ["--coco_path", str(coco_root), "--output_dir", str(out), "--epochs", "2",
+             "--lr_drop", "2", *TINY_FLAGS]
+    with pytest.raises(_Crash):
+        main_module.main(flags)
+    (out / ".tmp-left-by-a-kill.pth").write_bytes(b"partial")  # what a real kill leaves
+    main_module.main([*flags, "--resume", "auto"])
+    epochs = [json.loads(line)["epoch"] for line in (out / "log.txt").read_text().splitlines()]
+    assert epochs == [0, 1]
+    assert (out / "checkpoint_best.pth").is_file()
+    assert not list(out.glob(".tmp-*"))
+
+
+def test_log_repair_drops_a_torn_line_and_epochs_to_be_trained_again(tmp_path, capsys):
+    from detr_irpe.epoch_log import repair_log
+
+    log = tmp_path / "log.txt"
+    log.write_text("".join(json.dumps({"epoch": e, "train_loss": 1.0}) + "\n" for e in range(3))
+                   + '{"epoch": 3, "train_lo')
+    repair_log(log, start_epoch=2)
+    assert [json.loads(line)["epoch"] for line in log.read_text().splitlines()] == [0, 1]
+    assert log.read_text().endswith("\n") and "dropped 2 line(s)" in capsys.readouterr().out
+    repair_log(log, start_epoch=2)  # nothing more to drop: untouched, silent
+    assert capsys.readouterr().out == ""
