@@ -18,7 +18,13 @@ run: $(STAMP)
 	$(PY) main.py --config configs/cpu_demo.toml --overwrite
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not sweep"
+
+# The hostile sweep (tests marked sweep): kill -9 at random instants of training, then
+# --resume auto must give the uninterrupted run.  A few minutes; CI runs it after `make test`.
+.PHONY: sweep
+sweep: $(STAMP)
+	$(PY) -m pytest -q -m sweep
 
 lint: $(STAMP)
 	$(PY) -m pip install --quiet ruff==0.17.6
@@ -28,7 +34,7 @@ clean-venv:
 	rm -rf $(VENV)
 
 # The fast part of the suite: leaves out the tests marked slow (main.py, tools or Python in
-# a subprocess, torchrun/DDP, signals).  `make test` still runs everything.
+# a subprocess, torchrun/DDP, signals).  `make test` runs all but the sweep.
 .PHONY: test-fast
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow and not sweep"
