@@ -15,6 +15,7 @@ import hashlib
 import os
 import pickle
 import re
+import shutil
 import tempfile
 import urllib.error
 import urllib.parse
@@ -277,11 +278,16 @@ def save_checkpoint(obj: dict, path: str) -> None:
     except BaseException as err:
         if os.path.exists(tmp):
             os.remove(tmp)
-        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        needed = _tensor_bytes(obj)
+        # torch.save reports a full disk as an OSError or as a RuntimeError of its zip writer
+        full = isinstance(err, OSError) and err.errno == errno.ENOSPC
+        if full or (isinstance(err, (OSError, RuntimeError))
+                    and shutil.disk_usage(directory).free < needed):
             raise OSError(errno.ENOSPC, f"no space left on the device to write {path} (about "
-                          f"{_tensor_bytes(obj) / 1e6:.0f} MB needed); free some space there "
-                          f"or choose another --output_dir, then continue with --resume auto"
-                          ) from None
+                          f"{needed / 1e6:.0f} MB needed, "
+                          f"{shutil.disk_usage(directory).free / 1e6:.0f} MB free); free some "
+                          f"space there or choose another --output_dir, then continue with "
+                          f"--resume auto") from None
         raise
 
 

@@ -61,3 +61,27 @@ def test_kill_9_at_random_instants_then_resume_gives_the_uninterrupted_run(coco_
         for key, tensor in a["model"].items():
             assert torch.equal(tensor, b["model"][key]), f"seed {seed}: {name} {key}"
     assert not list(killed.glob(".tmp-*")), f"seed {seed}"
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MB tmpfs (needs the right to mount: root in a container; skipped elsewhere)."""
+    mount = tmp_path / "small_disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+                          capture_output=True)
+    if made.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+@pytest.mark.sweep
+def test_a_full_disk_is_one_line_and_leaves_no_partial_file(coco_root, small_disk):
+    out = small_disk / "run"
+    run = subprocess.run(_argv(coco_root, out), capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 1
+    error = run.stderr.strip().splitlines()
+    assert len(error) == 1 and "no space left" in error[0] and "MB needed" in error[0]
+    assert str(out / "checkpoint") in error[0]
+    assert not list(out.glob(".tmp-*")) and not (out / "checkpoint.pth").exists()
