@@ -31,6 +31,7 @@ from .budget import Plan, TimeBudget, process_start
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import DataConfig, RunConfig, Settings
 from .data import CocoDetection
+from .data.sizing import sizes_from_data
 from .distributed import DistInfo, barrier, cleanup, from_main, init_distributed
 from .engine import LoopSettings, TrainingInterrupted, evaluate, train_one_epoch
 from .epoch_log import EpochLog
@@ -39,7 +40,6 @@ from .evaluation.per_category import format_metrics_table
 from .evaluation.report import write_evaluation
 from .files import write_json
 from .finetune import finetune_options, finetune_state, print_finetune
-from .data.sizing import sizes_from_data
 from .loaders import TrainLoader, build_datasets, set_transforms, val_loader
 from .machine import device_name, output_folder, prepare_process, process_device
 from .models.dense_head import join_state

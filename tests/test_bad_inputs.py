@@ -8,7 +8,6 @@ import sys
 import pytest
 import torch
 from helpers import data_flags, shapes_dataset, tiny_config
-
 from PIL import Image
 
 import detr_irpe

@@ -4,6 +4,7 @@ stays plain DETR."""
 import math
 
 import torch
+
 from detr_irpe.models.attention import IRPEMultiheadAttention
 from detr_irpe.models.box_attention import box_attention_loss, cells_inside
 from detr_irpe.models.detr import build_detr

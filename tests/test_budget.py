@@ -4,8 +4,15 @@ import math
 
 import pytest
 
-from detr_irpe.budget import (CALIBRATION_STEPS, EVALUATIONS, MARGIN, RAISE_SLACK, REPORT_SECONDS,
-                              SETTLE_STEPS, TimeBudget)
+from detr_irpe.budget import (
+    CALIBRATION_STEPS,
+    EVALUATIONS,
+    MARGIN,
+    RAISE_SLACK,
+    REPORT_SECONDS,
+    SETTLE_STEPS,
+    TimeBudget,
+)
 from detr_irpe.data.sizing import sizes_from_data
 from detr_irpe.optim import COSINE_FLOOR, LrFactor
 

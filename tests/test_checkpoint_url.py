@@ -3,8 +3,8 @@ the file name carries one, then loaded safely; a failed download is one clear li
 
 import functools
 import hashlib
-import os
 import http.server
+import os
 import threading
 
 import pytest
@@ -112,8 +112,9 @@ def test_two_urls_with_one_file_name_give_their_own_models(served, tmp_path):
         torch.save({"model": other.state_dict(), "args": dict(SMALL)}, folder / sub / "model.pth")
     a = load_checkpoint(f"{server.url}/a/model.pth").model
     b = load_checkpoint(f"{server.url}/b/model.pth").model
-    assert torch.equal(a["query_embed.weight"], torch.load(folder / "a" / "model.pth")["model"]["query_embed.weight"])
-    assert torch.equal(b["query_embed.weight"], torch.load(folder / "b" / "model.pth")["model"]["query_embed.weight"])
+    for got, sub in ((a, "a"), (b, "b")):
+        served_model = torch.load(folder / sub / "model.pth")["model"]
+        assert torch.equal(got["query_embed.weight"], served_model["query_embed.weight"])
     assert not torch.equal(a["query_embed.weight"], b["query_embed.weight"])
 
 

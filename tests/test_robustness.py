@@ -11,7 +11,6 @@ import torch
 from helpers import ROOT, TINY_FLAGS, data_flags, shapes_dataset, tiny_config, tiny_model
 
 import detr_irpe
-
 from detr_irpe.checkpoint import save_checkpoint
 from detr_irpe.config import OptimConfig, RunConfig
 from detr_irpe.engine import LoopSettings, train_one_epoch

@@ -19,7 +19,6 @@ import traceback
 from collections import Counter
 from dataclasses import dataclass, field
 
-import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 

@@ -32,8 +32,8 @@ import time
 import traceback
 from pathlib import Path
 
-from detr_irpe.hugepages import enable_huge_pages
 from detr_irpe.files import writable_folder
+from detr_irpe.hugepages import enable_huge_pages
 from detr_irpe.tools.cli import input_error
 
 SECTIONS = ("tests", "train", "profile", "inference", "demo")

@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from detr_irpe.irpe_table_plots import plot_irpe_tables
 from detr_irpe.files import writable_file
+from detr_irpe.irpe_table_plots import plot_irpe_tables
 from detr_irpe.tools.cli import (
     INPUT_ERRORS,
     add_checkpoint_argument,
