@@ -278,16 +278,15 @@ def save_checkpoint(obj: dict, path: str) -> None:
     except BaseException as err:
         if os.path.exists(tmp):
             os.remove(tmp)
-        needed = _tensor_bytes(obj)
         # torch.save reports a full disk as an OSError or as a RuntimeError of its zip writer
-        full = isinstance(err, OSError) and err.errno == errno.ENOSPC
-        if full or (isinstance(err, (OSError, RuntimeError))
-                    and shutil.disk_usage(directory).free < needed):
+        if not isinstance(err, (OSError, RuntimeError)):
+            raise
+        needed, free = _tensor_bytes(obj), shutil.disk_usage(directory).free
+        if getattr(err, "errno", None) == errno.ENOSPC or free < needed:
             raise OSError(errno.ENOSPC, f"no space left on the device to write {path} (about "
-                          f"{needed / 1e6:.0f} MB needed, "
-                          f"{shutil.disk_usage(directory).free / 1e6:.0f} MB free); free some "
-                          f"space there or choose another --output_dir, then continue with "
-                          f"--resume auto") from None
+                          f"{needed / 1e6:.0f} MB needed, {free / 1e6:.0f} MB free); free "
+                          f"some space there or choose another --output_dir, then continue "
+                          f"with --resume auto") from None
         raise
 
 

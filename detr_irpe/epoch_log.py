@@ -4,9 +4,10 @@ keys), TensorBoard scalars when ``tensorboard`` is installed, and a progress lin
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
+
+from .files import write_text
 
 
 def _tensorboard(output_dir: Path | None):
@@ -39,9 +40,7 @@ def repair_log(path: Path, start_epoch: int) -> None:
             and (epoch := _epoch_of(line)) is not None and epoch < start_epoch]
     if len(kept) == len(lines):
         return
-    tmp = path.with_name(path.name + ".repair")
-    tmp.write_text("".join(kept))
-    os.replace(tmp, path)
+    write_text(path, "".join(kept))
     print(f"{path}: dropped {len(lines) - len(kept)} line(s) that the checkpoint does not "
           f"cover (a line cut by a crash, or epochs from {start_epoch} on, trained again)",
           flush=True)

@@ -36,14 +36,20 @@ def writable_file(path, flag: str) -> Path:
     return path
 
 
-def write_json(path: Path, obj, indent: int | None = 1) -> None:
-    """Write ``obj`` as JSON through a temporary file and an atomic rename
-    (``indent=None``: compact, for large detection lists)."""
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and an atomic rename, so a reader
+    (or a crash) sees the old file or the new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=indent))
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def write_json(path: Path, obj, indent: int | None = 1) -> None:
+    """Write ``obj`` as JSON with :func:`write_text` (``indent=None``: compact, for large
+    detection lists)."""
+    write_text(path, json.dumps(obj, indent=indent))
 
 
 def refuse_overwriting_inputs(outputs, inputs, flag: str) -> None:
