@@ -10,8 +10,8 @@ Yellowstone scene (stride 100 pixels, so neighbours overlap by half) and the OSB
 SOAP_061 scenes; validation tiles: the bottom quarter of the large Yellowstone scene
 without overlap.  A crown counts in a tile when at least half of its box lies inside; its
 box is clipped to the tile.  Tiles without a crown are left out.  One category, "tree".
-The wheel's second Yellowstone scene (2019_YELL_2_541000_4977000_image_crop) is a held-out
-test scene: this tool never reads it, and no figure in the docs comes from it.
+The tool reads only these three scenes: the wheel's other images include the source's
+held-out test scene, which is never read, and no figure in the docs comes from it.
 """
 
 from __future__ import annotations
