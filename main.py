@@ -12,13 +12,13 @@ imported, so ``--help`` and argument errors answer at once.
 import os
 import sys
 
-from detr_irpe.hugepages import enable_huge_pages
 from detr_irpe.options import EXIT_ERROR, EXIT_INTERRUPTED, parse_args
+from detr_irpe.process_memory import configure_memory
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    enable_huge_pages()  # before torch is imported
+    configure_memory()  # before torch is imported
     from detr_irpe.engine import TrainingInterrupted
     from detr_irpe.train import run
 

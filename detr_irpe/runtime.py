@@ -2,11 +2,9 @@
 
 - threads: torch uses one intra-op thread per core this process may run on
   (``os.sched_getaffinity``; ``--threads`` overrides);
-- transparent huge pages for PyTorch's CPU allocator (``THP_MEM_ALLOC_ENABLE=1``), which
-  cut the page-fault time of every fresh large buffer such as an L x L attention
-  buffer.  PyTorch reads the variable once, at its first CPU
-  allocation, so ``main.py`` and the tools set it before importing torch
-  (``detr_irpe.hugepages``); from your own Python code, export it in the shell;
+- memory (huge pages, freed memory kept for reuse): ``detr_irpe/process_memory.py``,
+  applied before torch is imported; from your own Python code, call its
+  ``configure_memory()`` before ``import torch``;
 - channels-last for the backbone only where it helps: CPU inference (no autograd) feeds
   the ResNet a channels-last input; training is slower in channels-last and keeps the
   contiguous format.

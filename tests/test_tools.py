@@ -61,3 +61,12 @@ def test_visualize_rpe_exit_codes(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         visualize_rpe.main(["--out", "r.png"])  # no --checkpoint
     assert exc.value.code == 2
+
+
+def test_compare_official_names_a_folder_that_is_not_the_official_code(tmp_path):
+    from detr_irpe.tools import compare_official
+
+    with pytest.raises(SystemExit) as exc:
+        compare_official.main(["--official", str(tmp_path), "--serve", "official",
+                               "--outputs", str(tmp_path / "o.pt")])
+    assert str(tmp_path) in str(exc.value) and "DETR-with-iRPE" in str(exc.value)

@@ -5,5 +5,5 @@
 
 Each module parses its command line and calls the library.  The tools that time or run
 models on the CPU (predict, benchmark, gpu_check) import torch only after parsing and
-after :func:`detr_irpe.hugepages.enable_huge_pages`.
+after :func:`detr_irpe.process_memory.configure_memory`.
 """

@@ -38,7 +38,7 @@ import sys
 import time
 from pathlib import Path
 
-from detr_irpe.hugepages import enable_huge_pages
+from detr_irpe.process_memory import configure_memory
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -55,7 +55,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    enable_huge_pages()  # before torch is imported
+    configure_memory()  # before torch is imported
     if args.eval_images:
         from detr_irpe.benchmark.coco_eval import print_report, time_backends
 

@@ -33,7 +33,7 @@ import traceback
 from pathlib import Path
 
 from detr_irpe.files import writable_folder
-from detr_irpe.hugepages import enable_huge_pages
+from detr_irpe.process_memory import configure_memory
 from detr_irpe.tools.cli import input_error
 
 SECTIONS = ("tests", "train", "profile", "inference", "demo")
@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     parser.add_argument("--reps", type=int, default=20, help="timed rounds per variant")
     parser.add_argument("--device", default="cuda", help="the CUDA device to check")
     args = parser.parse_args(argv)
-    enable_huge_pages()  # before torch is imported
+    configure_memory()  # before torch is imported
     import torch
 
     from detr_irpe.benchmark import gpu

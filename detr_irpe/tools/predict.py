@@ -19,7 +19,7 @@ import argparse
 import sys
 
 from detr_irpe.config import BATCH_SIZE, THRESHOLD, check_prediction
-from detr_irpe.hugepages import enable_huge_pages
+from detr_irpe.process_memory import configure_memory
 from detr_irpe.tools.cli import (
     INPUT_ERRORS,
     add_checkpoint_argument,
@@ -63,7 +63,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    enable_huge_pages()  # before torch is imported
+    configure_memory()  # before torch is imported
     from detr_irpe.detector import Detector
     from detr_irpe.files import writable_folder
     from detr_irpe.predict import find_images, predict_to_folder
