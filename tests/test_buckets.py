@@ -104,3 +104,21 @@ def test_image_padding_to_a_bucket_changes_the_convolutions_near_the_border():
     bucket = bucket[..., :8, :8]
     assert not torch.allclose(own[..., -1, -1], bucket[..., -1, -1], atol=1e-3)
     torch.testing.assert_close(own[..., :2, :2], bucket[..., :2, :2], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_main_trains_with_buckets(tmp_path):
+    """main.py --size_buckets 2: the run trains and evaluates (its batches arrive as
+    ImageBatch padded to a bucket, which the step and the model take)."""
+    import json
+
+    import main as main_module
+    from helpers import TINY_FLAGS, data_flags, shapes_dataset
+
+    root = shapes_dataset(tmp_path / "data", num_train=4, num_val=2, image_size=64, seed=3)
+    out = tmp_path / "run"
+    main_module.main([*data_flags(root), "--output_dir", str(out), "--epochs", "1",
+                      "--lr_drop", "1", "--size_buckets", "2", *TINY_FLAGS])
+    log = json.loads((out / "log.txt").read_text().splitlines()[0])
+    assert log["train_loss"] > 0 and len(log["test_coco_eval_bbox"]) == 12
+    assert json.loads((out / "args.json").read_text())["size_buckets"] == 2
