@@ -112,8 +112,9 @@ def test_main_trains_with_buckets(tmp_path):
     ImageBatch padded to a bucket, which the step and the model take)."""
     import json
 
-    import main as main_module
     from helpers import TINY_FLAGS, data_flags, shapes_dataset
+
+    import main as main_module
 
     root = shapes_dataset(tmp_path / "data", num_train=4, num_val=2, image_size=64, seed=3)
     out = tmp_path / "run"
