@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .compiled import plain_state_dict
 from .models.config import DETRConfig, own_options
 from .models.irpe_config import canonical_irpe
 from .urls import is_url
@@ -247,6 +248,7 @@ def _read_checkpoint(path: str, trust: bool) -> Checkpoint:
         state, raw = raw, {"model": raw}
     else:
         raise ValueError(f"{path}: not a DETR checkpoint (expected a dict with a 'model' entry)")
+    state = plain_state_dict(state)  # saved from a torch.compile(model) wrapper: keys unchanged
     inferred = _infer_options(state)
     stored = _options_from_args(raw.get("config", raw.get("args")))
     options = {**inferred, **stored}

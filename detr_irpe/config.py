@@ -119,11 +119,15 @@ class DataConfig(_FromOptions):
         EVAL_SIZE, "shorter side for evaluation (default: the checkpoint's with --resume/--eval, "
         f"else {EVAL_SIZE})")
     num_workers: int = option(2, "data-loading processes")
+    size_buckets: int = option(
+        0, "pad every training batch to the smallest of N fixed sizes (multiples of 32 "
+        "derived from --max_size and --train_scales) that covers it, so the step has a few "
+        "static shapes (for --compile); 0 = off: pad to the batch's largest image, as DETR")
 
     def __post_init__(self):
         check_choice("dataset_file", self.dataset_file, DATASETS)
         check_at_least(self, ("max_size", "val_size"), 1)
-        check_at_least(self, ("num_workers",), 0)
+        check_at_least(self, ("num_workers", "size_buckets"), 0)
         if self.train_scales is not None and min(self.train_scales) < 1:
             raise ValueError(f"--train_scales {self.train_scales}: every size must be >= 1")
 
@@ -167,6 +171,10 @@ class RunConfig(_FromOptions):
         None, "CPU threads for torch (default: this machine's cores, split between processes)",
         type=int)
     dist_url: str = option("env://", "rendezvous of the processes (torchrun sets it)")
+    compile: bool = option(
+        False, "torch.compile the backbone and the transformer for training (the matching and "
+        "the losses stay eager; evaluation runs eagerly); with --size_buckets the shapes are "
+        "static (dynamic=False)")
 
     def __post_init__(self):
         check_at_least(self, ("start_epoch",), 0)

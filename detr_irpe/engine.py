@@ -21,6 +21,7 @@ from .distributed import (
 )
 from .evaluation import CocoEvaluator
 from .loop_report import Averages, Progress
+from .models.backbone import ImageBatch
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,11 @@ class LoopSettings:
 
 
 def _to_device(images, targets, device):
-    images = [img.to(device, non_blocking=True) for img in images]
+    """A list of images or an :class:`ImageBatch` (``--size_buckets``), and the targets."""
+    if isinstance(images, ImageBatch):
+        images = images.to(device, non_blocking=True)
+    else:
+        images = [img.to(device, non_blocking=True) for img in images]
     targets = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()}
                for t in targets]
     return images, targets
@@ -301,26 +306,29 @@ def evaluate(
     stats = Averages()
     progress = Progress("Test", len(loader), settings.print_freq, enabled=settings.verbose)
     device = settings.device
+    # A --compile'd model is evaluated eagerly: evaluation images come in many sizes, each
+    # of which would be compiled anew.
     try:
-        for step, (images, targets) in enumerate(loader):
-            images, targets = _to_device(images, targets, device)
-            with autocast(device, settings.amp):
-                outputs = core(images)
-            outputs = _float_outputs(outputs)
-            # Test losses follow DETR: crowd objects are not targets.
-            loss_targets = [_without_crowd(t) for t in targets]
-            num_boxes = _step_num_boxes([(step, images, loss_targets)], device)
-            losses = criterion(outputs, loss_targets, num_boxes=num_boxes)
-            total = sum(losses[k] * weights[k] for k in losses if k in weights)
-            row = {"loss": float(total), "class_error": float(losses["class_error"])}
-            row.update({k: float(v) * weights[k] for k, v in losses.items() if k in weights})
-            row.update({f"{k}_unscaled": float(v) for k, v in losses.items()})
-            if math.isfinite(row["loss"]):
-                stats.add(row)
-            sizes = torch.stack([t["orig_size"] for t in targets])
-            results = postprocess(outputs, sizes)
-            evaluator.update({int(t["image_id"]): r for t, r in zip(targets, results)})
-            progress.update(step, lambda: {"loss": stats.means().get("loss", float("nan"))})
+        with torch.compiler.set_stance("force_eager"):
+            for step, (images, targets) in enumerate(loader):
+                images, targets = _to_device(images, targets, device)
+                with autocast(device, settings.amp):
+                    outputs = core(images)
+                outputs = _float_outputs(outputs)
+                # Test losses follow DETR: crowd objects are not targets.
+                loss_targets = [_without_crowd(t) for t in targets]
+                num_boxes = _step_num_boxes([(step, images, loss_targets)], device)
+                losses = criterion(outputs, loss_targets, num_boxes=num_boxes)
+                total = sum(losses[k] * weights[k] for k in losses if k in weights)
+                row = {"loss": float(total), "class_error": float(losses["class_error"])}
+                row.update({k: float(v) * weights[k] for k, v in losses.items() if k in weights})
+                row.update({f"{k}_unscaled": float(v) for k, v in losses.items()})
+                if math.isfinite(row["loss"]):
+                    stats.add(row)
+                sizes = torch.stack([t["orig_size"] for t in targets])
+                results = postprocess(outputs, sizes)
+                evaluator.update({int(t["image_id"]): r for t, r in zip(targets, results)})
+                progress.update(step, lambda: {"loss": stats.means().get("loss", float("nan"))})
     finally:
         core.per_image_backbone = before
     return all_reduce_mean(stats.means(), device)

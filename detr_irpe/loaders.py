@@ -8,6 +8,7 @@ from torch.utils.data import BatchSampler, DistributedSampler, RandomSampler, Se
 
 from .config import DataConfig
 from .data import CocoDetection, build_coco, collate_fn, make_transforms
+from .data.buckets import BucketCollate, size_buckets
 from .signals import DataLoader
 
 
@@ -71,6 +72,14 @@ def val_loader(val: CocoDetection, batch_size: int, data: DataConfig, distribute
                       num_workers=data.num_workers, pin_memory=device.type == "cuda")
 
 
+def train_collate(data: DataConfig):
+    """The training batches' collate: a list of images (the model pads them to the batch's
+    largest), or, with ``--size_buckets N``, an ImageBatch padded to its bucket."""
+    if data.size_buckets == 0:
+        return collate_fn
+    return BucketCollate(size_buckets(data.size_buckets, data.max_size, data.train_scales))
+
+
 class TrainLoader:
     """The training loader and its samplers: :meth:`epoch` sets the order of an epoch
     (reproducible from the seed, also after a resume) and the batches to skip."""
@@ -85,7 +94,7 @@ class TrainLoader:
             raise ValueError(f"the training set has {len(train)} images, fewer than one batch "
                              f"of --batch_size {batch_size} per process")
         # Page-locked batches on CUDA: asynchronous copies to the GPU.
-        self.loader = DataLoader(train, batch_sampler=self.batches, collate_fn=collate_fn,
+        self.loader = DataLoader(train, batch_sampler=self.batches, collate_fn=train_collate(data),
                                  num_workers=data.num_workers, pin_memory=device.type == "cuda")
 
     def epoch(self, epoch: int, skip: int = 0) -> DataLoader:

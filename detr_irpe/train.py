@@ -29,6 +29,7 @@ import torch
 
 from .budget import Plan, TimeBudget, process_start
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .compiled import compile_model
 from .config import DataConfig, RunConfig, Settings
 from .data import CocoDetection
 from .data.sizing import sizes_from_data
@@ -122,6 +123,8 @@ def _run(args, info: DistInfo, held: contextlib.ExitStack) -> dict:
                   f"--eval --resume {resume}")
         return {"stats": None, "best_ap": state.best_ap}
     state.start_ema(cfg.optim.ema, ckpt, resume, info.is_main)
+    if cfg.run.compile:  # after the EMA's copy, which stays uncompiled
+        compile_model(core, static_shapes=cfg.data.size_buckets > 0)
     if info.is_main:  # written once the run has started for good
         write_json(output_dir / "args.json", vars(args))
     record = {"args": dict(vars(args)), "config": config.to_dict(),

@@ -166,9 +166,11 @@ def profile_section(device, out: Path, steps: int = 3) -> dict:
     return {"gpu_ms_per_step": per_step, "ratio": ratio}
 
 
-def verdict(name: str, ok: bool, detail: str) -> dict:
-    print(f"{'PASS' if ok else 'FAIL'}  {name}: {detail}")
-    return {"check": name, "passed": bool(ok), "detail": detail}
+def verdict(name: str, ok: bool | None, detail: str) -> dict:
+    """A PASS/FAIL row; ``ok`` None: not measured here (e.g. a GPU target on the CPU)."""
+    word = "NOT MEASURED" if ok is None else "PASS" if ok else "FAIL"
+    print(f"{word}  {name}: {detail}")
+    return {"check": name, "passed": None if ok is None else bool(ok), "detail": detail}
 
 
 def _photo_sized_images(n: int) -> list[torch.Tensor]:

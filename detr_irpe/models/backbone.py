@@ -36,7 +36,10 @@ class ImageBatch:
     mask: Tensor
 
     @classmethod
-    def from_images(cls, images: Sequence[Tensor] | Tensor) -> ImageBatch:
+    def from_images(cls, images: Sequence[Tensor] | Tensor,
+                    size: tuple[int, int] | None = None) -> ImageBatch:
+        """Pad a list of (3, H_i, W_i) images to their largest extent, or to ``size`` (H, W)
+        when given (``--size_buckets``); a (B, 3, H, W) tensor is taken as it is."""
         if isinstance(images, Tensor):
             if images.dim() != 4:
                 raise ValueError(f"expected a (B, 3, H, W) tensor, got shape {tuple(images.shape)}")
@@ -50,6 +53,10 @@ class ImageBatch:
                 raise ValueError(f"image {n}: expected a (3, H, W) tensor, got {tuple(img.shape)}")
         H = max(img.shape[1] for img in images)
         W = max(img.shape[2] for img in images)
+        if size is not None:
+            if size[0] < H or size[1] < W:
+                raise ValueError(f"cannot pad images of up to {H}x{W} to {size[0]}x{size[1]}")
+            H, W = size
         first = images[0]
         tensors = first.new_zeros(len(images), 3, H, W)
         mask = torch.ones(len(images), H, W, dtype=torch.bool, device=first.device)
@@ -58,8 +65,13 @@ class ImageBatch:
             mask[n, : img.shape[1], : img.shape[2]] = False
         return cls(tensors, mask)
 
-    def to(self, device) -> ImageBatch:
-        return ImageBatch(self.tensors.to(device), self.mask.to(device))
+    def to(self, device, non_blocking: bool = False) -> ImageBatch:
+        return ImageBatch(self.tensors.to(device, non_blocking=non_blocking),
+                          self.mask.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> ImageBatch:
+        """Page-locked copies (the data loader calls this with ``pin_memory=True``)."""
+        return ImageBatch(self.tensors.pin_memory(), self.mask.pin_memory())
 
 
 def _load_backbone_weights(net: nn.Module, name: str, pretrained: str | None) -> None:

@@ -4,6 +4,7 @@
     python tools/benchmark.py --quick         # attention only
     python tools/benchmark.py --device cuda   # the same on a GPU
     python tools/benchmark.py --eval_images 5000 --eval_dets 100   # COCO evaluation only
+    python tools/benchmark.py --compile       # training step: eager vs --compile (+ buckets)
 
 Prints a table of ratios and writes the raw figures to ``--json``
 (default ``output/benchmark.json``).  Sections:
@@ -19,7 +20,10 @@ Prints a table of ratios and writes the raw figures to ``--json``
    ``torch.cuda.max_memory_allocated`` on GPU);
 5. with ``--eval_images N``, instead of 1-4: COCO evaluation time, pycocotools vs
    faster-coco-eval, on a generated set (see ``detr_irpe.benchmark.coco_eval``);
-6. the targets of the speed work, each with its verdict (met / NOT MET / not checkable)
+6. with ``--compile``, instead of 1-4: the training step eager, with ``--compile`` and with
+   ``--compile --size_buckets 3``, over batches of three sizes (see
+   ``detr_irpe.benchmark.compiled``); ``--tiny`` runs it on a tiny model;
+7. the targets of the speed work, each with its verdict (met / NOT MET / not checkable)
    and, where it is not met, the reason computed from the figures of the same run.
 
 Each timing is the median of several repetitions after warm-up, with the variants
@@ -50,6 +54,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--eval_images", type=int, default=0,
                         help="time COCO evaluation of this many generated images instead")
     parser.add_argument("--eval_dets", type=int, default=100, help="detections per image")
+    parser.add_argument("--compile", action="store_true",
+                        help="time the training step eager vs --compile vs --compile with buckets")
+    parser.add_argument("--tiny", action="store_true",
+                        help="with --compile: a tiny model and images (checks the tool, not speed)")
+    parser.add_argument("--compile_backend", default="inductor",
+                        help="torch.compile backend for --compile (eager: no code generation)")
     return parser.parse_args(argv)
 
 
@@ -79,11 +89,18 @@ def main(argv=None) -> int:
     print(f"# {report['date']}  {report['machine']}  device {report['device']}  "
           f"torch {report['torch']}  threads {torch.get_num_threads()}")
     print("CPU settings applied: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
-    report["attention"] = attention(device, args.reps * 2)
-    if not args.quick:
-        report.update(model_and_cost(device, args.device, args.reps))
-    report["targets"] = targets(report)
-    print_targets(report["targets"])
+    if args.compile:
+        from detr_irpe.benchmark.compiled import compile_section, print_compile
+
+        report["compile"] = compile_section(device, args.reps, tiny=args.tiny,
+                                            backend=args.compile_backend)
+        print_compile(report["compile"])
+    else:
+        report["attention"] = attention(device, args.reps * 2)
+        if not args.quick:
+            report.update(model_and_cost(device, args.device, args.reps))
+        report["targets"] = targets(report)
+        print_targets(report["targets"])
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))

@@ -19,7 +19,21 @@ Sections (each prints its figures and PASS/FAIL, and all go to ``<out>/gpu_check
   ``--eval --resume`` of the checkpoint reproducing the AP; then its first epoch again with
   ``--amp bf16`` and ``--amp fp16``, whose mean training loss must stay near fp32's.
 
-A section that fails is reported and the next one runs.
+- ``scaling``: training images/s of DETR-R50 + iRPE-K at batch 2, 8 and 16 and the
+  GPU-busy fraction (profiler kernel time / wall time), with the targets: busy >= 80 % at
+  batch 16 and images/s at 16 >= 2.5 x batch 2's (``detr_irpe.benchmark.gpu_training``);
+- ``compile``: the training step at batch 16 eager, with ``--compile`` and with
+  ``--compile --size_buckets 3``;
+- ``reruns``: ``--dense_aux_coef``, ``--backbone_stride 16``, ``--ema``, export
+  (TorchScript and ONNX) and faster-coco-eval run on the device
+  (``detr_irpe.benchmark.gpu_reruns``).
+
+A section that fails is reported and the next one runs.  ``--device cpu --tiny`` runs the
+scaling, compile and reruns sections on the CPU with a tiny model (a check of the tool
+itself): the GPU targets are then printed as NOT MEASURED, not as PASS or FAIL.
+
+    python tools/gpu_check.py --out output/gpu_check_cpu --device cpu --tiny \
+        --only scaling,compile,reruns
 """
 
 from __future__ import annotations
@@ -36,7 +50,9 @@ from detr_irpe.files import writable_folder
 from detr_irpe.process_memory import configure_memory
 from detr_irpe.tools.cli import input_error
 
-SECTIONS = ("tests", "train", "profile", "inference", "demo")
+SECTIONS = ("tests", "train", "profile", "inference", "demo", "scaling", "compile", "reruns")
+# The sections that also run on the CPU (``--device cpu``).
+CPU_SECTIONS = ("scaling", "compile", "reruns")
 
 
 def main(argv=None) -> int:
@@ -44,12 +60,15 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="output/gpu_check", help="folder for results and logs")
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
     parser.add_argument("--reps", type=int, default=20, help="timed rounds per variant")
-    parser.add_argument("--device", default="cuda", help="the CUDA device to check")
+    parser.add_argument("--device", default="cuda",
+                        help=f"the CUDA device to check, or cpu (only {', '.join(CPU_SECTIONS)})")
+    parser.add_argument("--tiny", action="store_true",
+                        help="a tiny model and small images (to check the tool on a CPU)")
     args = parser.parse_args(argv)
     configure_memory()  # before torch is imported
     import torch
 
-    from detr_irpe.benchmark import gpu
+    from detr_irpe.benchmark import gpu, gpu_reruns, gpu_training
 
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -59,10 +78,17 @@ def main(argv=None) -> int:
         out = writable_folder(args.out, "--out")
     except OSError as err:
         return input_error(err)
+    only = args.only.split(",")
+    if device.type != "cuda" and set(only) - set(CPU_SECTIONS):
+        print(f"gpu_check: --device {args.device} runs only --only {','.join(CPU_SECTIONS)}",
+              file=sys.stderr)
+        return 2
+    gpu_name = torch.cuda.get_device_name() if device.type == "cuda" else None
     report = {"date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-              "gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
-              "cuda": torch.version.cuda, "checks": []}
-    print(f"# {report['date']}  {report['gpu']}  torch {report['torch']}  CUDA {report['cuda']}")
+              "gpu": gpu_name, "device": str(device), "tiny": args.tiny,
+              "torch": torch.__version__, "cuda": torch.version.cuda, "checks": []}
+    print(f"# {report['date']}  {gpu_name or 'no GPU: GPU figures are NOT MEASURED'}  "
+          f"torch {report['torch']}  CUDA {report['cuda']}")
     work = Path(tempfile.mkdtemp(prefix="gpu_check_"))
     steps = {
         "tests": lambda: gpu.tests_section(out),
@@ -70,10 +96,16 @@ def main(argv=None) -> int:
         "profile": lambda: gpu.profile_section(device, out),
         "inference": lambda: gpu.inference_section(device, work / "photo_sized"),
         "demo": lambda: gpu.demo_section(out, work),
+        "scaling": lambda: gpu_training.scaling_section(device, min(args.reps, 5), args.tiny),
+        "compile": lambda: gpu_training.compile_check_section(device, min(args.reps, 5),
+                                                              args.tiny),
+        "reruns": lambda: gpu_reruns.reruns_section(device, args.tiny),
     }
     checks = {"train": gpu.report_train, "demo": gpu.report_demo,
+              "scaling": gpu_training.report_scaling, "compile": gpu_training.report_compile,
+              "reruns": gpu_reruns.report_reruns,
               "tests": lambda r: [gpu.verdict("attention tests on CUDA", r["passed"], r["summary"])]}
-    for name in args.only.split(","):
+    for name in only:
         print(f"\n## {name}", flush=True)
         start = time.perf_counter()
         try:
@@ -86,8 +118,10 @@ def main(argv=None) -> int:
             report["checks"].append(gpu.verdict(name, False, text.strip().splitlines()[-1]))
         print(f"({name}: {time.perf_counter() - start:.0f} s)", flush=True)
         (out / "gpu_check.json").write_text(json.dumps(report, indent=1))
-    failed = [c["check"] for c in report["checks"] if not c["passed"]]
-    print(f"\n{len(report['checks']) - len(failed)} passed, {len(failed)} failed")
+    failed = [c["check"] for c in report["checks"] if c["passed"] is False]
+    unmeasured = [c["check"] for c in report["checks"] if c["passed"] is None]
+    print(f"\n{len(report['checks']) - len(failed) - len(unmeasured)} passed, {len(failed)} "
+          f"failed, {len(unmeasured)} not measured" + (" (no GPU)" if unmeasured else ""))
     return 1 if failed else 0
 
 
