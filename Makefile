@@ -18,13 +18,15 @@ run: $(STAMP)
 	$(PY) main.py --config configs/cpu_demo.toml --overwrite
 
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not sweep"
+	$(PY) -m pytest -q -m "not sweep and not inductor"
 
-# The hostile sweep (tests marked sweep): kill -9 at random instants of training, then
-# --resume auto must give the uninterrupted run.  A few minutes; CI runs it after `make test`.
+# The long checks: the hostile sweep (tests marked sweep: kill -9 at random instants of
+# training, then --resume auto must give the uninterrupted run; a full disk) and the
+# compiled step against the eager one (marked inductor).  A few minutes; CI runs them
+# after `make test`.
 .PHONY: sweep
 sweep: $(STAMP)
-	$(PY) -m pytest -q -m sweep
+	$(PY) -m pytest -q -m "sweep or inductor"
 
 lint: $(STAMP)
 	$(PY) -m pip install --quiet ruff==0.17.6
@@ -37,4 +39,4 @@ clean-venv:
 # a subprocess, torchrun/DDP, signals).  `make test` runs all but the sweep.
 .PHONY: test-fast
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow and not sweep"
+	$(PY) -m pytest -q -m "not slow and not sweep and not inductor"

@@ -31,3 +31,22 @@ def compile_model(model: nn.Module, static_shapes: bool, backend: str = "inducto
 def plain_state_dict(state: dict) -> dict:
     """``state`` with every ``_orig_mod.`` (torch.compile's wrapper) taken out of its keys."""
     return {key.replace(WRAPPED_PREFIX, ""): value for key, value in state.items()}
+
+
+def compile_for_inference(model: nn.Module) -> nn.Module:
+    """Compile the ResNet of ``model`` (a DETR in eval mode whose weights are final) for
+    inference, in place, and return ``model``: inductor with its weights frozen into the
+    graph, so the frozen norms are folded once and the convolutions run with pre-packed
+    weights and their bias, residual addition and ReLU fused (on CPUs, through oneDNN).
+
+    Measured on 2 CPU cores: a DETR-R50 inference at 800 x 1066, 0.92 -> 0.78 s
+    (docs/benchmarks.md).  Compiling the transformer too gave nothing there, so it stays
+    eager.  Each new image size compiles once (seconds to a minute); later changes to the
+    weights are not seen by the compiled code.  ``freezing`` is an inductor setting of the
+    whole process; it applies to graphs run without autograd only, so a compiled training
+    step (:func:`compile_model`) is not affected."""
+    import torch._inductor.config as inductor_config
+
+    inductor_config.freezing = True
+    model.backbone[0].body.compile(dynamic=False)
+    return model

@@ -110,6 +110,15 @@ class Detector:
             dtype=torch.int64,
         )
 
+    def compile(self) -> Detector:
+        """Compile the ResNet for inference (:func:`detr_irpe.compiled.compile_for_inference`:
+        faster convolutions; each new image size compiles once, so it pays off over many
+        images of a few sizes).  Returns the detector."""
+        from detr_irpe.compiled import compile_for_inference
+
+        compile_for_inference(self.model)
+        return self
+
     @classmethod
     def from_checkpoint(
         cls,

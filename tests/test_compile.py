@@ -33,7 +33,7 @@ def _step(model, criterion, batch, targets):
     return outputs, grads
 
 
-@pytest.mark.slow
+@pytest.mark.inductor
 def test_compiled_step_equals_eager_outputs_and_gradients():
     """Inductor on the CPU (a C++ compiler builds the kernels; a minute or more); dropout
     off, since compiled code draws other random numbers."""
@@ -90,3 +90,23 @@ def test_benchmark_compile_section_runs_every_variant(tmp_path):
     buckets = {tuple(b) for b in res["buckets"]}
     assert {tuple(s) for s in variants["compiled + buckets"]["shapes"]} <= buckets
     assert len(variants["eager"]["shapes"]) == 3  # each batch padded to its own size
+
+
+@pytest.mark.inductor
+def test_detector_compiled_for_inference_predicts_as_eager():
+    """Detector.compile (inductor, weights frozen into the graph) gives the eager
+    detections to float32 rounding, for two image sizes (one compile each)."""
+    from detr_irpe.detector import Detector, preprocess
+
+    model, _, _ = tiny_model()
+    g = torch.Generator().manual_seed(1)
+    images = [torch.rand(3, 60, 80, generator=g), torch.rand(3, 72, 56, generator=g)]
+    eager = Detector(copy.deepcopy(model), size=64, max_size=96)
+    compiled = Detector(model, size=64, max_size=96).compile()
+    with torch.no_grad():
+        expected = [eager.model([preprocess(im, 64, 96)]) for im in images]
+        got = [compiled.model([preprocess(im, 64, 96)]) for im in images]
+    for e, c in zip(expected, got):
+        for key in ("pred_logits", "pred_boxes"):
+            torch.testing.assert_close(c[key], e[key], rtol=1e-4, atol=1e-5)
+    assert compiled.model.backbone[0].body._compiled_call_impl is not None

@@ -11,7 +11,8 @@ leaves only the code's difference).  One parent drives the processes in interlea
 rounds, in a rotating order (``detr_irpe.benchmark.timing.interleaved``, timed from the
 parent), so that the machine's drifts hit them alike; only one process
 works at a time, with the same thread count.  A second process of ours gives the noise
-floor ("ours (again)", ideally 1.00).
+floor ("ours (again)", ideally 1.00); a fourth one times inference with the ResNet
+compiled (``Detector.compile``, "ours (compiled)").
 
 Timed: one training step (forward, matching, losses, backward, clipping, AdamW; each side
 as its own ``main.py`` takes it) on two images of 800 x 1066 and 800 x 1201 with three
@@ -31,7 +32,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-SIDES = {"ours": "ours", "official": "official", "ours (again)": "ours"}
+SIDES = {"ours": "ours", "official": "official", "ours (again)": "ours",
+         "ours (compiled)": "compiled"}
+# The compiled side (Detector.compile: compile_for_inference) takes no training steps.
+INFERENCE_ONLY = ("compiled",)
 # Largest difference of the eval outputs (class logits, boxes) that is float32 rounding.
 SAME_OUTPUTS = 1e-3
 
@@ -49,7 +53,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--official_settings", choices=("default", "ours"), default="default",
                         help="process settings of the official side (default: a plain python)")
     parser.add_argument("--json", default="output/compare_official.json")
-    parser.add_argument("--serve", choices=("ours", "official"), help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=("ours", "official", "compiled"), help=argparse.SUPPRESS)
     parser.add_argument("--outputs", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -57,7 +61,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def serve(args) -> int:
     """A worker process: build one side, save its eval outputs, then answer "infer" and
     "train" lines on stdin with the seconds each took."""
-    settings = "ours" if args.serve == "ours" else args.official_settings
+    settings = args.official_settings if args.serve == "official" else "ours"
     if settings == "ours":
         from detr_irpe.process_memory import configure_memory
 
@@ -71,11 +75,15 @@ def serve(args) -> int:
     official_main, official_models = side.import_official(args.official)
     model, criterion, optimizer, max_norm = side.build_official(
         official_main, official_models, "rpe-2.0-product-ctx-1-k")
-    if args.serve == "ours":
+    if args.serve == "official":
+        step = side.official_step_fn(model, criterion, optimizer, max_norm)
+    else:
         model, criterion = side.ours_like(model, "rpe-2.0-product-ctx-1-k")
         step = train_step_fn(model, criterion, torch.device("cpu"))
-    else:
-        step = side.official_step_fn(model, criterion, optimizer, max_norm)
+    if args.serve == "compiled":
+        from detr_irpe.compiled import compile_for_inference
+
+        compile_for_inference(model.eval())  # compiles at the first forward, below
     forward = side.forward_fn(model)
     torch.save({k: v for k, v in forward().items() if k.startswith("pred_")}, args.outputs)
     print("ready", flush=True)
@@ -130,15 +138,18 @@ def largest_difference(workers: dict) -> float:
 
 
 def report(result: dict, args, difference: float) -> dict:
-    speedups = {s: rows["official"]["ratio"] for s, rows in result.items()}
+    # official time / each of our variants' time (ratios taken within the rounds).
+    speedups = {s: {name: rows["official"]["ratio"] / row["ratio"] for name, row in rows.items()
+                    if name != "official"} for s, rows in result.items()}
     print(f"outputs of the same weights differ by at most {difference:.2e}; {args.threads} "
           f"threads; official process settings: {args.official_settings}")
     for section, rows in result.items():
         for name, row in rows.items():
-            print(f"{section:17s} {name:13s} median {row['median_s']:7.3f} s   "
+            print(f"{section:17s} {name:15s} median {row['median_s']:7.3f} s   "
                   f"time / ours {row['ratio']:.3f}")
-    print("speed-up over the official code: "
-          + ", ".join(f"{s} {v:.2f}x" for s, v in speedups.items()))
+    for section, ours in speedups.items():
+        print(f"speed-up over the official code, {section}: "
+              + ", ".join(f"{name} {v:.2f}x" for name, v in ours.items()))
     return {"threads": args.threads, "official_settings": args.official_settings,
             "output_difference": difference, "speedup": speedups, "times": result}
 
@@ -160,12 +171,13 @@ def compare(args) -> int:
             return 1
         cpu = torch.device("cpu")
         for _ in range(args.warmup):
-            for w in workers.values():
-                w.run("train")
+            for name in workers:
+                if SIDES[name] not in INFERENCE_ONLY:
+                    workers[name].run("train")
         # The training steps change the weights; the outputs were compared before them.
         result = {section: summarise(interleaved(
-            {name: lambda w=w, what=what: w.run(what) for name, w in workers.items()},
-            reps, cpu), base="ours")
+            {name: lambda w=w, what=what: w.run(what) for name, w in workers.items()
+             if what == "infer" or SIDES[name] not in INFERENCE_ONLY}, reps, cpu), base="ours")
             for section, what, reps in (("inference_batch1", "infer", 3 * args.reps),
                                         ("train_step", "train", args.reps))}
     finally:
