@@ -30,4 +30,4 @@ def configure_cpu(threads: int | None = None) -> dict:
     """Apply the CPU settings above; returns what was set."""
     n = threads or available_cores()
     torch.set_num_threads(n)
-    return {"threads": n, "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE", "unset")}
+    return {"threads": n}

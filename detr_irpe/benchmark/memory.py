@@ -16,6 +16,7 @@ import sys
 import torch
 
 from detr_irpe.benchmark.workload import build_model, train_step_fn
+from detr_irpe.process_memory import configure_memory
 from detr_irpe.runtime import configure_cpu
 
 
@@ -33,6 +34,7 @@ def _high_water_rss() -> int:
 
 def main(argv=None) -> int:
     enc, device = sys.argv[1:] if argv is None else argv
+    configure_memory()  # what main.py applies (huge pages came with the environment)
     configure_cpu()
     dev = torch.device(device)
     model, criterion, _ = build_model(enc, dev)

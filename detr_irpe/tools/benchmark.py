@@ -65,7 +65,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    configure_memory()  # before torch is imported
+    memory = configure_memory()  # before torch is imported
     if args.eval_images:
         from detr_irpe.benchmark.coco_eval import print_report, time_backends
 
@@ -76,7 +76,7 @@ def main(argv=None) -> int:
     from detr_irpe.benchmark.targets import print_targets, targets
     from detr_irpe.runtime import configure_cpu
 
-    settings = configure_cpu()
+    settings = {**configure_cpu(), **memory}
     device = torch.device(args.device)
     report = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
