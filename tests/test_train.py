@@ -524,7 +524,9 @@ def test_scratch_preset_on_custom_data_fits_its_time_budget_and_sizes_itself(tmp
     assert sizes["val_size"] == shorter[len(shorter) // 2]
     assert f"--val_size {sizes['val_size']}" in run.stdout
     log = [json.loads(line) for line in (out / "log.txt").read_text().splitlines()]
-    assert len(log) >= 2 and "test_coco_eval_bbox" in log[-1]
+    # How many epochs fit depends on the machine's speed of the moment (one on a loaded
+    # 2-core machine); what must hold is that the run ends with an evaluated epoch.
+    assert log and "test_coco_eval_bbox" in log[-1]
 
 
 @pytest.mark.slow
