@@ -25,7 +25,6 @@ them to ``--json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -59,8 +58,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def serve(args) -> int:
-    """A worker process: build one side, save its eval outputs, then answer "infer" and
-    "train" lines on stdin with the seconds each took."""
+    """A worker process: build one side, save its eval outputs, then run each "infer" or
+    "train" line of stdin and answer "done" when it has finished (the parent times it)."""
     settings = args.official_settings if args.serve == "official" else "ours"
     if settings == "ours":
         from detr_irpe.process_memory import configure_memory
@@ -69,16 +68,16 @@ def serve(args) -> int:
     import torch
 
     from detr_irpe.benchmark import official as side
-    from detr_irpe.benchmark.workload import train_step_fn
+    from detr_irpe.benchmark.workload import IRPE_K, train_step_fn
 
     torch.set_num_threads(args.threads)
     official_main, official_models = side.import_official(args.official)
     model, criterion, optimizer, max_norm = side.build_official(
-        official_main, official_models, "rpe-2.0-product-ctx-1-k")
+        official_main, official_models, IRPE_K)
     if args.serve == "official":
         step = side.official_step_fn(model, criterion, optimizer, max_norm)
     else:
-        model, criterion = side.ours_like(model, "rpe-2.0-product-ctx-1-k")
+        model, criterion = side.ours_like(model, IRPE_K)
         step = train_step_fn(model, criterion, torch.device("cpu"))
     if args.serve == "compiled":
         from detr_irpe.compiled import compile_for_inference
@@ -98,9 +97,11 @@ class Worker:
     """One side in a process of its own, driven over its stdin and stdout."""
 
     def __init__(self, side: str, args, outputs: Path):
+        from detr_irpe.process_memory import GLIBC_VARIABLES, HUGE_PAGES
+
         env = dict(os.environ)
         if side == "official" and args.official_settings == "default":
-            for name in ("THP_MEM_ALLOC_ENABLE", "MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_"):
+            for name in (HUGE_PAGES, *GLIBC_VARIABLES):
                 env.pop(name, None)
         cmd = [sys.executable, "-m", "detr_irpe.tools.compare_official", "--serve", side,
                "--official", args.official, "--threads", str(args.threads),
@@ -158,34 +159,37 @@ def compare(args) -> int:
     import torch
 
     from detr_irpe.benchmark.timing import interleaved, summarise
+    from detr_irpe.files import write_json
 
-    folder = Path(tempfile.mkdtemp(prefix="compare_official-"))
+    cpu = torch.device("cpu")
     workers = {}
-    try:
-        for i, (name, side) in enumerate(SIDES.items()):
-            workers[name] = Worker(side, args, folder / f"outputs{i}.pt")
-        difference = largest_difference(workers)
-        if difference > SAME_OUTPUTS:
-            print(f"the outputs differ by {difference:.2e}, more than float32 rounding: the "
-                  "two sides compute different functions; nothing timed", file=sys.stderr)
-            return 1
-        cpu = torch.device("cpu")
-        for _ in range(args.warmup):
-            for name in workers:
-                if SIDES[name] not in INFERENCE_ONLY:
-                    workers[name].run("train")
-        # The training steps change the weights; the outputs were compared before them.
-        result = {section: summarise(interleaved(
-            {name: lambda w=w, what=what: w.run(what) for name, w in workers.items()
-             if what == "infer" or SIDES[name] not in INFERENCE_ONLY}, reps, cpu), base="ours")
-            for section, what, reps in (("inference_batch1", "infer", 3 * args.reps),
-                                        ("train_step", "train", args.reps))}
-    finally:
-        for w in workers.values():
-            w.close()
+    with tempfile.TemporaryDirectory(prefix="compare_official-") as folder:
+        try:
+            for i, (name, side) in enumerate(SIDES.items()):
+                workers[name] = Worker(side, args, Path(folder) / f"outputs{i}.pt")
+            difference = largest_difference(workers)
+            if difference > SAME_OUTPUTS:
+                print(f"the outputs differ by {difference:.2e}, more than float32 rounding: "
+                      "the two sides compute different functions; nothing timed",
+                      file=sys.stderr)
+                return 1
+            trains = {n: w for n, w in workers.items() if SIDES[n] not in INFERENCE_ONLY}
+            for _ in range(args.warmup):
+                for w in trains.values():
+                    w.run("train")
+            # The training steps change the weights; the outputs were compared before them.
+            result = {section: summarise(interleaved(
+                {name: lambda w=w, what=what: w.run(what) for name, w in group.items()},
+                reps, cpu), base="ours")
+                for section, what, group, reps in (
+                    ("inference_batch1", "infer", workers, 3 * args.reps),
+                    ("train_step", "train", trains, args.reps))}
+        finally:
+            for w in workers.values():
+                w.close()
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report(result, args, difference), indent=1))
+    write_json(out, report(result, args, difference))
     return 0
 
 
