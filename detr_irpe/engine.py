@@ -306,29 +306,28 @@ def evaluate(
     stats = Averages()
     progress = Progress("Test", len(loader), settings.print_freq, enabled=settings.verbose)
     device = settings.device
-    # A --compile'd model is evaluated eagerly: evaluation images come in many sizes, each
-    # of which would be compiled anew.
     try:
-        with torch.compiler.set_stance("force_eager"):
-            for step, (images, targets) in enumerate(loader):
-                images, targets = _to_device(images, targets, device)
-                with autocast(device, settings.amp):
-                    outputs = core(images)
-                outputs = _float_outputs(outputs)
-                # Test losses follow DETR: crowd objects are not targets.
-                loss_targets = [_without_crowd(t) for t in targets]
-                num_boxes = _step_num_boxes([(step, images, loss_targets)], device)
-                losses = criterion(outputs, loss_targets, num_boxes=num_boxes)
-                total = sum(losses[k] * weights[k] for k in losses if k in weights)
-                row = {"loss": float(total), "class_error": float(losses["class_error"])}
-                row.update({k: float(v) * weights[k] for k, v in losses.items() if k in weights})
-                row.update({f"{k}_unscaled": float(v) for k, v in losses.items()})
-                if math.isfinite(row["loss"]):
-                    stats.add(row)
-                sizes = torch.stack([t["orig_size"] for t in targets])
-                results = postprocess(outputs, sizes)
-                evaluator.update({int(t["image_id"]): r for t, r in zip(targets, results)})
-                progress.update(step, lambda: {"loss": stats.means().get("loss", float("nan"))})
+        for step, (images, targets) in enumerate(loader):
+            images, targets = _to_device(images, targets, device)
+            # A --compile'd model is evaluated eagerly: evaluation images come in many
+            # sizes, each of which would be compiled anew.
+            with autocast(device, settings.amp), torch.compiler.set_stance("force_eager"):
+                outputs = core(images)
+            outputs = _float_outputs(outputs)
+            # Test losses follow DETR: crowd objects are not targets.
+            loss_targets = [_without_crowd(t) for t in targets]
+            num_boxes = _step_num_boxes([(step, images, loss_targets)], device)
+            losses = criterion(outputs, loss_targets, num_boxes=num_boxes)
+            total = sum(losses[k] * weights[k] for k in losses if k in weights)
+            row = {"loss": float(total), "class_error": float(losses["class_error"])}
+            row.update({k: float(v) * weights[k] for k, v in losses.items() if k in weights})
+            row.update({f"{k}_unscaled": float(v) for k, v in losses.items()})
+            if math.isfinite(row["loss"]):
+                stats.add(row)
+            sizes = torch.stack([t["orig_size"] for t in targets])
+            results = postprocess(outputs, sizes)
+            evaluator.update({int(t["image_id"]): r for t, r in zip(targets, results)})
+            progress.update(step, lambda: {"loss": stats.means().get("loss", float("nan"))})
     finally:
         core.per_image_backbone = before
     return all_reduce_mean(stats.means(), device)
