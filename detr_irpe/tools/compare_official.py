@@ -14,12 +14,19 @@ works at a time, with the same thread count.  A second process of ours gives the
 floor ("ours (again)", ideally 1.00); a fourth one times inference with the ResNet
 compiled (``Detector.compile``, "ours (compiled)").
 
-Timed: one training step (forward, matching, losses, backward, clipping, AdamW; each side
-as its own ``main.py`` takes it) on two images of 800 x 1066 and 800 x 1201 with three
-boxes each, and batch-1 inference (800 x 1066, no autograd).  Both models hold the same
-weights (the official model's, loaded into ours strictly), and their outputs are compared
-before anything is timed.  Prints the medians and the official/ours speed-ups and writes
-them to ``--json``.
+Two phases, each with processes of its own:
+
+1. Inference, as ``tools/predict.py`` and an ``--eval`` run take it: processes that only
+   infer (ours, official, ours again, ours compiled), batch-1 inference of 800 x 1066, no
+   autograd.  Both models hold the same weights (the official model's, loaded into ours
+   strictly), and their outputs are compared before anything is timed.
+2. Training, as each side's ``main.py`` takes it: one step (forward, matching, losses,
+   backward, clipping, AdamW) on two images of 800 x 1066 and 800 x 1201 with three boxes
+   each; then batch-1 inference again in the same processes, as the evaluation inside a
+   training run takes it (a process that has trained holds a larger heap, which changes
+   the cost of a plain ``python``'s allocations: docs/benchmarks.md).
+
+Prints the medians and the official/ours speed-ups and writes them to ``--json``.
 """
 
 from __future__ import annotations
@@ -31,10 +38,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-SIDES = {"ours": "ours", "official": "official", "ours (again)": "ours",
-         "ours (compiled)": "compiled"}
-# The compiled side (Detector.compile: compile_for_inference) takes no training steps.
-INFERENCE_ONLY = ("compiled",)
+INFERENCE_SIDES = {"ours": "ours", "official": "official", "ours (again)": "ours",
+                   "ours (compiled)": "compiled"}
+TRAINING_SIDES = {"ours": "ours", "official": "official", "ours (again)": "ours"}
 # Largest difference of the eval outputs (class logits, boxes) that is float32 rounding.
 SAME_OUTPUTS = 1e-3
 
@@ -105,7 +111,7 @@ class Worker:
                 env.pop(name, None)
         cmd = [sys.executable, "-m", "detr_irpe.tools.compare_official", "--serve", side,
                "--official", args.official, "--threads", str(args.threads),
-               "--outputs", str(outputs)]
+               "--official_settings", args.official_settings, "--outputs", str(outputs)]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      text=True, env=env)
         self.outputs = outputs
@@ -146,7 +152,7 @@ def report(result: dict, args, difference: float) -> dict:
           f"threads; official process settings: {args.official_settings}")
     for section, rows in result.items():
         for name, row in rows.items():
-            print(f"{section:17s} {name:15s} median {row['median_s']:7.3f} s   "
+            print(f"{section:24s} {name:15s} median {row['median_s']:7.3f} s   "
                   f"time / ours {row['ratio']:.3f}")
     for section, ours in speedups.items():
         print(f"speed-up over the official code, {section}: "
@@ -156,41 +162,51 @@ def report(result: dict, args, difference: float) -> dict:
 
 
 def compare(args) -> int:
+    from detr_irpe.files import write_json
+
+    with tempfile.TemporaryDirectory(prefix="compare_official-") as folder:
+        inference, difference = run_phase(INFERENCE_SIDES, args, Path(folder), training=False)
+        if inference is None:
+            return 1
+        training, _ = run_phase(TRAINING_SIDES, args, Path(folder), training=True)
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(out, report({**inference, **training}, args, difference))
+    return 0
+
+
+def run_phase(sides: dict, args, folder: Path, training: bool) -> tuple[dict | None, float]:
+    """Start a process per side, check that their outputs agree, time the phase's rounds
+    (see the module docstring) and stop the processes.  Returns ({section: timings},
+    largest output difference), or (None, difference) when the outputs differ."""
     import torch
 
     from detr_irpe.benchmark.timing import interleaved, summarise
-    from detr_irpe.files import write_json
 
-    cpu = torch.device("cpu")
     workers = {}
-    with tempfile.TemporaryDirectory(prefix="compare_official-") as folder:
-        try:
-            for i, (name, side) in enumerate(SIDES.items()):
-                workers[name] = Worker(side, args, Path(folder) / f"outputs{i}.pt")
-            difference = largest_difference(workers)
-            if difference > SAME_OUTPUTS:
-                print(f"the outputs differ by {difference:.2e}, more than float32 rounding: "
-                      "the two sides compute different functions; nothing timed",
-                      file=sys.stderr)
-                return 1
-            trains = {n: w for n, w in workers.items() if SIDES[n] not in INFERENCE_ONLY}
+    try:
+        for i, (name, side) in enumerate(sides.items()):
+            workers[name] = Worker(side, args, folder / f"{training}-{i}.pt")
+        difference = largest_difference(workers)
+        if difference > SAME_OUTPUTS:
+            print(f"the outputs differ by {difference:.2e}, more than float32 rounding: "
+                  "the two sides compute different functions; nothing timed", file=sys.stderr)
+            return None, difference
+        sections = [("inference_batch1", "infer", 3 * args.reps)]
+        if training:
             for _ in range(args.warmup):
-                for w in trains.values():
+                for w in workers.values():
                     w.run("train")
             # The training steps change the weights; the outputs were compared before them.
-            result = {section: summarise(interleaved(
-                {name: lambda w=w, what=what: w.run(what) for name, w in group.items()},
-                reps, cpu), base="ours")
-                for section, what, group, reps in (
-                    ("inference_batch1", "infer", workers, 3 * args.reps),
-                    ("train_step", "train", trains, args.reps))}
-        finally:
-            for w in workers.values():
-                w.close()
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_json(out, report(result, args, difference))
-    return 0
+            sections = [("train_step", "train", args.reps),
+                        ("inference_after_training", "infer", 3 * args.reps)]
+        return {section: summarise(interleaved(
+            {name: lambda w=w, what=what: w.run(what) for name, w in workers.items()},
+            reps, torch.device("cpu")), base="ours")
+            for section, what, reps in sections}, difference
+    finally:
+        for w in workers.values():
+            w.close()
 
 
 def main(argv=None) -> int:
