@@ -36,7 +36,7 @@ def init_distributed(device: str, dist_url: str) -> DistInfo:
 
     torchrun sets RANK / WORLD_SIZE / LOCAL_RANK (and MASTER_ADDR / MASTER_PORT);
     under SLURM's ``srun`` we read SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID and expect
-    MASTER_ADDR / MASTER_PORT to be exported by the batch script (see README).
+    MASTER_ADDR / MASTER_PORT to be exported by the batch script (see docs/training.md).
     Without either, this is a single process and nothing is initialised.
     """
     rank = _env_int("RANK", "SLURM_PROCID")

@@ -1,21 +1,7 @@
 """The main job: build data and model from parsed options, train, evaluate, checkpoint.
 
-Files written to ``--output_dir`` (main process only):
-
-- ``checkpoint.pth``: latest state (model, optimizer, lr_scheduler, epoch, RNG states,
-  options, label mapping), rewritten atomically after every epoch;
-- ``checkpoint_best.pth``: the same at the best box AP so far;
-- ``log.txt``: one JSON line per epoch with the official keys (``train_*``, ``test_*``,
-  ``test_coco_eval_bbox``, ``epoch``, ``n_parameters``);
-- ``eval/<epoch>.json`` (the epoch counted from 0, four digits: ``eval/0003.json``): all
-  AP numbers of that evaluation, ``"epoch"`` the epoch as a number (``eval/eval.json``
-  for ``--eval``, with the checkpoint's epoch), per-category AP, AP50 and AR100 and the
-  confusion counts; ``eval/detections_<epoch>.json``, ``eval/pr_<epoch>.png``,
-  ``eval/confusion_<epoch>.png`` (see ``detr_irpe/evaluation/report.py``);
-- ``args.json``: the resolved options of the run (with ``--resume``/``--eval``: the
-  checkpoint's model options), written once the run has started;
-- TensorBoard event files in ``tensorboard/`` when ``tensorboard`` is installed;
-- at the end of training, ``curves.png`` and ``predictions/*.png`` (:mod:`.run_report`).
+The files written to ``--output_dir`` (main process only) and what each holds are listed
+once, in docs/training.md ("What ``--output_dir`` holds").
 """
 
 from __future__ import annotations

@@ -113,15 +113,15 @@ class DETRConfig:
         0, "the weighted class loss is averaged over the queries of each group of this many "
         "consecutive images of a batch, then over the groups; 0 = over the whole batch (DETR). "
         "With 2, one process with --batch_size 16 computes the gradient of the official "
-        "8 GPUs x 2 (README, 'Total batch')")
+        "8 GPUs x 2 (docs/training.md, 'Total batch')")
     dense_aux_coef: float = option(
         0.0, "training only: weight of a dense auxiliary head on the encoder output (each token "
         "near an object's centre predicts its class and box; speeds up training from "
-        "scratch); 0 = off.  Saved checkpoints are plain DETR (README, 'Training aids')")
+        "scratch); 0 = off.  Saved checkpoints are plain DETR (docs/training.md, 'Training aids')")
     attn_aux_coef: float = option(
         0.0, "training only: weight of a loss that pulls each matched query's decoder "
         "cross-attention into its object's box (gets DETR's decoder off its plateau from "
-        "scratch); 0 = off.  Adds no parameter (README, 'Training aids')")
+        "scratch); 0 = off.  Adds no parameter (docs/training.md, 'Training aids')")
 
     def __post_init__(self):
         irpe = parse_irpe(self.enc_rpe2d)  # a bad string fails here, naming the flag
