@@ -12,7 +12,7 @@ imported, so ``--help`` and argument errors answer at once.
 import os
 import sys
 
-from detr_irpe.options import EXIT_ERROR, EXIT_INTERRUPTED, parse_args
+from detr_irpe.options import EXIT_ERROR, EXIT_INTERRUPTED, INPUT_ERRORS, parse_args
 from detr_irpe.process_memory import configure_memory
 
 
@@ -32,11 +32,9 @@ def main(argv=None) -> int:
 def cli() -> int:
     """``main`` for the shell: a problem with the inputs is one message, not a traceback
     (set DETR_IRPE_TRACEBACK=1 to see the traceback)."""
-    import pickle
-
     try:
         return main()
-    except (ValueError, OSError, FloatingPointError, RuntimeError, pickle.UnpicklingError) as err:
+    except INPUT_ERRORS as err:
         if os.environ.get("DETR_IRPE_TRACEBACK"):
             raise
         print(f"main.py: error: {err}", file=sys.stderr)

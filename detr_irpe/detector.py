@@ -30,6 +30,7 @@ from .checkpoint import load_checkpoint
 from .config import BATCH_SIZE, EVAL_MAX_SIZE, EVAL_SIZE, THRESHOLD, check_prediction
 from .data.transforms import make_transforms, resizes_to_nothing, to_model_format
 from .image_input import EXIF_TRANSPOSE, ImageInput, ImageReadError, to_image_tensor
+from .machine import available_device
 from .models.detr import DETR, PostProcess, build_detr
 
 
@@ -78,7 +79,7 @@ class Detector:
     ):
         if size < 1 or (max_size is not None and max_size < size):
             raise ValueError(f"size={size}, max_size={max_size}: need 1 <= size <= max_size")
-        self.device = _device(device)
+        self.device = available_device(device, "device")
         self.model = model.to(self.device).eval()
         self.model.per_image_backbone = True
         self.postprocess = PostProcess()
@@ -232,10 +233,3 @@ class Detector:
             "labels": ids,
             "names": [self.category_name(i) for i in ids.tolist()],
         }
-
-
-def _device(device: str | torch.device) -> torch.device:
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {str(device)!r}: CUDA is not available here; use 'cpu'")
-    return device

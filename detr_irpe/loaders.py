@@ -1,7 +1,11 @@
 """The datasets and data loaders of a run: samplers per process, reproducible order, and
-skipping the batches already done when a run resumes mid-epoch."""
+skipping the batches already done when a run resumes mid-epoch, and the DataLoader whose
+workers leave SIGTERM/SIGINT to the main process (``detr_irpe.signals``)."""
 
 from __future__ import annotations
+
+import atexit
+from collections.abc import Iterator
 
 import torch
 from torch.utils.data import BatchSampler, DistributedSampler, RandomSampler, SequentialSampler
@@ -9,7 +13,7 @@ from torch.utils.data import BatchSampler, DistributedSampler, RandomSampler, Se
 from .config import DataConfig
 from .data import CocoDetection, build_coco, collate_fn, make_transforms
 from .data.buckets import BucketCollate, size_buckets
-from .signals import DataLoader
+from .signals import kill_workers_left, leave_signals_to_main, stop_signals_blocked
 
 
 def set_transforms(train: CocoDetection | None, val: CocoDetection, data: DataConfig) -> None:
@@ -104,3 +108,41 @@ class TrainLoader:
             self.sampler.generator.manual_seed(self.seed * 100003 + epoch)
         self.batches.skip = skip
         return self.loader
+
+
+def _worker_errors_in_one_line(batches: Iterator) -> Iterator:
+    """``batches``, with an error raised in a worker re-raised as the worker's own message
+    (torch re-raises it with "Caught X in DataLoader worker process N" and the worker's
+    whole traceback in the message)."""
+    try:
+        yield from batches
+    except Exception as err:
+        head, _, traceback_text = str(err).partition("\n")
+        if not (head.startswith("Caught ") and " in DataLoader worker process " in head):
+            raise
+        last = traceback_text.strip().splitlines()[-1] if traceback_text.strip() else head
+        message = last.partition(": ")[2] or last
+        try:
+            one_line = type(err)(message)
+        except TypeError:  # an exception type that takes other arguments
+            one_line = RuntimeError(message)
+        raise one_line from None
+
+
+class DataLoader(torch.utils.data.DataLoader):
+    """``torch.utils.data.DataLoader`` whose workers leave SIGTERM/SIGINT to the main
+    process.  Workers start with both signals blocked and ignore them before unblocking,
+    so a signal that arrives while they start reaches the main process alone.  Workers
+    still running at exit are killed (:func:`kill_workers_left`), and a worker's error is
+    one line."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, worker_init_fn=leave_signals_to_main, **kwargs)
+        # Registered last, so it runs before multiprocessing's own exit handler.
+        atexit.unregister(kill_workers_left)
+        atexit.register(kill_workers_left)
+
+    def __iter__(self):
+        with stop_signals_blocked():
+            batches = super().__iter__()
+        return _worker_errors_in_one_line(batches)

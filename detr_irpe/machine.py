@@ -20,11 +20,18 @@ def device_name(device: str | None) -> str:
     return device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def available_device(device: str | torch.device, what: str = "--device") -> torch.device:
+    """``device`` as a torch.device; RuntimeError naming ``what`` when it is a GPU and this
+    machine has none."""
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"{what} {device}: CUDA is not available here; use {what} cpu")
+    return device
+
+
 def process_device(device: str | None, info: DistInfo) -> torch.device:
     """This process's device: ``cuda`` means the GPU of its local rank."""
-    name = device_name(device)
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"--device {name}: CUDA is not available here; use --device cpu")
+    name = str(available_device(device_name(device)))
     if name == "cuda" and info.enabled:
         name = f"cuda:{info.local_rank}"
     return torch.device(name)

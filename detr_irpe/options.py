@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
 import sys
 import tomllib
 from dataclasses import Field, fields
@@ -30,6 +31,11 @@ COMPATIBLE = {"mask_loss_coef": 1.0, "dice_loss_coef": 1.0, "world_size": 1}
 EXIT_ERROR = 1  # a problem with the data, a file or the machine: the message says which
 EXIT_USAGE = 2  # a bad command line or preset (argparse's code)
 EXIT_INTERRUPTED = 75  # stopped by SIGTERM/SIGINT, checkpoint saved (EX_TEMPFAIL)
+# What a problem with the inputs raises, answered by one line and EXIT_ERROR instead of a
+# traceback: files that are missing, unreadable or not writable (OSError), bad values
+# (ValueError), a checkpoint that does not fit (RuntimeError) or holds disallowed pickled
+# types, a run whose losses stay non-finite (FloatingPointError).
+INPUT_ERRORS = (OSError, ValueError, RuntimeError, pickle.UnpicklingError, FloatingPointError)
 EPILOG = (f"exit codes: 0 done; {EXIT_ERROR} error (one line says what and what to do); "
           f"{EXIT_USAGE} bad command line; {EXIT_INTERRUPTED} stopped by SIGTERM/SIGINT with the "
           f"checkpoint saved (run the same command with --resume auto)")

@@ -4,7 +4,8 @@
 group, data-loader workers included.  The main process turns the first signal into a
 request that training honours at the next step (checkpoint, exit code 75); a second
 signal stops at once.  Data-loader workers ignore both: the main process shuts them down
-as usual, so they neither die under the current step nor print anything.
+as usual, so they neither die under the current step nor print anything (the loader that
+sets this up is ``detr_irpe.loaders.DataLoader``).
 
 Because workers ignore SIGTERM, the way multiprocessing ends daemonic children at exit
 (SIGTERM, then wait) would wait forever for a worker that was not shut down, e.g. after a
@@ -14,11 +15,9 @@ process as one line (the worker's own message), not torch's copy of its tracebac
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import multiprocessing
 import signal
-from collections.abc import Iterator
 
 import torch
 
@@ -60,7 +59,7 @@ class StopRequest:
 
 
 @contextlib.contextmanager
-def _stop_signals_blocked():
+def stop_signals_blocked():
     """Hold SIGTERM/SIGINT back (they arrive when the block ends) where POSIX allows it."""
     if not hasattr(signal, "pthread_sigmask"):
         yield
@@ -90,41 +89,3 @@ def kill_workers_left() -> None:
         if child.daemon:
             child.kill()
             child.join(timeout=5)
-
-
-def _worker_errors_in_one_line(batches: Iterator) -> Iterator:
-    """``batches``, with an error raised in a worker re-raised as the worker's own message
-    (torch re-raises it with "Caught X in DataLoader worker process N" and the worker's
-    whole traceback in the message)."""
-    try:
-        yield from batches
-    except Exception as err:
-        head, _, traceback_text = str(err).partition("\n")
-        if not (head.startswith("Caught ") and " in DataLoader worker process " in head):
-            raise
-        last = traceback_text.strip().splitlines()[-1] if traceback_text.strip() else head
-        message = last.partition(": ")[2] or last
-        try:
-            one_line = type(err)(message)
-        except TypeError:  # an exception type that takes other arguments
-            one_line = RuntimeError(message)
-        raise one_line from None
-
-
-class DataLoader(torch.utils.data.DataLoader):
-    """``torch.utils.data.DataLoader`` whose workers leave SIGTERM/SIGINT to the main
-    process.  Workers start with both signals blocked and ignore them before unblocking,
-    so a signal that arrives while they start reaches the main process alone.  Workers
-    still running at exit are killed (:func:`kill_workers_left`), and a worker's error is
-    one line."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, worker_init_fn=leave_signals_to_main, **kwargs)
-        # Registered last, so it runs before multiprocessing's own exit handler.
-        atexit.unregister(kill_workers_left)
-        atexit.register(kill_workers_left)
-
-    def __iter__(self):
-        with _stop_signals_blocked():
-            batches = super().__iter__()
-        return _worker_errors_in_one_line(batches)

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import IRPEMultiheadAttention
-from .irpe import IRPEConfig
+from .irpe_config import IRPEConfig
 
 # How the iRPE tables start: "xavier" (the official run, the default) or "zero" (a fresh
 # model computes plain DETR).

@@ -5,10 +5,9 @@ exit code 1 for a problem with the inputs (2 stays argparse's, for a bad command
 from __future__ import annotations
 
 import argparse
-import pickle
 import sys
 
-from detr_irpe.options import EXIT_ERROR
+from detr_irpe.options import EXIT_ERROR, INPUT_ERRORS  # noqa: F401 (the tools import it here)
 
 
 def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
@@ -18,12 +17,6 @@ def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
 def add_trust_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trust_checkpoint", action="store_true",
                         help="allow arbitrary pickles in --checkpoint (only for trusted files)")
-
-
-# What a problem with the inputs raises: files that are missing, unreadable or not writable
-# (OSError), bad values (ValueError), a checkpoint that does not fit (RuntimeError) or
-# holds disallowed pickled types.
-INPUT_ERRORS = (OSError, ValueError, RuntimeError, pickle.UnpicklingError)
 
 
 def input_error(err: Exception) -> int:
