@@ -1,5 +1,6 @@
 """The README fits a page, every command in it is accepted by the program it names, its
-Python runs against the package's API, and every link of the README and docs/ resolves."""
+Python parses and names only what the package has, and every link of the README and docs/
+resolves."""
 
 from __future__ import annotations
 
@@ -83,7 +84,7 @@ def test_every_readme_command_is_accepted(words, capsys):
         tool.parse_args(argv)  # values too (types, choices, counts)
 
 
-def test_the_readme_python_runs_against_the_api():
+def test_the_readme_python_parses_and_names_the_api():
     import detr_irpe
 
     text = README.read_text()

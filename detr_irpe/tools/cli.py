@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from detr_irpe.options import EXIT_ERROR, INPUT_ERRORS  # noqa: F401 (the tools import it here)
+from detr_irpe.options import EXIT_ERROR
 
 
 def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:

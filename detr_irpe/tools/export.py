@@ -19,8 +19,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from detr_irpe.options import INPUT_ERRORS
 from detr_irpe.tools.cli import (
-    INPUT_ERRORS,
     add_checkpoint_argument,
     add_trust_argument,
     input_error,

@@ -13,7 +13,8 @@ import time
 
 from detr_irpe.data.shapes import ShapesParams, generate_shapes_dataset
 from detr_irpe.files import writable_folder
-from detr_irpe.tools.cli import INPUT_ERRORS, input_error
+from detr_irpe.options import INPUT_ERRORS
+from detr_irpe.tools.cli import input_error
 
 
 def parse_args(argv=None) -> argparse.Namespace:

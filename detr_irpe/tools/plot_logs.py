@@ -13,7 +13,8 @@ import argparse
 import sys
 
 from detr_irpe.files import writable_file
-from detr_irpe.tools.cli import INPUT_ERRORS, input_error
+from detr_irpe.options import INPUT_ERRORS
+from detr_irpe.tools.cli import input_error
 from detr_irpe.training_curves import plot_logs
 
 

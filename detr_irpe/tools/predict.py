@@ -19,9 +19,9 @@ import argparse
 import sys
 
 from detr_irpe.config import BATCH_SIZE, THRESHOLD, check_prediction
+from detr_irpe.options import INPUT_ERRORS
 from detr_irpe.process_memory import configure_memory
 from detr_irpe.tools.cli import (
-    INPUT_ERRORS,
     add_checkpoint_argument,
     add_trust_argument,
     input_error,

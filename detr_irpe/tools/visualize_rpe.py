@@ -16,8 +16,8 @@ import sys
 
 from detr_irpe.files import writable_file
 from detr_irpe.irpe_table_plots import plot_irpe_tables
+from detr_irpe.options import INPUT_ERRORS
 from detr_irpe.tools.cli import (
-    INPUT_ERRORS,
     add_checkpoint_argument,
     add_trust_argument,
     input_error,
