@@ -9,8 +9,11 @@ from .checkpoint import Checkpoint
 
 
 def finetune_options(args, source: Checkpoint, verbose: bool) -> None:
-    """Set ``args.enc_rpe2d`` from the source unless given; refuse what cannot carry over."""
+    """Set ``args.enc_rpe2d`` and ``args.query_anchors`` from the source unless given;
+    refuse what cannot carry over."""
     path, theirs = args.finetune_from, source.options.get("enc_rpe2d", "")
+    if "query_anchors" not in args.given:  # its box head predicts from the cells, or not
+        args.query_anchors = source.options.get("query_anchors", False)
     if "enc_rpe2d" not in args.given:
         args.enc_rpe2d = theirs
     elif theirs == "" and verbose:  # plain DETR into iRPE: only the tables are new

@@ -235,3 +235,21 @@ def test_class_loss_per_group_of_images_is_the_mean_of_the_groups_losses():
              for s in (slice(0, 2), slice(2, 4), slice(4, 5))]
     torch.testing.assert_close(grouped["loss_ce"], torch.stack(parts).mean())
     assert not torch.isclose(grouped["loss_ce"], crit(out, targets)["loss_ce"])
+
+
+def test_iou_class_target_against_a_hand_computed_loss():
+    """Query 0 is matched to the target with IoU 0.5: its class target is half the class and
+    half "no object" (weighted eos_coef); query 1 is unmatched, "no object" as in DETR."""
+    logits = torch.tensor([[[1.0, 0.0], [0.0, 2.0]]])  # 1 class + "no object"
+    boxes = torch.tensor([[[0.5, 0.5, 0.2, 0.4], [0.1, 0.1, 0.05, 0.05]]])
+    target = [{"labels": torch.tensor([0]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]])}]
+    eos = 0.1
+    criterion = SetCriterion(1, _matcher(), eos, 5.0, 2.0, 0, class_iou_target=True)
+    got = criterion({"pred_logits": logits, "pred_boxes": boxes}, target)["loss_ce"]
+    log_p = logits[0].log_softmax(-1)
+    expected = -(0.5 * log_p[0, 0] + 0.5 * eos * log_p[0, 1] + eos * log_p[1, 1]) / (1 + eos)
+    torch.testing.assert_close(got, expected)
+    plain = SetCriterion(1, _matcher(), eos, 5.0, 2.0, 0)  # DETR: one-hot for the match
+    expected = -(log_p[0, 0] + eos * log_p[1, 1]) / (1 + eos)
+    torch.testing.assert_close(plain({"pred_logits": logits, "pred_boxes": boxes}, target)["loss_ce"],
+                               expected)

@@ -51,13 +51,15 @@ def _assert_same(expected, got):
     np.testing.assert_array_equal(got[2], labels)
 
 
-def test_tiny_irpe_model_matches_pytorch_with_any_batch_size(tmp_path):
-    model = _model(**TINY)
+@pytest.mark.parametrize("anchors", [False, True])
+def test_tiny_irpe_model_matches_pytorch_with_any_batch_size(tmp_path, anchors):
+    model = _model(**TINY, query_anchors=anchors)
     path = export_onnx(model, tmp_path / "tiny.onnx", (96, 128), dynamic_batch=True)
     assert onnx.load(str(path)).opset_import[0].version == OPSET
     torch.manual_seed(1)
     images = torch.rand(3, 3, 96, 128)
-    expected = _pytorch_detections(_model(**TINY), images)  # a fresh copy: export changed nothing
+    # a fresh copy: export changed nothing
+    expected = _pytorch_detections(_model(**TINY, query_anchors=anchors), images)
     assert expected[0].max() > 10  # absolute pixels, not normalised
     _assert_same(expected, _run(path, images))
     _assert_same([e[:1] for e in expected], _run(path, images[:1]))

@@ -325,3 +325,36 @@ def test_per_image_backbone_makes_outputs_independent_of_batch():
     model.per_image_backbone = False  # image padding (DETR's default) changes the result
     assert not torch.allclose(model([small])["pred_boxes"][0], model([small, big])["pred_boxes"][0],
                               atol=1e-5)
+
+
+def test_query_anchors_start_each_box_on_its_grid_cell_and_keep_the_state_dict():
+    from detr_irpe.models.matcher import anchor_cells
+
+    cells = anchor_cells(4)  # 2 x 2 cells of half the image
+    assert torch.allclose(cells, torch.tensor([[0.25, 0.25, 0.5, 0.5], [0.75, 0.25, 0.5, 0.5],
+                                               [0.25, 0.75, 0.5, 0.5], [0.75, 0.75, 0.5, 0.5]]))
+    assert torch.allclose(anchor_cells(30)[7], torch.tensor([1.5 / 6, 1.5 / 5, 1 / 6, 1 / 5]))
+    model, _, _ = tiny_model(num_queries=30, query_anchors=True)
+    plain, _, _ = tiny_model(num_queries=30)
+    assert set(model.state_dict()) - set(plain.state_dict()) == {"anchor_logits"}
+    last = model.bbox_embed.layers[-1]
+    with torch.no_grad():  # a box head that predicts no offset: every box is its cell
+        last.weight.zero_()
+        last.bias.zero_()
+    model.eval()
+    boxes = model(torch.randn(2, 3, 64, 64))["pred_boxes"]
+    torch.testing.assert_close(boxes, anchor_cells(30).expand(2, -1, -1), rtol=1e-5, atol=1e-6)
+    with pytest.raises(RuntimeError, match="anchor_logits"):  # not a plain DETR state dict
+        plain.load_state_dict(model.state_dict())
+
+
+def test_query_anchors_are_read_off_a_bare_state_dict(tmp_path):
+    from detr_irpe.checkpoint import load_checkpoint
+
+    for anchors in (True, False):
+        model, _, _ = tiny_model(num_queries=30, query_anchors=anchors)
+        torch.save({"model": model.state_dict()}, tmp_path / "bare.pth")
+        ckpt = load_checkpoint(str(tmp_path / "bare.pth"))
+        assert ckpt.options["query_anchors"] is anchors
+        rebuilt, _, _ = detr_irpe.build_detr(ckpt.config(nheads=2))  # heads: not in shapes
+        rebuilt.load_state_dict(ckpt.model, strict=True)

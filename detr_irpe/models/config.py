@@ -23,7 +23,7 @@ POSITION_EMBEDDINGS = ("sine", "learned")
 ARCHITECTURE = ("num_classes", "enc_rpe2d", "backbone", "dilation", "position_embedding",
                 "hidden_dim", "nheads", "enc_layers", "dec_layers", "dim_feedforward",
                 "num_queries", "pre_norm", "backbone_norm", "trainable_backbone_layers",
-                "backbone_stride")
+                "backbone_stride", "query_anchors")
 _AT_LEAST_ONE = ("num_classes", "hidden_dim", "nheads", "enc_layers", "dec_layers",
                  "dim_feedforward", "num_queries")
 
@@ -81,6 +81,9 @@ class DETRConfig:
     dropout: float = option(0.1, "dropout in the transformer")
     num_queries: int = option(100, "object queries: most objects per image")
     pre_norm: bool = option(False, "layer norm before (not after) each block")
+    query_anchors: bool = option(
+        False, "each query predicts its box relative to a fixed grid cell of the image (the "
+        "cells of --set_cost_anchor) instead of the whole image; off = DETR")
     # Backbone.
     pretrained_backbone: str = option(
         "imagenet", "'imagenet' (torchvision IMAGENET1K_V1), 'none' (random init) or the path "
@@ -109,6 +112,10 @@ class DETRConfig:
     bbox_loss_coef: float = option(5.0, "loss weight: L1 box")
     giou_loss_coef: float = option(2.0, "loss weight: GIoU")
     eos_coef: float = option(0.1, "class-loss weight of the 'no object' class")
+    class_iou_target: bool = option(
+        False, "training only: a matched query's class target is its box's IoU with the "
+        "object, the rest 'no object', so that scores rank boxes by their overlap; off = "
+        "DETR's one-hot target")
     class_loss_images: int = option(
         0, "the weighted class loss is averaged over the queries of each group of this many "
         "consecutive images of a batch, then over the groups; 0 = over the whole batch (DETR). "

@@ -39,12 +39,14 @@ class SetCriterion(nn.Module):
         dense_coef: float = 0.0,
         attention_coef: float = 0.0,
         class_loss_images: int = 0,
+        class_iou_target: bool = False,
     ):
         super().__init__()
         self.num_classes = num_classes
         self.matcher = matcher
         self.eos_coef = eos_coef
         self.class_loss_images = class_loss_images
+        self.class_iou_target = class_iou_target
         empty_weight = torch.ones(num_classes + 1)
         empty_weight[-1] = eos_coef
         self.register_buffer("empty_weight", empty_weight, persistent=False)
@@ -79,9 +81,10 @@ class SetCriterion(nn.Module):
         pairs = matched_pairs(assignment, targets).to(device)  # (4, L * M)
         labels = torch.cat([t["labels"] for t in targets]).to(device)  # (T,)
         tgt_boxes = torch.cat([t["boxes"] for t in targets]).to(device)  # (T, 4)
-        per_layer = {"loss_ce": self._class_loss(logits, labels, pairs),
-                     "cardinality_error": self._cardinality_error(logits, targets)}
-        per_layer.update(_box_losses(boxes, tgt_boxes, pairs, num_boxes))
+        per_layer, iou = _box_losses(boxes, tgt_boxes, pairs, num_boxes)
+        quality = iou.detach() if self.class_iou_target else None
+        per_layer.update(loss_ce=self._class_loss(logits, labels, pairs, quality),
+                         cardinality_error=self._cardinality_error(logits, targets))
         last_layer = pairs[:, pairs.shape[1] - pairs.shape[1] // len(layers):]
         losses = {"class_error": _class_error(logits[-1], labels, last_layer)}
         for name, values in per_layer.items():
@@ -98,17 +101,26 @@ class SetCriterion(nn.Module):
             losses.update(dense_losses(outputs["dense_outputs"], targets, self.num_classes))
         return losses
 
-    def _class_loss(self, logits: Tensor, labels: Tensor, pairs: Tensor) -> Tensor:
+    def _class_loss(self, logits: Tensor, labels: Tensor, pairs: Tensor,
+                    quality: Tensor | None = None) -> Tensor:
         """(L,) DETR's weighted cross-entropy of each layer: unmatched queries learn "no
         object" (weight ``eos_coef``); the mean over a layer's queries, by weight, or the
         mean over groups of ``class_loss_images`` images of each group's weighted mean
-        (what DDP computes when each process holds one group)."""
+        (what DDP computes when each process holds one group).  ``quality``: the (L*M,)
+        IoU of each matched pair; the pair's target is then that much of its class and the
+        rest of "no object" (each class's term weighted as above)."""
         L, B, Q, K = logits.shape
         classes = torch.full((L, B, Q), self.num_classes, dtype=torch.int64, device=logits.device)
         classes[pairs[0], pairs[1], pairs[2]] = labels[pairs[3]]
         weight = self.empty_weight.to(logits.device)
         weighted = F.cross_entropy(logits.reshape(-1, K).float(), classes.view(-1), weight,
                                    reduction="none")  # (L*B*Q,) weight * -log p
+        if quality is not None:
+            log_p = F.log_softmax(logits[pairs[0], pairs[1], pairs[2]].float(), -1)  # (L*M, K)
+            soft = -(quality * log_p.gather(1, labels[pairs[3], None]).squeeze(1)
+                     + (1 - quality) * self.eos_coef * log_p[:, -1])
+            flat = (pairs[0] * B + pairs[1]) * Q + pairs[2]
+            weighted = weighted.index_put((flat,), soft)
         if not 0 < self.class_loss_images < B:
             return weighted.view(L, -1).sum(1) / weight[classes].view(L, -1).sum(1)
         per_image = torch.stack([weighted.view(L, B, Q).sum(-1), weight[classes].sum(-1)])
@@ -143,25 +155,29 @@ def _class_error(logits: Tensor, labels: Tensor, pairs: Tensor) -> Tensor:
     return 100.0 - 100.0 * correct
 
 
-def _box_losses(boxes: Tensor, tgt_boxes: Tensor, pairs: Tensor, num_boxes: Tensor) -> dict:
+def _box_losses(boxes: Tensor, tgt_boxes: Tensor, pairs: Tensor,
+                num_boxes: Tensor) -> tuple[dict, Tensor]:
     """(L,) L1 and GIoU losses of each layer's matched boxes (normalised cxcywh), summed
-    over the pairs and divided by ``num_boxes``."""
+    over the pairs and divided by ``num_boxes``; and the (L*M,) IoU of the pairs."""
     L = boxes.shape[0]
     src = boxes[pairs[0], pairs[1], pairs[2]].float()  # (L*M, 4)
     tgt = tgt_boxes[pairs[3]].to(src)
     l1 = (src - tgt).abs().view(L, -1).sum(1)
-    giou = paired_giou(box_convert(src, "cxcywh", "xyxy"), box_convert(tgt, "cxcywh", "xyxy"))
-    return {"loss_bbox": l1 / num_boxes, "loss_giou": (1 - giou).view(L, -1).sum(1) / num_boxes}
+    iou, giou = paired_iou_giou(box_convert(src, "cxcywh", "xyxy"),
+                                box_convert(tgt, "cxcywh", "xyxy"))
+    losses = {"loss_bbox": l1 / num_boxes, "loss_giou": (1 - giou).view(L, -1).sum(1) / num_boxes}
+    return losses, iou
 
 
-def paired_giou(a: Tensor, b: Tensor) -> Tensor:
-    """(n,) generalised IoU of box a[k] with box b[k], both (n, 4) xyxy: the diagonal of
-    ``torchvision.ops.generalized_box_iou(a, b)``, the same arithmetic, without the n x n
-    matrix."""
+def paired_iou_giou(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """(n,) IoU and generalised IoU of box a[k] with box b[k], both (n, 4) xyxy: the
+    diagonals of ``torchvision.ops.box_iou`` / ``generalized_box_iou(a, b)``, the same
+    arithmetic, without the n x n matrices."""
     area_a, area_b = box_area(a), box_area(b)
     inter_wh = (torch.min(a[:, 2:], b[:, 2:]) - torch.max(a[:, :2], b[:, :2])).clamp(min=0)
     inter = inter_wh[:, 0] * inter_wh[:, 1]
     union = area_a + area_b - inter
     hull_wh = (torch.max(a[:, 2:], b[:, 2:]) - torch.min(a[:, :2], b[:, :2])).clamp(min=0)
     hull = hull_wh[:, 0] * hull_wh[:, 1]
-    return inter / union - (hull - union) / hull
+    iou = inter / union
+    return iou, iou - (hull - union) / hull

@@ -12,7 +12,7 @@ from .backbone import Backbone, ImageBatch, Joiner
 from .config import DETRConfig
 from .criterion import SetCriterion
 from .dense_head import DenseHead
-from .matcher import HungarianMatcher
+from .matcher import HungarianMatcher, anchor_cells
 from .mlp import MLP
 from .position_encoding import build_position_encoding
 from .transformer import Transformer
@@ -36,6 +36,10 @@ class DETR(nn.Module):
       training mode with ``box_attention`` only, the layer's head-mean cross-attention and
       the feature mask, for :mod:`~detr_irpe.models.box_attention` (a training aid).
 
+    ``query_anchors`` (off by default, as in DETR): query *q* predicts its box as an offset,
+    in logit space, from the grid cell :func:`~detr_irpe.models.matcher.anchor_cells` ``[q]``
+    instead of from the whole image; the cells are a saved buffer (``anchor_logits``).
+
     ``per_image_backbone`` (off by default, as in DETR): run the ResNet on each image of a
     list separately and pad the feature maps instead of the images, which makes every
     image's output independent of the batch it is in (used for evaluation).
@@ -50,6 +54,7 @@ class DETR(nn.Module):
         aux_loss: bool,
         dense_head: DenseHead | None = None,
         box_attention: bool = False,
+        query_anchors: bool = False,
     ):
         super().__init__()
         hidden = transformer.d_model
@@ -65,6 +70,10 @@ class DETR(nn.Module):
         self.per_image_backbone = False
         self.dense_head = dense_head
         self.box_attention = box_attention
+        self.query_anchors = query_anchors
+        if query_anchors:  # the cells in logit space, added to the box head's output; saved,
+            # so that a state dict alone tells the model it belongs to
+            self.register_buffer("anchor_logits", torch.logit(anchor_cells(num_queries)))
 
     def forward(self, images: Sequence[Tensor] | ImageBatch | Tensor) -> dict:
         if self.per_image_backbone and not isinstance(images, ImageBatch):
@@ -76,7 +85,10 @@ class DETR(nn.Module):
         hs, memory = self.transformer(self.input_proj(feats), mask, self.query_embed.weight, pos,
                                       weights)
         logits = self.class_embed(hs)  # (layers, B, Q, C + 1)
-        boxes = self.bbox_embed(hs).sigmoid()  # (layers, B, Q, 4)
+        boxes = self.bbox_embed(hs)  # (layers, B, Q, 4)
+        if self.query_anchors:
+            boxes = boxes + self.anchor_logits
+        boxes = boxes.sigmoid()
         layers = [{"pred_logits": a, "pred_boxes": b} for a, b in zip(logits, boxes)]
         if weights is not None:
             for layer, w in zip(layers, weights):
@@ -147,7 +159,8 @@ def build_detr(config: DETRConfig | None = None, **options) -> tuple[DETR, SetCr
     )
     dense = DenseHead(config.hidden_dim, config.num_classes) if config.dense_aux_coef > 0 else None
     model = DETR(joiner, transformer, config.num_classes, config.num_queries, config.aux_loss,
-                 dense, box_attention=config.attn_aux_coef > 0)
+                 dense, box_attention=config.attn_aux_coef > 0,
+                 query_anchors=config.query_anchors)
     matcher = HungarianMatcher(config.set_cost_class, config.set_cost_bbox, config.set_cost_giou,
                                config.set_cost_anchor)
     criterion = SetCriterion(
@@ -160,5 +173,6 @@ def build_detr(config: DETRConfig | None = None, **options) -> tuple[DETR, SetCr
         dense_coef=config.dense_aux_coef,
         attention_coef=config.attn_aux_coef,
         class_loss_images=config.class_loss_images,
+        class_iou_target=config.class_iou_target,
     )
     return model, criterion, {"bbox": PostProcess()}

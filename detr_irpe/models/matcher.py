@@ -70,6 +70,15 @@ def anchor_points(num_queries: int) -> Tensor:
     return torch.tensor(points[:num_queries])
 
 
+def anchor_cells(num_queries: int) -> Tensor:
+    """(num_queries, 4) boxes (cx, cy, w, h): the grid cell around each
+    :func:`anchor_points` point."""
+    cols = math.ceil(math.sqrt(num_queries))
+    rows = math.ceil(num_queries / cols)
+    sizes = torch.tensor([1 / cols, 1 / rows]).expand(num_queries, 2)
+    return torch.cat([anchor_points(num_queries), sizes], dim=1)
+
+
 class HungarianMatcher(nn.Module):
     """cost = w_class * (-p(target class)) + w_bbox * L1(cxcywh) + w_giou * (-GIoU(xyxy))
     [+ w_anchor * L1(the query's anchor point, the target box's centre)].
