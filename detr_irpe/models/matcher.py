@@ -59,13 +59,18 @@ def raise_for_problems(targets: list[dict], problems: np.ndarray, num_classes: i
         )
 
 
+def _grid(num_queries: int) -> tuple[int, int]:
+    """Columns and rows of the anchor grid: ``ceil(sqrt(n))`` columns, rows as needed."""
+    cols = math.ceil(math.sqrt(num_queries))
+    return cols, math.ceil(num_queries / cols)
+
+
 @functools.lru_cache(maxsize=16)
 def anchor_points(num_queries: int) -> Tensor:
     """(num_queries, 2) points (cx, cy) spread over the unit square: a grid of
     ``ceil(sqrt(n))`` columns and as many rows as needed, cell centres, row-major, the last
     row possibly incomplete.  Query q owns point q (:class:`HungarianMatcher`'s anchor cost)."""
-    cols = math.ceil(math.sqrt(num_queries))
-    rows = math.ceil(num_queries / cols)
+    cols, rows = _grid(num_queries)
     points = [((c + 0.5) / cols, (r + 0.5) / rows) for r in range(rows) for c in range(cols)]
     return torch.tensor(points[:num_queries])
 
@@ -73,8 +78,7 @@ def anchor_points(num_queries: int) -> Tensor:
 def anchor_cells(num_queries: int) -> Tensor:
     """(num_queries, 4) boxes (cx, cy, w, h): the grid cell around each
     :func:`anchor_points` point."""
-    cols = math.ceil(math.sqrt(num_queries))
-    rows = math.ceil(num_queries / cols)
+    cols, rows = _grid(num_queries)
     sizes = torch.tensor([1 / cols, 1 / rows]).expand(num_queries, 2)
     return torch.cat([anchor_points(num_queries), sizes], dim=1)
 
