@@ -34,7 +34,7 @@ def _high_water_rss() -> int:
 
 def main(argv=None) -> int:
     enc, device = sys.argv[1:] if argv is None else argv
-    configure_memory()  # what main.py applies (huge pages came with the environment)
+    configure_memory()  # what main.py applies
     configure_cpu()
     dev = torch.device(device)
     model, criterion, _ = build_model(enc, dev)

@@ -103,11 +103,11 @@ class Worker:
     """One side in a process of its own, driven over its stdin and stdout."""
 
     def __init__(self, side: str, args, outputs: Path):
-        from detr_irpe.process_memory import GLIBC_VARIABLES, HUGE_PAGES
+        from detr_irpe.process_memory import GLIBC_VARIABLES
 
         env = dict(os.environ)
         if side == "official" and args.official_settings == "default":
-            for name in (HUGE_PAGES, *GLIBC_VARIABLES):
+            for name in GLIBC_VARIABLES:
                 env.pop(name, None)
         cmd = [sys.executable, "-m", "detr_irpe.tools.compare_official", "--serve", side,
                "--official", args.official, "--threads", str(args.threads),
