@@ -217,6 +217,21 @@ def test_batch_norm_backbone_for_training_from_scratch(tmp_path):
         detr_irpe.build_detr(trainable_backbone_layers=6, **small)
 
 
+@pytest.mark.parametrize("mode, amp, channels_last", [
+    ("eval", False, True), ("train", False, False), ("train", True, True)])
+def test_resnet_input_is_channels_last_where_onednn_is_faster(mode, amp, channels_last):
+    """On the CPU: inference and bf16 training feed the ResNet channels-last; float32
+    training keeps the contiguous layout (slower in channels-last)."""
+    model, _, _ = tiny_model(backbone_norm="batch", trainable_backbone_layers=5)
+    model.train(mode == "train")
+    seen = []
+    model.backbone[0].body.conv1.register_forward_pre_hook(
+        lambda _, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+    with torch.autocast("cpu", torch.bfloat16, enabled=amp), torch.set_grad_enabled(mode == "train"):
+        model([torch.rand(3, 64, 96)])
+    assert seen == [channels_last]
+
+
 def test_pretrained_backbone_local_file_and_clear_errors(tmp_path):
     import torchvision
 

@@ -226,9 +226,11 @@ class Backbone(nn.Module):
     def forward(self, batch: ImageBatch) -> tuple[Tensor, Tensor]:
         """Returns features (B, C, h, w) and their mask (B, h, w), True on padding."""
         x = batch.tensors
-        if x.device.type == "cpu" and not torch.is_grad_enabled():
-            # oneDNN picks faster convolutions for channels-last input in inference only
-            # (docs/benchmarks.md, "CPU settings applied by the project").
+        if x.device.type == "cpu" and (not torch.is_grad_enabled()
+                                       or torch.is_autocast_enabled("cpu")):
+            # oneDNN picks faster convolutions (and max-pooling) for channels-last input in
+            # inference and in bf16 training, not in float32 training (docs/benchmarks.md,
+            # "CPU settings applied by the project").
             x = x.contiguous(memory_format=torch.channels_last)
         feats = self.body(x)["0"]
         mask = F.interpolate(batch.mask[None].float(), size=feats.shape[-2:])[0].to(torch.bool)
