@@ -68,8 +68,8 @@ class OptimConfig(_FromOptions):
     clip_max_norm: float = option(0.1, "gradient clipping max norm (0 = off)")
     accum_steps: int = option(
         1, "gradient accumulation: total batch = batch_size x processes x accum_steps")
-    amp: str = option("off", "mixed precision: GPU, or bf16 on CPUs with bf16 instructions "
-                      "(e.g. avx512_bf16)", choices=AMP_MODES)
+    amp: str = option("off", "mixed precision: GPU, or bf16 on CPUs whose oneDNN has bf16 "
+                      "kernels (AVX-512); other CPUs run float32 instead, with a note", choices=AMP_MODES)
     max_bad_steps: int = option(10, "stop after this many consecutive non-finite steps")
     ema: float | None = option(
         None, "keep an exponential moving average of the weights with this decay (e.g. "

@@ -22,6 +22,7 @@ from .distributed import (
 from .evaluation import CocoEvaluator
 from .loop_report import Averages, Progress
 from .models.backbone import ImageBatch
+from .runtime import amp_on
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class LoopSettings:
     @classmethod
     def of(cls, optim: OptimConfig, run: RunConfig, device: torch.device,
            verbose: bool = True) -> LoopSettings:
-        return cls(device, optim.amp, optim.accum_steps, optim.clip_max_norm,
+        return cls(device, amp_on(device, optim.amp, verbose), optim.accum_steps, optim.clip_max_norm,
                    optim.max_bad_steps, run.print_freq, verbose)
 
 

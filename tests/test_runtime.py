@@ -1,0 +1,35 @@
+"""The CPU settings of ``detr_irpe/runtime.py`` that need no process of their own: which
+mixed precision a run gets on which CPU."""
+
+import os
+
+import pytest
+import torch
+
+
+@pytest.mark.parametrize("amp, has_bf16, device, runs", [
+    ("bf16", False, "cpu", "off"), ("bf16", True, "cpu", "bf16"), ("bf16", False, "cuda", "bf16"),
+    ("fp16", False, "cpu", "fp16"), ("off", True, "cpu", "off")])
+def test_bf16_runs_in_float32_on_a_cpu_without_bf16_kernels(monkeypatch, capsys, amp, has_bf16,
+                                                            device, runs):
+    from detr_irpe import runtime
+    from detr_irpe.config import OptimConfig, RunConfig
+    from detr_irpe.engine import LoopSettings
+
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: has_bf16)
+    loop = LoopSettings.of(OptimConfig(amp=amp), RunConfig(), torch.device(device))
+    assert loop.amp == runs
+    assert ("in float32 instead" in capsys.readouterr().out) == (runs != amp)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/cpuinfo"), reason="reads the Linux CPU flags")
+def test_bf16_kernels_are_found_where_the_cpu_has_avx512():
+    from detr_irpe.runtime import cpu_has_bf16
+
+    flags = set()
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("flags"):
+            flags |= set(line.split(":", 1)[1].split())
+    # oneDNN's bf16 kernels need AVX-512 (BW, VL and DQ), as PyTorch checks on x86.
+    if "avx2" in flags:
+        assert cpu_has_bf16() == ({"avx512bw", "avx512vl", "avx512dq"} <= flags)
