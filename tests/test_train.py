@@ -198,8 +198,8 @@ def test_missing_dataset_is_explained(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_ddp_two_processes_gathers_evaluation(trained, coco_root, tmp_path):
-    """torchrun, 2 CPU processes (gloo): distributed training runs, and distributed
-    evaluation gathers every image once (same AP as one process)."""
+    """torchrun, 2 CPU processes (gloo): distributed evaluation gathers every image once
+    (same AP as one process)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
@@ -213,14 +213,7 @@ def test_ddp_two_processes_gathers_evaluation(trained, coco_root, tmp_path):
     assert list(ev["bbox"].values()) == pytest.approx(log["test_coco_eval_bbox"], abs=1e-9)
     dets = json.loads((out / "eval" / "detections_eval.json").read_text())
     assert len(dets) == 5 * 6  # 5 images, padded sampler duplicates removed
-    # Distributed training: one epoch with gradient sync.
-    train_cmd = [c for c in cmd if c != "--eval"]
-    k = train_cmd.index("--resume")
-    del train_cmd[k : k + 2]
-    train_cmd[train_cmd.index("--output_dir") + 1] = str(tmp_path / "ddp_train")
-    res = subprocess.run(train_cmd, env=env, capture_output=True, text=True, timeout=240)
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert (tmp_path / "ddp_train" / "checkpoint.pth").is_file()
+    # Distributed training: test_ddp_resume_restores_each_process_random_state.
 
 
 @pytest.mark.slow
