@@ -41,21 +41,3 @@ def test_freed_tensors_are_reused_without_page_faults():
     # glibc's default maps and unmaps each 64 MiB block: 10 x 16384 pages to fault in.
     assert default_faults > 10 * 16384 * 0.9
     assert faults < 1000
-
-
-CACHE_PROGRAM = """
-from detr_irpe.runtime import ONEDNN_CACHE, configure_cpu
-print(configure_cpu(1)["onednn_cache"], ONEDNN_CACHE)
-"""
-
-
-def test_onednn_cache_is_raised_unless_the_environment_sets_it():
-    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
-
-    def cache(**extra) -> list[str]:
-        return subprocess.run([sys.executable, "-c", CACHE_PROGRAM], env={**env, **extra},
-                              capture_output=True, text=True, check=True).stdout.split()
-
-    set_by_us, wanted = cache()
-    assert set_by_us == wanted and int(wanted) > 1024  # oneDNN's default is 1024
-    assert cache(ONEDNN_PRIMITIVE_CACHE_CAPACITY="300")[0] == "300"

@@ -1,7 +1,9 @@
-"""The CPU settings of ``detr_irpe/runtime.py`` that need no process of their own: which
-mixed precision a run gets on which CPU."""
+"""The CPU settings of ``detr_irpe/runtime.py``: oneDNN's cache and which mixed precision a
+run gets on which CPU."""
 
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -33,3 +35,22 @@ def test_bf16_kernels_are_found_where_the_cpu_has_avx512():
     # oneDNN's bf16 kernels need AVX-512 (BW, VL and DQ), as PyTorch checks on x86.
     if "avx2" in flags:
         assert cpu_has_bf16() == ({"avx512bw", "avx512vl", "avx512dq"} <= flags)
+
+
+CACHE_PROGRAM = """
+from detr_irpe.runtime import ONEDNN_CACHE, configure_cpu
+print(configure_cpu(1)["onednn_cache"], ONEDNN_CACHE)
+"""
+
+
+@pytest.mark.slow  # in a process of its own: configure_cpu sets the environment
+def test_onednn_cache_is_raised_unless_the_environment_sets_it():
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
+
+    def cache(**extra) -> list[str]:
+        return subprocess.run([sys.executable, "-c", CACHE_PROGRAM], env={**env, **extra},
+                              capture_output=True, text=True, check=True).stdout.split()
+
+    set_by_us, wanted = cache()
+    assert set_by_us == wanted and int(wanted) > 1024  # oneDNN's default is 1024
+    assert cache(ONEDNN_PRIMITIVE_CACHE_CAPACITY="300")[0] == "300"

@@ -200,20 +200,14 @@ def test_missing_dataset_is_explained(tmp_path, capsys):
 def test_ddp_two_processes_gathers_evaluation(trained, coco_root, tmp_path):
     """torchrun, 2 CPU processes (gloo): distributed evaluation gathers every image once
     (same AP as one process)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-           "--master_port=29731", str(ROOT / "main.py"), "--coco_path", str(coco_root),
-           "--output_dir", str(out), "--epochs", "1", "--resume", str(trained / "checkpoint.pth"),
-           "--eval", *TINY_FLAGS[:-2]]  # without --threads: one thread per process
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    assert res.returncode == 0, res.stderr[-3000:]
+    _torchrun_main(29731, ["--coco_path", str(coco_root), "--resume", str(trained / "checkpoint.pth"),
+                           "--eval", *TINY_FLAGS[:-2]], out)  # without --threads: one per process
     ev = json.loads((out / "eval" / "eval.json").read_text())
     log = json.loads((trained / "log.txt").read_text().splitlines()[0])
     assert list(ev["bbox"].values()) == pytest.approx(log["test_coco_eval_bbox"], abs=1e-9)
     dets = json.loads((out / "eval" / "detections_eval.json").read_text())
     assert len(dets) == 5 * 6  # 5 images, padded sampler duplicates removed
-    # Distributed training: test_ddp_resume_restores_each_process_random_state.
 
 
 @pytest.mark.slow
