@@ -281,11 +281,21 @@ def test_official_eval_protocol_pads_images_in_pairs(trained, coco_root, tmp_pat
 
 
 def _torchrun_main(port: int, flags: list, out: Path) -> None:
+    _torchrun_together([(port, flags, out)])
+
+
+def _torchrun_together(runs: list) -> None:
+    """Each (port, flags, out) as a 2-process ``main.py`` under torchrun, all at once (their
+    start-up and rendezvous overlap); each must exit 0."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-           f"--master_port={port}", str(ROOT / "main.py"), "--output_dir", str(out), *flags]
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    procs = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                               f"--master_port={port}", str(ROOT / "main.py"), "--output_dir",
+                               str(out), *flags], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+             for port, flags, out in runs]
+    for proc in procs:
+        printed, _ = proc.communicate(timeout=240)
+        assert proc.returncode == 0, printed[-5000:]
 
 
 @pytest.mark.slow
@@ -295,8 +305,8 @@ def test_ddp_resume_restores_each_process_random_state(coco_root, tmp_path):
     (of the model inside DDP) continues too."""
     flags = ["--coco_path", str(coco_root), "--lr_drop", "1", "--eval_every", "1", "--ema", "0.7",
              *TINY_FLAGS[:-2]]
-    _torchrun_main(29735, ["--epochs", "2", *flags], tmp_path / "straight")
-    _torchrun_main(29735, ["--epochs", "1", *flags], tmp_path / "split")
+    _torchrun_together([(29735, ["--epochs", "2", *flags], tmp_path / "straight"),
+                        (29736, ["--epochs", "1", *flags], tmp_path / "split")])
     stored = torch.load(tmp_path / "split" / "checkpoint.pth", weights_only=True)["rng"]
     assert len(stored) == 2 and not torch.equal(stored[0]["torch"], stored[1]["torch"])
     _torchrun_main(29735, ["--epochs", "2", "--resume", "auto", *flags],
