@@ -43,24 +43,42 @@ _FIRST_CALL = time.time()
 
 @dataclass
 class Plan:
-    """How many epochs the run trains and after which it evaluates."""
+    """How many epochs the run trains and after which it evaluates: every ``eval_every``
+    epochs, or, in a time-budgeted run, after each of ``eval_epochs``; always after the last."""
 
     epochs: int
     eval_every: int
+    eval_epochs: list[int] | None = None
 
     def evaluates(self, epoch: int) -> bool:
-        return (epoch + 1) % self.eval_every == 0 or epoch + 1 == self.epochs
+        if epoch + 1 == self.epochs:
+            return True
+        if self.eval_epochs is not None:
+            return epoch in self.eval_epochs
+        return (epoch + 1) % self.eval_every == 0
 
     def to_dict(self) -> dict:
-        return {"epochs": self.epochs, "eval_every": self.eval_every}
+        extra = {} if self.eval_epochs is None else {"eval_epochs": list(self.eval_epochs)}
+        return {"epochs": self.epochs, "eval_every": self.eval_every, **extra}
+
+
+def spread_evaluations(past: list[int], current: int, epochs: int, count: int) -> list[int]:
+    """``past`` (epochs already evaluated, all before ``current``) and ``count`` more,
+    evenly spaced over epochs ``current`` .. ``epochs - 1``, the last on the last epoch."""
+    span = epochs - current
+    ahead = {current - 1 + math.ceil(i * span / count) for i in range(1, count + 1)}
+    return sorted(set(past) | ahead)
 
 
 class TimeBudget:
     """Plans a run to end by ``start + minutes``; see the module docstring.
 
-    ``step_done()`` after every optimiser step, ``evaluated(seconds)`` after every
-    evaluation and ``epoch_done(epoch)`` after every epoch update :attr:`plan` in place (and
-    the learning-rate ``factor``'s total steps).  ``eval_images``: validation images, for the
+    ``step_done()`` after every optimiser step, ``epoch_done(epoch)`` after every epoch's
+    training (before the plan is asked whether to evaluate it) and ``evaluated(seconds)``
+    after every evaluation update :attr:`plan` in place (and the learning-rate ``factor``'s
+    total steps).  A re-plan that changes the number of epochs keeps the evaluations made
+    and spreads the rest over the epochs left, so that an epoch planned as the last is
+    not evaluated when the run has just been given another.  ``eval_images``: validation images, for the
     first estimate of an evaluation's time (``inference_share`` of a training step's time
     per image, measured later).
     """
@@ -74,7 +92,7 @@ class TimeBudget:
         self.eval_images, self.factor, self.verbose = eval_images, factor, verbose
         self.agree = agree  # several processes: the main process's plan for all
         self.clock = clock
-        self.plan = Plan(epochs=1, eval_every=1)
+        self.plan = Plan(epochs=1, eval_every=1, eval_epochs=[0])
         self.steps = 0
         self.timer_start: float | None = None
         self.step_seconds: float | None = None
@@ -128,10 +146,20 @@ class TimeBudget:
                   f"{epochs - 1} at this speed; the run ends after it, about "
                   f"{(epochs - fits) * self.step_seconds * self.steps_per_epoch:.0f} s late",
                   flush=True)
-        self.plan.epochs, self.plan.eval_every = epochs, max(1, math.ceil(epochs / EVALUATIONS))
+        if first or epochs != old:
+            self._place_evaluations(epochs, current=math.ceil(epochs_done) - 1,
+                                    count=evals_left)
         self.factor.total = epochs * self.steps_per_epoch
         if self.verbose and (first or epochs != old):
             self._print(first, math.ceil(epochs_done), now)
+
+    def _place_evaluations(self, epochs: int, current: int, count: int) -> None:
+        """The evaluations already made stay; ``count`` more are spread over the epochs from
+        ``current`` (the one just trained or in progress, not yet evaluated) to the end."""
+        p = self.plan
+        past = [e for e in p.eval_epochs if e < current]
+        p.epochs, p.eval_every = epochs, max(1, math.ceil(epochs / EVALUATIONS))
+        p.eval_epochs = spread_evaluations(past, current, epochs, count)
 
     def _print(self, first: bool, epochs_done: int, now: float) -> None:
         p = self.plan

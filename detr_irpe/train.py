@@ -273,6 +273,8 @@ def _train(model, criterion, state: TrainState, loader: TrainLoader, validation:
                 state.scheduler.step()
             entry = {f"train_{k}": v for k, v in train_stats.items()}
             summary = None
+            if budget is not None:  # re-planned before the evaluation: it may move
+                budget.epoch_done(epoch)
             if plan.evaluates(epoch):
                 started = time.time()
                 test_stats, summary = validation(model if state.ema is None else state.ema.module,
@@ -284,8 +286,6 @@ def _train(model, criterion, state: TrainState, loader: TrainLoader, validation:
                     entry["test_coco_eval_bbox"] = last_stats = summary.stats
             entry.update(epoch=epoch, n_parameters=n_parameters)
             _end_epoch(state, epoch, entry, summary, record, log, output_dir)
-            if budget is not None:
-                budget.epoch_done(epoch)
             barrier()
             epoch += 1
     if log is not None:

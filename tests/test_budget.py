@@ -12,6 +12,7 @@ from detr_irpe.budget import (
     REPORT_SECONDS,
     SETTLE_STEPS,
     TimeBudget,
+    spread_evaluations,
 )
 from detr_irpe.data.sizing import sizes_from_data
 from detr_irpe.optim import COSINE_FLOOR, LrFactor
@@ -77,10 +78,10 @@ def test_a_slower_machine_shortens_the_plan_and_it_still_ends_in_time():
     epoch = 1
     while epoch < b.plan.epochs:  # from now on every step takes twice as long
         _steps(b, clock, 50, 1.0)
+        b.epoch_done(epoch)
         if b.plan.evaluates(epoch):
             clock.now += 3.0
             b.evaluated(3.0)
-        b.epoch_done(epoch)
         epoch += 1
     assert b.plan.epochs < first
     assert factor.total == b.plan.epochs * 50
@@ -105,6 +106,62 @@ def test_a_faster_epoch_adds_an_epoch_only_with_room_to_spare(spare, raised):
     b.epoch_done(0)
     assert b.plan.epochs == planned + (1 if raised else 0)
     assert factor.total == b.plan.epochs * 50
+
+
+def _run(budget, clock, step_seconds) -> list[int]:
+    """Train as ``train.py`` does (re-plan after each epoch's training, then evaluate if
+    due); ``step_seconds(epoch)``: each step's time in that epoch.  Returns the epochs
+    evaluated."""
+    evaluated, epoch = [], 0
+    while epoch < budget.plan.epochs:
+        _steps(budget, clock, budget.steps_per_epoch, step_seconds(epoch))
+        budget.epoch_done(epoch)
+        if budget.plan.evaluates(epoch):
+            clock.now += 3.0
+            budget.evaluated(3.0)
+            evaluated.append(epoch)
+        epoch += 1
+    return evaluated
+
+
+def test_evaluations_spread_over_the_epochs_left():
+    assert spread_evaluations([], 0, 16, 4) == [3, 7, 11, 15]  # every 4th, as --eval_every 4
+    assert spread_evaluations([], 0, 13, 4) == [3, 6, 9, 12]
+    assert spread_evaluations([3, 7], 8, 12, 2) == [3, 7, 9, 11]  # re-planned after epoch 7
+    assert spread_evaluations([2], 5, 6, 3) == [2, 5]  # more wanted than epochs left
+
+
+@pytest.mark.parametrize("speeds", [(0.5, 1.0, 0.5), (0.5, 0.3, 0.6), (0.4, 0.4, 0.25)])
+def test_re_plans_keep_the_number_of_evaluations_and_evaluate_the_last_epoch(speeds):
+    """A machine whose speed changes twice during the run (each third of the first plan at
+    its own step time): the plan changes, and the run still evaluates EVALUATIONS times,
+    the last after its last epoch, and ends in time."""
+    clock = Clock()
+    b, _ = _budget(clock, minutes=10.0, steps_per_epoch=30)
+    _steps(b, clock, SETTLE_STEPS + CALIBRATION_STEPS, speeds[0])
+    first, plans = b.plan.epochs, set()
+
+    def step_seconds(epoch):
+        plans.add(b.plan.epochs)
+        return speeds[min(2, 3 * epoch // first)]
+
+    evaluated = _run(b, clock, step_seconds)
+    assert len(plans) > 1, "the speeds must change the plan for this test to mean anything"
+    assert len(evaluated) == EVALUATIONS and evaluated[-1] == b.plan.epochs - 1, evaluated
+    assert clock.now + REPORT_SECONDS <= b.deadline
+
+
+def test_an_epoch_added_at_the_end_moves_the_last_evaluation():
+    """The planned last epoch runs faster than the ones before, enough for one more: it is
+    not evaluated, the new last one is (no two evaluations back to back at the end)."""
+    clock = Clock()
+    b, _ = _budget(clock, minutes=10.0, steps_per_epoch=30)
+    _steps(b, clock, SETTLE_STEPS + CALIBRATION_STEPS, 0.5)
+    first = b.plan.epochs
+    evaluated = _run(b, clock, lambda epoch: 0.5 if epoch < first - 3 else 0.2)
+    assert b.plan.epochs > first
+    assert first - 1 not in evaluated and evaluated[-1] == b.plan.epochs - 1, evaluated
+    assert len(evaluated) == EVALUATIONS
 
 
 def test_a_budget_shorter_than_one_epoch_still_trains_one():
