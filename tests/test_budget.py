@@ -9,6 +9,7 @@ from detr_irpe.budget import (
     EVALUATIONS,
     MARGIN,
     RAISE_SLACK,
+    Plan,
     REPORT_SECONDS,
     SETTLE_STEPS,
     TimeBudget,
@@ -162,6 +163,20 @@ def test_an_epoch_added_at_the_end_moves_the_last_evaluation():
     assert b.plan.epochs > first
     assert first - 1 not in evaluated and evaluated[-1] == b.plan.epochs - 1, evaluated
     assert len(evaluated) == EVALUATIONS
+
+
+def test_a_plan_survives_the_checkpoint_and_old_plans_still_load(tmp_path):
+    """A resumed budgeted run keeps its plan: the evaluation epochs go through a checkpoint
+    (loaded with weights_only), and a plan saved before they existed evaluates every
+    ``eval_every`` epochs as it did."""
+    import torch
+
+    plan = Plan(epochs=13, eval_every=4, eval_epochs=[3, 6, 9, 12])
+    torch.save({"plan": plan.to_dict()}, tmp_path / "c.pth")
+    again = Plan(**torch.load(tmp_path / "c.pth", weights_only=True)["plan"])
+    assert again == plan and [e for e in range(13) if again.evaluates(e)] == [3, 6, 9, 12]
+    old = Plan(**{"epochs": 13, "eval_every": 4})
+    assert [e for e in range(13) if old.evaluates(e)] == [3, 7, 11, 12]
 
 
 def test_a_budget_shorter_than_one_epoch_still_trains_one():
