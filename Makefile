@@ -22,8 +22,8 @@ test: $(STAMP)
 
 # The long checks: the hostile sweep (tests marked sweep: kill -9 at random instants of
 # training, then --resume auto must give the uninterrupted run; a full disk) and the
-# compiled step against the eager one (marked inductor).  A few minutes; CI runs them
-# after `make test`.
+# compiled step against the eager one and the compile benchmark (marked inductor).  A few
+# minutes; CI runs them after `make test`.
 .PHONY: sweep
 sweep: $(STAMP)
 	$(PY) -m pytest -q -m "sweep or inductor"

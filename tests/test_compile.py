@@ -76,10 +76,11 @@ def test_compile_is_off_by_default():
     assert RunConfig().compile is False
 
 
-@pytest.mark.slow
+@pytest.mark.inductor
 def test_benchmark_compile_section_runs_every_variant(tmp_path):
-    """The tool's plumbing on a tiny model (backend eager: no code generation), not a
-    timing: every variant ran, and the bucketed one saw only bucket shapes."""
+    """The tool's plumbing on a tiny model (backend eager: no code generation, but 15-20 s
+    of graph capture on 2 cores, hence with the long checks), not a timing: every variant
+    ran, and the bucketed one saw only bucket shapes."""
     out = tmp_path / "b.json"
     assert benchmark.main(["--compile", "--tiny", "--reps", "1", "--compile_backend", "eager",
                            "--json", str(out)]) == 0
