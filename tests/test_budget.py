@@ -3,15 +3,16 @@
 import math
 
 import pytest
+import torch
 
 from detr_irpe.budget import (
     CALIBRATION_STEPS,
     EVALUATIONS,
     MARGIN,
     RAISE_SLACK,
-    Plan,
     REPORT_SECONDS,
     SETTLE_STEPS,
+    Plan,
     TimeBudget,
     spread_evaluations,
 )
@@ -169,8 +170,6 @@ def test_a_plan_survives_the_checkpoint_and_old_plans_still_load(tmp_path):
     """A resumed budgeted run keeps its plan: the evaluation epochs go through a checkpoint
     (loaded with weights_only), and a plan saved before they existed evaluates every
     ``eval_every`` epochs as it did."""
-    import torch
-
     plan = Plan(epochs=13, eval_every=4, eval_epochs=[3, 6, 9, 12])
     torch.save({"plan": plan.to_dict()}, tmp_path / "c.pth")
     again = Plan(**torch.load(tmp_path / "c.pth", weights_only=True)["plan"])
