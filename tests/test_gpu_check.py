@@ -8,7 +8,7 @@ import pytest
 from detr_irpe.tools import gpu_check
 
 
-@pytest.mark.slow
+@pytest.mark.inductor  # its compile section captures graphs (10-15 s): with the long checks
 def test_cpu_sections_write_figures_and_mark_gpu_targets_not_measured(tmp_path, capsys):
     rc = gpu_check.main(["--device", "cpu", "--tiny", "--reps", "1", "--out", str(tmp_path),
                          "--only", "scaling,compile,reruns"])
