@@ -77,10 +77,10 @@ class TimeBudget:
     training (before the plan is asked whether to evaluate it) and ``evaluated(seconds)``
     after every evaluation update :attr:`plan` in place (and the learning-rate ``factor``'s
     total steps).  A re-plan that changes the number of epochs keeps the evaluations made
-    and spreads the rest over the epochs left, so that an epoch planned as the last is
-    not evaluated when the run has just been given another.  ``eval_images``: validation images, for the
-    first estimate of an evaluation's time (``inference_share`` of a training step's time
-    per image, measured later).
+    and spreads the rest over the epochs left, so that an epoch planned as the last is not
+    evaluated when the run has just been given another.  ``eval_images``: validation
+    images, for the first estimate of an evaluation's time (``inference_share`` of a
+    training step's time per image, measured later).
     """
 
     def __init__(self, minutes: float, start: float, steps_per_epoch: int, batch_size: int,
@@ -146,11 +146,11 @@ class TimeBudget:
                   f"{epochs - 1} at this speed; the run ends after it, about "
                   f"{(epochs - fits) * self.step_seconds * self.steps_per_epoch:.0f} s late",
                   flush=True)
-        if first or epochs != old:
-            self._place_evaluations(epochs, current=math.ceil(epochs_done) - 1,
-                                    count=evals_left)
         self.factor.total = epochs * self.steps_per_epoch
-        if self.verbose and (first or epochs != old):
+        if not first and epochs == old:
+            return  # the same plan: its evaluations stay where they are
+        self._place_evaluations(epochs, current=math.ceil(epochs_done) - 1, count=evals_left)
+        if self.verbose:
             self._print(first, math.ceil(epochs_done), now)
 
     def _place_evaluations(self, epochs: int, current: int, count: int) -> None:

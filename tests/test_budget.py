@@ -71,20 +71,34 @@ def test_first_plan_fills_the_budget_at_the_measured_speed():
     assert b.plan.evaluates(expected - 1)
 
 
+def _run(budget, clock, step_seconds) -> list[int]:
+    """Train as ``train.py`` does (re-plan after each epoch's training, then evaluate if
+    due); ``step_seconds(epoch)``: each step's time in that epoch.  Returns the epochs
+    evaluated."""
+    evaluated, epoch = [], 0
+    while epoch < budget.plan.epochs:
+        _steps(budget, clock, budget.steps_per_epoch, step_seconds(epoch))
+        budget.epoch_done(epoch)
+        if budget.plan.evaluates(epoch):
+            clock.now += 3.0
+            budget.evaluated(3.0)
+            evaluated.append(epoch)
+        epoch += 1
+    return evaluated
+
+
 def test_a_slower_machine_shortens_the_plan_and_it_still_ends_in_time():
     clock = Clock()
     b, factor = _budget(clock)
-    _steps(b, clock, 50, 0.5)
-    b.epoch_done(0)
-    first = b.plan.epochs
-    epoch = 1
-    while epoch < b.plan.epochs:  # from now on every step takes twice as long
-        _steps(b, clock, 50, 1.0)
-        b.epoch_done(epoch)
-        if b.plan.evaluates(epoch):
-            clock.now += 3.0
-            b.evaluated(3.0)
-        epoch += 1
+    after_epoch_0 = []
+
+    def step_seconds(epoch):  # from epoch 1 on every step takes twice as long
+        if epoch == 1:
+            after_epoch_0.append(b.plan.epochs)
+        return 0.5 if epoch == 0 else 1.0
+
+    _run(b, clock, step_seconds)
+    first = after_epoch_0[0]
     assert b.plan.epochs < first
     assert factor.total == b.plan.epochs * 50
     assert clock.now + REPORT_SECONDS <= b.deadline
@@ -108,22 +122,6 @@ def test_a_faster_epoch_adds_an_epoch_only_with_room_to_spare(spare, raised):
     b.epoch_done(0)
     assert b.plan.epochs == planned + (1 if raised else 0)
     assert factor.total == b.plan.epochs * 50
-
-
-def _run(budget, clock, step_seconds) -> list[int]:
-    """Train as ``train.py`` does (re-plan after each epoch's training, then evaluate if
-    due); ``step_seconds(epoch)``: each step's time in that epoch.  Returns the epochs
-    evaluated."""
-    evaluated, epoch = [], 0
-    while epoch < budget.plan.epochs:
-        _steps(budget, clock, budget.steps_per_epoch, step_seconds(epoch))
-        budget.epoch_done(epoch)
-        if budget.plan.evaluates(epoch):
-            clock.now += 3.0
-            budget.evaluated(3.0)
-            evaluated.append(epoch)
-        epoch += 1
-    return evaluated
 
 
 def test_evaluations_spread_over_the_epochs_left():

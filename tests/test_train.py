@@ -293,9 +293,15 @@ def _torchrun_together(runs: list) -> None:
                                str(out), *flags], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
              for port, flags, out in runs]
-    for proc in procs:
-        printed, _ = proc.communicate(timeout=240)
-        assert proc.returncode == 0, printed[-5000:]
+    try:
+        for proc in procs:
+            printed, _ = proc.communicate(timeout=240)
+            assert proc.returncode == 0, printed[-5000:]
+    finally:  # a failed or timed-out run leaves no launch behind holding its port
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
 
 
 @pytest.mark.slow
