@@ -30,7 +30,7 @@ sweep: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m pip install --quiet ruff==0.17.6
-	$(VENV)/bin/ruff check detr_irpe tools tests main.py
+	$(VENV)/bin/ruff check detr_irpe tools benchmarks tests main.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -12,15 +12,15 @@ imported, so ``--help`` and argument errors answer at once.
 import os
 import sys
 
+from detr_irpe.machine.memory import configure_memory
 from detr_irpe.options import EXIT_ERROR, EXIT_INTERRUPTED, INPUT_ERRORS, parse_args
-from detr_irpe.process_memory import configure_memory
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     configure_memory()  # before torch is imported
-    from detr_irpe.engine import TrainingInterrupted
-    from detr_irpe.train import run
+    from detr_irpe.training.loop import TrainingInterrupted
+    from detr_irpe.training.recipe import run
 
     try:
         run(args)

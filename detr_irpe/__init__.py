@@ -24,7 +24,7 @@ _PUBLIC = {
     "build_detr": ".models.detr",
     "IRPEConfig": ".models.irpe_config",
     "parse_irpe": ".models.irpe_config",
-    "Detector": ".detector",
+    "Detector": ".inference.detector",
 }
 
 __all__ = sorted(_PUBLIC)

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .compiled import plain_state_dict
-from .models.config import DETRConfig, own_options
-from .models.irpe_config import canonical_irpe
-from .urls import is_url
+from detr_irpe.models.config import DETRConfig, own_options
+from detr_irpe.models.irpe_config import canonical_irpe
+from detr_irpe.training.compiled import plain_state_dict
+from detr_irpe.urls import is_url
 
 # Types beyond tensors and primitives that official and our checkpoints contain.
 SAFE_GLOBALS = [argparse.Namespace]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .models.config import DETRConfig, check_at_least, check_choice, option, own_options
+from detr_irpe.models.config import DETRConfig, check_at_least, check_choice, option, own_options
 
 # DETR's evaluation resize: shorter side 800, longer side at most 1333.
 EVAL_SIZE, EVAL_MAX_SIZE = 800, 1333

@@ -17,9 +17,9 @@ import sys
 import tomllib
 from dataclasses import Field, fields
 
-from .config import CONFIGS, Settings
-from .models.irpe_config import canonical_irpe
-from .urls import is_url
+from detr_irpe.config import CONFIGS, Settings
+from detr_irpe.models.irpe_config import canonical_irpe
+from detr_irpe.urls import is_url
 
 SCHEDULES = {"150e": (150, 100), "300e": (300, 200), "500e": (500, 400)}
 # Official flags we accept for compatibility but whose feature is not part of this project.
@@ -213,3 +213,20 @@ def _check_data_paths(err, args: argparse.Namespace) -> None:
     else:
         err("no dataset: give --coco_path (COCO 2017) or --train_json/--train_images/"
             "--val_json/--val_images (custom data); `make run` generates and uses a demo set")
+
+
+# What the tools' command lines (tools/*.py) share: the checkpoint flags, and the one-line
+# error with EXIT_ERROR for a problem with the inputs (EXIT_USAGE stays argparse's).
+def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="checkpoint file (ours or official)")
+
+
+def add_trust_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trust_checkpoint", action="store_true",
+                        help="allow arbitrary pickles in --checkpoint (only for trusted files)")
+
+
+def input_error(err: Exception) -> int:
+    """Print ``error: <err>`` as one line on stderr; the exit code of an input error."""
+    print(f"error: {err}", file=sys.stderr, flush=True)
+    return EXIT_ERROR

@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 
 from detr_irpe.config import OptimConfig, RunConfig
-from detr_irpe.engine import LoopSettings, train_one_epoch
+from detr_irpe.training.loop import LoopSettings, train_one_epoch
 
 NAN_BATCH = 3  # rank 1's second batch when 6 batches are dealt to 2 ranks
 

@@ -13,7 +13,7 @@ from helpers import TINY_FLAGS, data_flags, shapes_dataset, tiny_config
 import detr_irpe
 import main as main_module
 from detr_irpe.checkpoint import load_checkpoint
-from detr_irpe.detector import Detector
+from detr_irpe.inference.detector import Detector
 from detr_irpe.models.dense_head import DenseHead, assign_cells, cell_centres, dense_losses
 
 SMALL = tiny_config(num_queries=5, num_classes=3)

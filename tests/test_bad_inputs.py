@@ -12,8 +12,8 @@ from PIL import Image
 
 import detr_irpe
 import main as main_module
-from detr_irpe.image_input import ImageReadError
-from detr_irpe.tools import export, make_shapes_dataset, plot_logs, predict, visualize_rpe
+from detr_irpe.inference.image_input import ImageReadError
+from tools import export, make_shapes_dataset, plot_logs, predict, visualize_rpe
 
 
 @pytest.fixture(scope="module")

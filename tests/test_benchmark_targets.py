@@ -4,7 +4,7 @@ import copy
 
 import pytest
 
-from detr_irpe.benchmark import targets as target_table
+from benchmarks import targets as target_table
 
 
 @pytest.fixture(scope="module")

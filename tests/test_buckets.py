@@ -7,8 +7,8 @@ from helpers import tiny_model
 
 from detr_irpe.config import DataConfig
 from detr_irpe.data.buckets import BucketCollate, bucket_for, size_buckets
-from detr_irpe.loaders import train_collate
 from detr_irpe.models.backbone import ImageBatch
+from detr_irpe.training.loaders import train_collate
 
 
 def test_buckets_of_detrs_sizes_follow_the_documented_rule():

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from detr_irpe.budget import (
+from detr_irpe.data.sizing import sizes_from_data
+from detr_irpe.training.budget import (
     CALIBRATION_STEPS,
     EVALUATIONS,
     MARGIN,
@@ -16,8 +17,7 @@ from detr_irpe.budget import (
     TimeBudget,
     spread_evaluations,
 )
-from detr_irpe.data.sizing import sizes_from_data
-from detr_irpe.optim import COSINE_FLOOR, LrFactor
+from detr_irpe.training.optimizer import COSINE_FLOOR, LrFactor
 
 
 def test_cosine_factor_ends_and_middle():

@@ -1,4 +1,4 @@
-"""The dataset checker (detr_irpe.data.checks), path safety and RGB loading of odd images.
+"""The dataset checker (detr_irpe.data.checker.checks), path safety and RGB loading of odd images.
 
 Each test writes a small clean dataset (6 RGB PNGs of 40x32, one box each), gives it one
 defect and checks how the defect is reported, and that loading does what the report says.
@@ -23,7 +23,7 @@ from detr_irpe.data.image_source import (
     ZipImageSource,
     to_rgb,
 )
-from detr_irpe.tools import check_dataset as check_dataset_tool
+from tools import check_dataset as check_dataset_tool
 
 W, H = 40, 32
 

@@ -13,7 +13,7 @@ from helpers import data_flags, shapes_dataset, tiny_config
 
 import detr_irpe
 from detr_irpe.checkpoint import load_checkpoint, url_cache_path
-from detr_irpe.detector import Detector
+from detr_irpe.inference.detector import Detector
 from detr_irpe.options import parse_args
 
 SMALL = tiny_config(dec_layers=1, num_queries=4, num_classes=3)

@@ -7,11 +7,11 @@ import pytest
 import torch
 from helpers import tiny_model
 
+from benchmarks import speed as benchmark
 from detr_irpe.checkpoint import load_checkpoint, save_checkpoint
-from detr_irpe.compiled import compile_model, plain_state_dict
 from detr_irpe.config import RunConfig
 from detr_irpe.models.backbone import ImageBatch
-from detr_irpe.tools import benchmark
+from detr_irpe.training.compiled import compile_model, plain_state_dict
 
 
 def _batch():
@@ -97,7 +97,7 @@ def test_benchmark_compile_section_runs_every_variant(tmp_path):
 def test_detector_compiled_for_inference_predicts_as_eager():
     """Detector.compile (inductor, weights frozen into the graph) gives the eager
     detections to float32 rounding, for two image sizes (one compile each)."""
-    from detr_irpe.detector import Detector, preprocess
+    from detr_irpe.inference.detector import Detector, preprocess
 
     model, _, _ = tiny_model()
     g = torch.Generator().manual_seed(1)

@@ -3,7 +3,7 @@ float64 on the CPU.
 
 Forward and backward (input gradients and the iRPE table gradients), with padding, in
 float32 and under autocast.  On a CPU-only machine the cases run on the CPU; where CUDA is
-present the same cases run on the GPU too (``tools/gpu_check.py`` runs this file there).
+present the same cases run on the GPU too (``benchmarks/gpu_check.py`` runs this file there).
 """
 
 import itertools

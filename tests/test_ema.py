@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from detr_irpe.ema import WeightEMA
 from detr_irpe.options import parse_args
+from detr_irpe.training.ema import WeightEMA
 
 
 def _set(module, value):

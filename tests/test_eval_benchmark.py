@@ -1,10 +1,10 @@
 """The evaluation benchmark: a generated set both backends score alike, and its entry in
-tools/benchmark.py."""
+benchmarks/speed.py."""
 
 import pytest
 
-from detr_irpe.benchmark import coco_eval
-from detr_irpe.tools import benchmark
+from benchmarks import coco_eval
+from benchmarks import speed as benchmark
 
 
 def test_generated_set_shape_and_both_backends_agree():

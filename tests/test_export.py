@@ -11,9 +11,9 @@ import torch
 from helpers import tiny_config
 
 import detr_irpe
-from detr_irpe.detector import Detector
-from detr_irpe.export import OPSET, ExportableDetector, export_onnx
-from detr_irpe.tools import export as export_tool
+from detr_irpe.inference.detector import Detector
+from detr_irpe.inference.export import OPSET, ExportableDetector, export_onnx
+from tools import export as export_tool
 
 TINY = tiny_config(num_queries=7, num_classes=5, enc_rpe2d="rpe-2.0-product-ctx-1-k")
 

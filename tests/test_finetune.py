@@ -8,7 +8,7 @@ from helpers import data_flags, shapes_dataset, tiny_config, tiny_flags
 
 import detr_irpe
 import main as main_module
-from detr_irpe.finetune import finetune_state
+from detr_irpe.training.finetune import finetune_state
 
 SMALL = tiny_config(num_queries=6)
 # The same model as main.py flags, without --pretrained_backbone: the tests that want it

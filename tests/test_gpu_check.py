@@ -1,11 +1,11 @@
-"""tools/gpu_check.py's scaling, compile and reruns sections, end to end on the CPU with a
+"""benchmarks/gpu_check.py's scaling, compile and reruns sections, end to end on the CPU with a
 tiny model (--device cpu --tiny): the JSON they write, and GPU targets marked unmeasured."""
 
 import json
 
 import pytest
 
-from detr_irpe.tools import gpu_check
+from benchmarks import gpu_check
 
 
 @pytest.mark.inductor  # its compile section captures graphs (10-15 s): with the long checks

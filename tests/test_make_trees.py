@@ -8,7 +8,7 @@ import zipfile
 
 from PIL import Image
 
-from detr_irpe.tools import make_trees_dataset as trees
+from tools import make_trees_dataset as trees
 
 
 def _voc(boxes) -> str:

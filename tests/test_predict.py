@@ -15,18 +15,18 @@ from pycocotools.coco import COCO
 from torchvision import tv_tensors
 
 import detr_irpe
-from detr_irpe.categories import COCO_CATEGORY_NAMES
 from detr_irpe.data.coco import CocoDetection
 from detr_irpe.data.image_source import SIXTEEN_BIT_MODES
 from detr_irpe.data.transforms import make_transforms, to_model_format
-from detr_irpe.detector import Detector, preprocess
-from detr_irpe.image_input import ImageReadError, to_image_tensor
-from detr_irpe.irpe_table_plots import irpe_tables, plot_irpe_tables
-from detr_irpe.predict import find_images, predict_to_folder
-from detr_irpe.tools import plot_logs as plot_logs_tool
-from detr_irpe.tools import predict as predict_tool
-from detr_irpe.tools import visualize_rpe as visualize_rpe_tool
-from detr_irpe.training_curves import read_log
+from detr_irpe.inference.categories import COCO_CATEGORY_NAMES
+from detr_irpe.inference.detector import Detector, preprocess
+from detr_irpe.inference.image_input import ImageReadError, to_image_tensor
+from detr_irpe.inference.predict import find_images, predict_to_folder
+from detr_irpe.pictures.curves import read_log
+from detr_irpe.pictures.irpe_tables import irpe_tables, plot_irpe_tables
+from tools import plot_logs as plot_logs_tool
+from tools import predict as predict_tool
+from tools import visualize_rpe as visualize_rpe_tool
 
 TINY = dict(backbone="resnet18", hidden_dim=32, nheads=2, enc_layers=1, dec_layers=1,
             dim_feedforward=32, num_queries=5, pretrained_backbone="none")
@@ -441,7 +441,7 @@ def test_visualize_rpe_without_irpe_errors(tmp_path, capsys):
 
 
 def test_labels_scale_with_the_image_and_stay_inside_it():
-    from detr_irpe.detection_drawing import detection_style, draw_detections
+    from detr_irpe.pictures.detections import detection_style, draw_detections
 
     small, large = detection_style(128, 125), detection_style(800, 1066)
     assert small[0] <= large[0] and small[1] < large[1]

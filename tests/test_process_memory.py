@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 # few: measured, 6 rounds still fault).
 PROGRAM = """
 import resource
-from detr_irpe.process_memory import configure_memory
+from detr_irpe.machine.memory import configure_memory
 print(configure_memory()["keep_freed_memory"])
 import torch
 for _ in range(15):

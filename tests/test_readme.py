@@ -34,7 +34,8 @@ def readme_commands() -> list[list[str]]:
 
 
 def program_and_argv(words: list[str]) -> tuple[str, list[str]]:
-    """("main", argv), ("tools/<name>", argv) or ("make", targets)."""
+    """("main", argv), ("tools/<name>", argv), ("benchmarks/<name>", argv) or ("make",
+    targets)."""
     if words[0] == "make":
         return "make", words[1:]
     if words[0] == "torchrun":
@@ -43,6 +44,9 @@ def program_and_argv(words: list[str]) -> tuple[str, list[str]]:
     assert words[0] == "python", f"a README command this test does not know: {words}"
     if words[1] == "main.py":
         return "main", words[2:]
+    if words[1] == "-m":
+        assert words[2].startswith("benchmarks."), words
+        return words[2].replace(".", "/"), words[3:]
     assert words[1].startswith("tools/"), words
     return words[1][: -len(".py")], words[2:]
 
@@ -73,7 +77,7 @@ def test_every_readme_command_is_accepted(words, capsys):
             assert (ROOT / argv[argv.index("--config") + 1]).is_file()
         return
     assert (ROOT / f"{program}.py").is_file(), program
-    tool = importlib.import_module("detr_irpe." + program.replace("/", "."))
+    tool = importlib.import_module(program.replace("/", "."))
     with pytest.raises(SystemExit) as done:
         tool.main(["--help"])
     assert done.value.code == 0

@@ -13,7 +13,7 @@ from helpers import ROOT, TINY_FLAGS, data_flags, shapes_dataset, tiny_config, t
 import detr_irpe
 from detr_irpe.checkpoint import save_checkpoint
 from detr_irpe.config import OptimConfig, RunConfig
-from detr_irpe.engine import LoopSettings, train_one_epoch
+from detr_irpe.training.loop import LoopSettings, train_one_epoch
 
 
 def _tiny():

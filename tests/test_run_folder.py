@@ -9,7 +9,7 @@ import pytest
 from helpers import ROOT, TINY_FLAGS, data_flags, shapes_dataset
 
 import main as main_module
-from detr_irpe.run_folder import LOCK_FILE, lock_run_folder, start_fresh
+from detr_irpe.training.run_folder import LOCK_FILE, lock_run_folder, start_fresh
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def test_the_lock_names_the_pid_of_a_run_in_another_process(data, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom detr_irpe.run_folder import "
+        [sys.executable, "-c", "import sys, time\nfrom detr_irpe.training.run_folder import "
          "lock_run_folder\nwith lock_run_folder(__import__('pathlib').Path(sys.argv[1])):\n"
          "    print('locked', flush=True); time.sleep(120)", str(out)],
         env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True)

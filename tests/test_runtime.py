@@ -1,4 +1,4 @@
-"""The CPU settings of ``detr_irpe/runtime.py``: oneDNN's cache and which mixed precision a
+"""The CPU settings of ``detr_irpe/machine/cpu.py``: oneDNN's cache and which mixed precision a
 run gets on which CPU."""
 
 import os
@@ -16,7 +16,7 @@ def test_bf16_runs_in_float32_on_a_cpu_without_bf16_kernels(monkeypatch, capsys,
                                                             device, runs):
     from detr_irpe import runtime
     from detr_irpe.config import OptimConfig, RunConfig
-    from detr_irpe.engine import LoopSettings
+    from detr_irpe.training.loop import LoopSettings
 
     monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: has_bf16)
     loop = LoopSettings.of(OptimConfig(amp=amp), RunConfig(), torch.device(device))
@@ -26,7 +26,7 @@ def test_bf16_runs_in_float32_on_a_cpu_without_bf16_kernels(monkeypatch, capsys,
 
 @pytest.mark.skipif(not os.path.exists("/proc/cpuinfo"), reason="reads the Linux CPU flags")
 def test_bf16_kernels_are_found_where_the_cpu_has_avx512():
-    from detr_irpe.runtime import cpu_has_bf16
+    from detr_irpe.machine.cpu import cpu_has_bf16
 
     flags = set()
     for line in open("/proc/cpuinfo"):
@@ -38,7 +38,7 @@ def test_bf16_kernels_are_found_where_the_cpu_has_avx512():
 
 
 CACHE_PROGRAM = """
-from detr_irpe.runtime import ONEDNN_CACHE, configure_cpu
+from detr_irpe.machine.cpu import ONEDNN_CACHE, configure_cpu
 print(configure_cpu(1)["onednn_cache"], ONEDNN_CACHE)
 """
 

@@ -1,12 +1,12 @@
 """What one training step asks of the device, counted on the CPU: ATen ops and host syncs
-(``detr_irpe.benchmark.dispatch``).  Counts, not times: they hold on a loaded machine."""
+(``benchmarks.dispatch``).  Counts, not times: they hold on a loaded machine."""
 
 import torch
 from helpers import tiny_model
 
-from detr_irpe.benchmark.dispatch import count_dispatch
-from detr_irpe.benchmark.workload import train_step_fn
-from detr_irpe.tools.count_ops import count_step
+from benchmarks.count_ops import count_step
+from benchmarks.dispatch import count_dispatch
+from benchmarks.workload import train_step_fn
 
 # DETR-R50 at the default flags, one step on two 96 x 128 images: 6105 ops with per-layer
 # matching, 5547 with one matching for all layers, 4435 with the losses of all layers in
@@ -57,7 +57,7 @@ def test_training_loop_waits_for_the_device_twice_per_step():
     from ddp_steps import batches
 
     from detr_irpe.config import OptimConfig, RunConfig
-    from detr_irpe.engine import LoopSettings, train_one_epoch
+    from detr_irpe.training.loop import LoopSettings, train_one_epoch
 
     model, criterion, _ = tiny_model(num_queries=5, num_classes=3)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4,

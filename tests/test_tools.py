@@ -1,5 +1,6 @@
-"""The tools are modules of the package (``detr_irpe.tools.<name>``, each with ``main``);
-``tools/<name>.py`` only runs that ``main``, from any folder, without editing sys.path."""
+"""The tools are scripts beside the package (``tools/<name>.py``, each with ``main``), run as
+``python tools/<name>.py`` from any folder without editing sys.path; the benchmarks run as
+``python -m benchmarks.<name>`` from the repository root."""
 
 import importlib
 import subprocess
@@ -8,21 +9,29 @@ from pathlib import Path
 
 import pytest
 
-TOOLS = Path(__file__).resolve().parents[1] / "tools"
-NAMES = sorted(p.stem for p in TOOLS.glob("*.py"))
+ROOT = Path(__file__).resolve().parents[1]
+TOOLS = ROOT / "tools"
+NAMES = sorted(p.stem for p in TOOLS.glob("*.py") if p.stem != "__init__")
 
 
-def test_every_tool_has_its_module():
-    assert "predict" in NAMES and "benchmark" in NAMES
+def test_every_tool_has_its_main():
+    assert "predict" in NAMES and "export" in NAMES
     for name in NAMES:
-        assert callable(importlib.import_module(f"detr_irpe.tools.{name}").main)
+        assert callable(importlib.import_module(f"tools.{name}").main)
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_script_only_calls_the_module(name):
+def test_script_runs_its_main_without_editing_sys_path(name):
     text = (TOOLS / f"{name}.py").read_text()
-    assert f"from detr_irpe.tools.{name} import main" in text
+    assert 'if __name__ == "__main__":\n    sys.exit(main())' in text
     assert "sys.path" not in text
+
+
+def test_no_tool_or_library_module_imports_the_benchmarks():
+    for path in [*TOOLS.glob("*.py"), *(ROOT / "detr_irpe").rglob("*.py"), ROOT / "main.py"]:
+        assert "benchmarks" not in {line.split()[1].split(".")[0] for line in
+                                    path.read_text().splitlines()
+                                    if line.startswith(("import ", "from "))}, path
 
 
 def test_script_runs_from_another_folder(tmp_path):
@@ -33,7 +42,7 @@ def test_script_runs_from_another_folder(tmp_path):
 
 def test_plot_logs_exit_codes(tmp_path, capsys):
     """1 for a problem with the logs (one line on stderr), 2 for a bad command line."""
-    from detr_irpe.tools import plot_logs
+    from tools import plot_logs
 
     missing = tmp_path / "missing"
     assert plot_logs.main([str(missing)]) == 1
@@ -52,7 +61,7 @@ def test_plot_logs_exit_codes(tmp_path, capsys):
 
 
 def test_visualize_rpe_exit_codes(tmp_path, capsys):
-    from detr_irpe.tools import visualize_rpe
+    from tools import visualize_rpe
 
     missing = tmp_path / "missing.pth"
     assert visualize_rpe.main(["--checkpoint", str(missing), "--out", str(tmp_path / "r.png")]) == 1
@@ -64,7 +73,7 @@ def test_visualize_rpe_exit_codes(tmp_path, capsys):
 
 
 def test_compare_official_names_a_folder_that_is_not_the_official_code(tmp_path):
-    from detr_irpe.tools import compare_official
+    from benchmarks import compare_official
 
     with pytest.raises(SystemExit) as exc:
         compare_official.main(["--official", str(tmp_path), "--serve", "official",

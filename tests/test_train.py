@@ -453,7 +453,7 @@ def test_resume_auto_on_a_finished_run_says_nothing_is_left(trained, coco_root, 
 def test_predict_tool_gives_the_evaluators_detections(trained, coco_root, tmp_path, capsys):
     """tools/predict.py with the checkpoint alone (no size flags) on the validation images
     writes the detections the evaluation wrote: boxes within 1e-3 px, the same scores."""
-    from detr_irpe.tools import predict as predict_tool
+    from tools import predict as predict_tool
 
     out = tmp_path / "pred"
     code = predict_tool.main([
@@ -487,7 +487,7 @@ def test_predict_tool_gives_the_evaluators_detections(trained, coco_root, tmp_pa
 def test_ema_is_evaluated_saved_and_loaded_by_eval_and_predict(coco_root, tmp_path):
     """--ema: the checkpoint holds the average beside the trained weights; the training's
     evaluation, --eval and the Detector all use the average (same detections)."""
-    from detr_irpe.detector import Detector
+    from detr_irpe.inference.detector import Detector
 
     out = tmp_path / "ema"
     main_module.main(["--coco_path", str(coco_root), "--output_dir", str(out), "--epochs", "1",
@@ -558,7 +558,7 @@ def test_a_crash_while_the_best_checkpoint_is_written_loses_no_epoch(coco_root, 
     """Epoch 0 always improves the best AP, so it writes checkpoint_best.pth; the run dies
     right there.  After --resume auto every epoch is in log.txt exactly once and the best
     checkpoint exists (writing checkpoint.pth last makes the crash redo epoch 0)."""
-    import detr_irpe.train as train_module
+    import detr_irpe.training.recipe as train_module
 
     real, crashed = train_module.save_checkpoint, []
 
@@ -583,7 +583,7 @@ def test_a_crash_while_the_best_checkpoint_is_written_loses_no_epoch(coco_root, 
 
 
 def test_log_repair_drops_a_torn_line_and_epochs_to_be_trained_again(tmp_path, capsys):
-    from detr_irpe.epoch_log import repair_log
+    from detr_irpe.training.epoch_log import repair_log
 
     log = tmp_path / "log.txt"
     log.write_text("".join(json.dumps({"epoch": e, "train_loss": 1.0}) + "\n" for e in range(3))

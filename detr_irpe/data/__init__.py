@@ -1,12 +1,12 @@
 """Datasets, augmentation and batching (see :class:`CocoDetection` for the target format)."""
 
-from .checks import check_dataset
-from .coco import CocoDetection, build_coco, load_coco_api, prepare_target
-from .collate import collate_fn
-from .image_source import FolderImageSource, ZipImageSource, make_image_source
-from .report import DatasetError, DatasetReport
-from .shapes import build_shapes, generate_shapes_dataset
-from .transforms import make_transforms, resize_size, to_model_format
+from detr_irpe.data.checker.checks import check_dataset
+from detr_irpe.data.checker.report import DatasetError, DatasetReport
+from detr_irpe.data.coco import CocoDetection, build_coco, load_coco_api, prepare_target
+from detr_irpe.data.collate import collate_fn
+from detr_irpe.data.image_source import FolderImageSource, ZipImageSource, make_image_source
+from detr_irpe.data.shapes import build_shapes, generate_shapes_dataset
+from detr_irpe.data.transforms import make_transforms, resize_size, to_model_format
 
 __all__ = [
     "CocoDetection",

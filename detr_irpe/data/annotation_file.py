@@ -1,7 +1,7 @@
 """Reading a COCO annotation file: the parsed JSON, or the reason it cannot be used.
 
 Loading (:class:`~detr_irpe.data.coco.CocoDetection`) and the checker
-(:func:`~detr_irpe.data.checks.check_dataset`) read the file the same way, so a file that
+(:func:`~detr_irpe.data.checker.checks.check_dataset`) read the file the same way, so a file that
 loading refuses is reported by the checker with the same message.
 """
 
@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from .report import DatasetError, DatasetReport, Findings
+from detr_irpe.data.checker.report import DatasetError, DatasetReport, Findings
 
 
 def read_annotation_file(ann_file: str | os.PathLike) -> dict:

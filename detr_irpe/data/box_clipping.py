@@ -21,6 +21,6 @@ def clip_to_image(xyxy: torch.Tensor, image_hw: tuple[int, int]) -> tuple[torch.
 
 def clip_boxes(xywh: torch.Tensor, image_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """The box repair used at load time (and counted by
-    :func:`~detr_irpe.data.checks.check_dataset`): (n, 4) COCO boxes ``[x, y, w, h]`` in
+    :func:`~detr_irpe.data.checker.checks.check_dataset`): (n, 4) COCO boxes ``[x, y, w, h]`` in
     pixels to XYXY, clipped to an image of size ``image_hw`` = (height, width)."""
     return clip_to_image(box_convert(xywh, in_fmt="xywh", out_fmt="xyxy"), image_hw)

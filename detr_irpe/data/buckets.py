@@ -26,8 +26,8 @@ from collections.abc import Sequence
 
 import torch
 
-from ..models.backbone import ImageBatch
-from .transforms import DETR_SCALES
+from detr_irpe.data.transforms import DETR_SCALES
+from detr_irpe.models.backbone import ImageBatch
 
 STRIDE = 32
 

@@ -22,13 +22,13 @@ from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from ..config import EVAL_MAX_SIZE
-from .annotation_file import read_annotation_file
-from .box_clipping import clip_boxes
-from .checks import check_dataset
-from .image_source import make_image_source
-from .report import DatasetError, DatasetReport
-from .transforms import make_transforms, to_model_format
+from detr_irpe.config import EVAL_MAX_SIZE
+from detr_irpe.data.annotation_file import read_annotation_file
+from detr_irpe.data.box_clipping import clip_boxes
+from detr_irpe.data.checker.checks import check_dataset
+from detr_irpe.data.checker.report import DatasetError, DatasetReport
+from detr_irpe.data.image_source import make_image_source
+from detr_irpe.data.transforms import make_transforms, to_model_format
 
 
 def load_coco_api(ann_file: str | os.PathLike, quiet: bool = True) -> COCO:
@@ -61,7 +61,7 @@ def prepare_target(
     Crowd objects are dropped when ``drop_crowd``; boxes go from xywh to xyxy, are clipped to
     the image and those with zero width or height are removed
     (:func:`~detr_irpe.data.box_clipping.clip_boxes`, the repair that
-    :func:`~detr_irpe.data.checks.check_dataset` counts).
+    :func:`~detr_irpe.data.checker.checks.check_dataset` counts).
 
     Returns a dict with ``boxes`` (``tv_tensors.BoundingBoxes``, absolute XYXY, (n, 4)),
     ``labels`` int64 (n,), ``area`` float (n,), ``iscrowd`` int64 (n,), ``image_id`` int and
@@ -108,9 +108,9 @@ class CocoDetection(Dataset):
             ``num_classes`` is ``max id + 1`` (91 for COCO).
         drop_crowd: override whether ``iscrowd=1`` objects are dropped (default: ``train``).
             When kept they are flagged by ``target["iscrowd"]``.
-        check: check the dataset at construction (:func:`~detr_irpe.data.checks.check_dataset`
+        check: check the dataset at construction (:func:`~detr_irpe.data.checker.checks.check_dataset`
             with ``quick=True``: the whole JSON, that every image file exists, the headers of
-            up to 5000 images). Errors raise :class:`~detr_irpe.data.report.DatasetError`
+            up to 5000 images). Errors raise :class:`~detr_irpe.data.checker.report.DatasetError`
             whose message lists them; repairs made at load time (boxes clipped or dropped,
             images converted to RGB) and skipped images are printed in one line.
         skip_unreadable: leave out images whose file is missing, unreadable or not an image
@@ -127,7 +127,7 @@ class CocoDetection(Dataset):
         coco: the ``pycocotools`` COCO object (ground truth for :class:`CocoEvaluator`).
         ids: image ids, sorted; index ``i`` is image ``ids[i]``. Images without annotations
             are included; skipped images (``skip_unreadable``) are not.
-        report: the :class:`~detr_irpe.data.report.DatasetReport` (None when ``check=False``).
+        report: the :class:`~detr_irpe.data.checker.report.DatasetReport` (None when ``check=False``).
         num_classes: the value to give the model (classes, without "no object").
         label_to_category_id: label -> original category id.
         category_names: original category id -> name.

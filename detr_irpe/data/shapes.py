@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .coco import CocoDetection
+from detr_irpe.data.coco import CocoDetection
 
 CATEGORIES = (
     {"id": 1, "name": "circle"},

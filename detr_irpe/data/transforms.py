@@ -24,8 +24,8 @@ import torchvision.transforms.v2.functional as F
 from torchvision import tv_tensors
 from torchvision.ops import box_convert
 
-from ..config import EVAL_MAX_SIZE, EVAL_SIZE
-from .box_clipping import clip_to_image
+from detr_irpe.config import EVAL_MAX_SIZE, EVAL_SIZE
+from detr_irpe.data.box_clipping import clip_to_image
 
 Target = dict
 Transform = Callable[[tv_tensors.Image, Target], tuple[tv_tensors.Image, Target]]

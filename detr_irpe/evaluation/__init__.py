@@ -1,14 +1,14 @@
 """COCO box AP (faster-coco-eval or pycocotools) for single- and multi-process evaluation."""
 
-from .backends import load_backend, resolve_backend
-from .coco_eval import (
+from detr_irpe.evaluation.backends import load_backend, resolve_backend
+from detr_irpe.evaluation.coco_eval import (
     STAT_NAMES,
     CocoEvaluator,
     CocoSummary,
     format_stats,
     per_category_ap,
 )
-from .per_category import format_metrics_table, per_category_metrics
+from detr_irpe.evaluation.per_category import format_metrics_table, per_category_metrics
 
 __all__ = [
     "STAT_NAMES",

@@ -13,7 +13,7 @@ import copy
 import importlib.util
 from typing import NamedTuple
 
-from ..config import EVAL_BACKENDS
+from detr_irpe.config import EVAL_BACKENDS
 
 
 class Backend(NamedTuple):

@@ -26,9 +26,9 @@ import torch
 import torch.distributed as dist
 from torchvision.ops import box_convert
 
-from ..config import EVAL_BACKENDS
-from .backends import coco_from_dataset, load_backend
-from .per_category import PER_CATEGORY_METRICS, per_category_metrics
+from detr_irpe.config import EVAL_BACKENDS
+from detr_irpe.evaluation.backends import coco_from_dataset, load_backend
+from detr_irpe.evaluation.per_category import PER_CATEGORY_METRICS, per_category_metrics
 
 # The 12 numbers of COCOeval.summarize() for "bbox", in order.
 STAT_NAMES = (

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .confusion import ConfusionMatrix
-from .per_category import precision_curve
+from detr_irpe.evaluation.confusion import ConfusionMatrix
+from detr_irpe.evaluation.per_category import precision_curve
 
 PR_IOUS = (0.5, 0.75)
 

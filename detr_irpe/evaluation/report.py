@@ -16,10 +16,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ..files import write_json
-from .coco_eval import STAT_NAMES, CocoEvaluator, CocoSummary
-from .confusion import confusion_matrix
-from .plots import plot_confusion, plot_pr_curves
+from detr_irpe.evaluation.coco_eval import STAT_NAMES, CocoEvaluator, CocoSummary
+from detr_irpe.evaluation.confusion import confusion_matrix
+from detr_irpe.evaluation.plots import plot_confusion, plot_pr_curves
+from detr_irpe.files import write_json
 
 
 def _nan_to_none(values: dict[int, float]) -> dict[str, float | None]:

@@ -66,7 +66,7 @@ class SetCriterion(nn.Module):
     ) -> dict[str, Tensor]:
         """``num_boxes``: what the box losses are divided by; default: the target boxes of
         this batch, at least 1.  Several processes pass DETR's count, the boxes of all
-        processes divided by their number (:mod:`detr_irpe.engine` does, for the whole
+        processes divided by their number (:mod:`detr_irpe.training.loop` does, for the whole
         optimiser step when batches are accumulated).
 
         All decoder layers are matched and scored together, on their stacked outputs."""

@@ -15,7 +15,7 @@ Dropout draws its keep-mask as 16-bit integers (:func:`dropout_keep_mask`), fast
 CPU than ``native_dropout``'s float draw; the distribution is the same.
 
 Without a table the same function is plain attention, so plain and iRPE-K are measured
-with the same kernel (``tools/benchmark.py``; figures in docs/benchmarks.md).  Pure
+with the same kernel (``benchmarks/speed.py``; figures in docs/benchmarks.md).  Pure
 PyTorch: runs on any device.
 """
 

@@ -1,0 +1,1 @@
+"""PNG pictures: detections drawn on images, training curves, iRPE tables."""

@@ -1,0 +1,148 @@
+"""The datasets and data loaders of a run: samplers per process, reproducible order, and
+skipping the batches already done when a run resumes mid-epoch, and the DataLoader whose
+workers leave SIGTERM/SIGINT to the main process (``detr_irpe.machine.signals``)."""
+
+from __future__ import annotations
+
+import atexit
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import BatchSampler, DistributedSampler, RandomSampler, SequentialSampler
+
+from detr_irpe.config import DataConfig
+from detr_irpe.data import CocoDetection, build_coco, collate_fn, make_transforms
+from detr_irpe.data.buckets import BucketCollate, size_buckets
+from detr_irpe.machine.signals import kill_workers_left, leave_signals_to_main, stop_signals_blocked
+
+
+def set_transforms(train: CocoDetection | None, val: CocoDetection, data: DataConfig) -> None:
+    """Give both sets the resizes (and the training augmentation) of ``data``."""
+    if train is not None:
+        train.transforms = make_transforms("train", scales=data.train_scales,
+                                           max_size=data.max_size)
+    val.transforms = make_transforms("val", max_size=data.max_size, val_size=data.val_size)
+
+
+def build_datasets(data: DataConfig, evaluate_only: bool) -> tuple[CocoDetection | None,
+                                                                   CocoDetection]:
+    """``(train or None, val)``; custom data declares its categories in both files alike."""
+    train, val = _read_datasets(data, evaluate_only)
+    set_transforms(train, val, data)
+    return train, val
+
+
+def _read_datasets(data: DataConfig, evaluate_only: bool):
+    """The annotation files read and checked; transforms are set afterwards."""
+    skip = data.skip_unreadable
+    if data.dataset_file != "custom":
+        train = None if evaluate_only else build_coco(data.coco_path, "train",
+                                                      skip_unreadable=skip, max_size=data.max_size)
+        return train, build_coco(data.coco_path, "val", skip_unreadable=skip,
+                                 max_size=data.max_size)
+    train = None
+    if data.train_json:
+        train = CocoDetection(data.train_images, data.train_json, None, train=True,
+                              contiguous_labels=True, skip_unreadable=skip,
+                              max_size=data.max_size)
+    val = CocoDetection(data.val_images, data.val_json, None, train=False,
+                        contiguous_labels=True, drop_crowd=False, skip_unreadable=skip,
+                        max_size=data.max_size)
+    if train is not None and train.label_to_category_id != val.label_to_category_id:
+        raise ValueError(f"{data.train_json} and {data.val_json} declare different categories; "
+                         f"both files must list the same category ids")
+    return train, val
+
+
+class SkipBatches:
+    """A batch sampler that leaves out the first ``skip`` batches (resuming mid-epoch)."""
+
+    def __init__(self, batch_sampler, skip: int = 0):
+        self.batch_sampler, self.skip = batch_sampler, skip
+
+    def __iter__(self):
+        for n, batch in enumerate(self.batch_sampler):
+            if n >= self.skip:
+                yield batch
+
+    def __len__(self):
+        return len(self.batch_sampler) - self.skip
+
+
+def val_loader(val: CocoDetection, batch_size: int, data: DataConfig, distributed: bool,
+               device: torch.device) -> DataLoader:
+    sampler = DistributedSampler(val, shuffle=False) if distributed else SequentialSampler(val)
+    return DataLoader(val, batch_size, sampler=sampler, drop_last=False, collate_fn=collate_fn,
+                      num_workers=data.num_workers, pin_memory=device.type == "cuda")
+
+
+def train_collate(data: DataConfig):
+    """The training batches' collate: a list of images (the model pads them to the batch's
+    largest), or, with ``--size_buckets N``, an ImageBatch padded to its bucket."""
+    if data.size_buckets == 0:
+        return collate_fn
+    return BucketCollate(size_buckets(data.size_buckets, data.max_size, data.train_scales))
+
+
+class TrainLoader:
+    """The training loader and its samplers: :meth:`epoch` sets the order of an epoch
+    (reproducible from the seed, also after a resume) and the batches to skip."""
+
+    def __init__(self, train: CocoDetection, batch_size: int, data: DataConfig, seed: int,
+                 distributed: bool, device: torch.device):
+        self.seed, self.distributed = seed, distributed
+        self.sampler = (DistributedSampler(train, shuffle=True, seed=seed) if distributed
+                        else RandomSampler(train, generator=torch.Generator().manual_seed(seed)))
+        self.batches = SkipBatches(BatchSampler(self.sampler, batch_size, drop_last=True))
+        if len(self.batches) == 0:
+            raise ValueError(f"the training set has {len(train)} images, fewer than one batch "
+                             f"of --batch_size {batch_size} per process")
+        # Page-locked batches on CUDA: asynchronous copies to the GPU.
+        self.loader = DataLoader(train, batch_sampler=self.batches, collate_fn=train_collate(data),
+                                 num_workers=data.num_workers, pin_memory=device.type == "cuda")
+
+    def epoch(self, epoch: int, skip: int = 0) -> DataLoader:
+        if self.distributed:
+            self.sampler.set_epoch(epoch)
+        else:
+            self.sampler.generator.manual_seed(self.seed * 100003 + epoch)
+        self.batches.skip = skip
+        return self.loader
+
+
+def _worker_errors_in_one_line(batches: Iterator) -> Iterator:
+    """``batches``, with an error raised in a worker re-raised as the worker's own message
+    (torch re-raises it with "Caught X in DataLoader worker process N" and the worker's
+    whole traceback in the message)."""
+    try:
+        yield from batches
+    except Exception as err:
+        head, _, traceback_text = str(err).partition("\n")
+        if not (head.startswith("Caught ") and " in DataLoader worker process " in head):
+            raise
+        last = traceback_text.strip().splitlines()[-1] if traceback_text.strip() else head
+        message = last.partition(": ")[2] or last
+        try:
+            one_line = type(err)(message)
+        except TypeError:  # an exception type that takes other arguments
+            one_line = RuntimeError(message)
+        raise one_line from None
+
+
+class DataLoader(torch.utils.data.DataLoader):
+    """``torch.utils.data.DataLoader`` whose workers leave SIGTERM/SIGINT to the main
+    process.  Workers start with both signals blocked and ignore them before unblocking,
+    so a signal that arrives while they start reaches the main process alone.  Workers
+    still running at exit are killed (:func:`kill_workers_left`), and a worker's error is
+    one line."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, worker_init_fn=leave_signals_to_main, **kwargs)
+        # Registered last, so it runs before multiprocessing's own exit handler.
+        atexit.unregister(kill_workers_left)
+        atexit.register(kill_workers_left)
+
+    def __iter__(self):
+        with stop_signals_blocked():
+            batches = super().__iter__()
+        return _worker_errors_in_one_line(batches)

@@ -1,0 +1,337 @@
+"""The main job: build data and model from parsed options, train, evaluate, checkpoint.
+
+The files written to ``--output_dir`` (main process only) and what each holds are listed
+once, in docs/training.md ("What ``--output_dir`` holds").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from detr_irpe.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from detr_irpe.config import DataConfig, RunConfig, Settings
+from detr_irpe.data import CocoDetection
+from detr_irpe.data.sizing import sizes_from_data
+from detr_irpe.evaluation import CocoEvaluator, format_stats
+from detr_irpe.evaluation.per_category import format_metrics_table
+from detr_irpe.evaluation.report import write_evaluation
+from detr_irpe.files import write_json
+from detr_irpe.machine.device import device_name, output_folder, prepare_process, process_device
+from detr_irpe.machine.distributed import DistInfo, barrier, cleanup, from_main, init_distributed
+from detr_irpe.machine.signals import StopRequest
+from detr_irpe.models.dense_head import join_state
+from detr_irpe.models.detr import build_detr
+from detr_irpe.training.budget import Plan, TimeBudget, process_start
+from detr_irpe.training.compiled import compile_model
+from detr_irpe.training.epoch_log import EpochLog
+from detr_irpe.training.finetune import finetune_options, finetune_state, print_finetune
+from detr_irpe.training.loaders import TrainLoader, build_datasets, set_transforms, val_loader
+from detr_irpe.training.loop import LoopSettings, TrainingInterrupted, evaluate, train_one_epoch
+from detr_irpe.training.optimizer import build_optimizer, per_step
+from detr_irpe.training.report import finish_report
+from detr_irpe.training.resume import TrainState, checkpoint_options, resolve_resume
+from detr_irpe.training.run_folder import claim_run_folder
+
+
+def run(args) -> dict:
+    """Train (or, with ``--eval``, evaluate) as the options say.  Returns the last
+    evaluation's 12 box-AP numbers and the best AP."""
+    info = init_distributed(device_name(args.device), args.dist_url)
+    try:
+        with contextlib.ExitStack() as held:  # the output folder's lock, while the run lasts
+            return _run(args, info, held)
+    finally:
+        cleanup()
+
+
+def _run(args, info: DistInfo, held: contextlib.ExitStack) -> dict:
+    """The recipe, in the order of official DETR's ``main()``.  ``args`` ends up holding the
+    resolved options of the run (what the checkpoint and ``args.json`` record)."""
+    device = process_device(args.device, info)
+    prepare_process(device, args.threads, args.seed, info)
+    output_dir = output_folder(args.output_dir, info.is_main)
+    if output_dir is not None and info.is_main:
+        held.enter_context(claim_run_folder(output_dir, fresh=not (args.resume or args.eval),
+                                            overwrite=args.overwrite))
+    resume = resolve_resume(args.resume, args.output_dir, args.start_epoch, info.is_main)
+    ckpt = load_checkpoint(resume, trust=args.trust_checkpoint) if resume else None
+    if ckpt is not None:
+        checkpoint_options(args, ckpt, resume, info.is_main)
+    source = None
+    if args.finetune_from and ckpt is None:
+        source = load_checkpoint(args.finetune_from, trust=args.trust_checkpoint)
+        finetune_options(args, source, info.is_main)
+    train_set, val = build_datasets(DataConfig.from_options(vars(args)), args.eval)
+    if train_set is not None and args.dataset_file == "custom" and not (ckpt or source):
+        _sizes_from_data(args, train_set, val, info.is_main)
+    _num_classes_from_data(args, val, resume)
+    cfg = Settings.from_options(vars(args))
+    # A checkpoint carries the backbone: nothing to download.
+    config = cfg.model.replace(pretrained_backbone="none") if ckpt or source else cfg.model
+    model, criterion, post = build_detr(config)
+    if source is not None:
+        report = finetune_state(model, source.model, args.finetune_reset_queries)
+        if info.is_main:
+            print_finetune(report, args.finetune_from)
+    model.to(device)
+    criterion.to(device)
+    core = model
+    if info.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    loop = LoopSettings.of(cfg.optim, cfg.run, device, verbose=info.is_main)
+    validation = Validation(criterion, post["bbox"], val, loop, cfg.run, output_dir,
+                            val_loader(val, cfg.optim.batch_size, cfg.data, info.enabled, device))
+    n_parameters = sum(p.numel() for p in core.parameters() if p.requires_grad)
+    if info.is_main:
+        _describe(config, n_parameters, device, info)
+    if args.eval:
+        return _evaluate_checkpoint(core, ckpt, resume, validation, args, output_dir)
+
+    loader = TrainLoader(train_set, cfg.optim.batch_size, cfg.data, cfg.run.seed, info.enabled,
+                         device)
+    steps_per_epoch = -(-len(loader.batches) // cfg.optim.accum_steps)
+    optimizer, scheduler, scaler = build_optimizer(core, cfg.optim, config.lr_backbone, device,
+                                                   steps_per_epoch)
+    state = TrainState(core, optimizer, scheduler, scaler, args.start_epoch)
+    if ckpt is not None:
+        state.restore(ckpt, resume, args, info)
+    budget = _plan(state, cfg, steps_per_epoch, len(val), info)
+    if ckpt is not None and state.next_epoch >= state.plan.epochs:
+        if info.is_main:
+            print(f"{resume}: {ckpt.progress()} of {state.plan.epochs} epochs (counted from 0): "
+                  f"nothing left to train; raise --epochs to train longer, or evaluate it with "
+                  f"--eval --resume {resume}")
+        return {"stats": None, "best_ap": state.best_ap}
+    state.start_ema(cfg.optim.ema, ckpt, resume, info.is_main)
+    if cfg.run.compile:  # after the EMA's copy, which stays uncompiled
+        compile_model(core, static_shapes=cfg.data.size_buckets > 0)
+    if info.is_main:  # written once the run has started for good
+        write_json(output_dir / "args.json", vars(args))
+    record = {"args": dict(vars(args)), "config": config.to_dict(),
+              "label_to_category_id": val.label_to_category_id,
+              "category_names": val.category_names, "finetuned_from": args.finetune_from}
+    return _train(model, criterion, state, loader, validation, budget, record, n_parameters,
+                  info)
+
+
+def _plan(state: TrainState, cfg: Settings, steps_per_epoch: int, val_images: int,
+          info: DistInfo) -> TimeBudget | None:
+    """Fix ``state.plan``: the checkpoint's (a resumed budgeted run keeps its plan), the
+    epochs and evaluations of the options, or a :class:`TimeBudget`'s (returned: it plans
+    as the run goes)."""
+    if state.plan is not None:
+        return None
+    minutes = cfg.optim.time_budget
+    if minutes is None:
+        state.plan = Plan(cfg.optim.epochs, cfg.run.eval_every)
+        return None
+    budget = TimeBudget(minutes, process_start(), steps_per_epoch, cfg.optim.batch_size,
+                        val_images, state.scheduler.lr_lambdas[0], info.is_main, from_main)
+    state.plan, state.budgeted = budget.plan, True
+    return budget
+
+
+def _num_classes_from_data(args, val: CocoDetection, resume: str) -> None:
+    """``num_classes`` is derived from the data unless given or taken from a checkpoint;
+    custom data must agree with it."""
+    if "num_classes" not in args.given and not resume:
+        args.num_classes = val.num_classes
+    if args.dataset_file == "custom" and args.num_classes != val.num_classes:
+        where = resume or "--num_classes"
+        raise ValueError(
+            f"{where} gives num_classes {args.num_classes} but {args.val_json} has "
+            f"{val.num_classes} (largest label + 1); leave --num_classes out for custom data "
+            f"(it is derived from the JSON), or use the data the checkpoint was trained on")
+
+
+def _sizes_from_data(args, train_set: CocoDetection, val: CocoDetection, verbose: bool) -> None:
+    """Custom data trained from scratch: image sizes and queries that were not given follow
+    the training set (:mod:`detr_irpe.data.sizing`)."""
+    derived, reason = sizes_from_data(list(train_set.coco.imgs.values()),
+                                      list(train_set.coco.anns.values()))
+    derived = {k: v for k, v in derived.items() if k not in args.given}
+    if not derived:
+        return
+    for key, value in derived.items():
+        setattr(args, key, value)
+    set_transforms(train_set, val, DataConfig.from_options(vars(args)))
+    if verbose:
+        shown = " ".join(f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+                         for k, v in derived.items())
+        print(f"from the data ({reason}): {shown}")
+
+
+def _describe(config, n_parameters: int, device: torch.device, info: DistInfo) -> None:
+    print(f"model: DETR {config.backbone} + iRPE {config.enc_rpe2d or 'off'}, num_classes "
+          f"{config.num_classes}, {n_parameters:,} trainable parameters, device {device}, "
+          f"{info.world_size} process(es)")
+
+
+@dataclass
+class Validation:
+    """One evaluation on the validation set: prints the 12 numbers and the per-category
+    table and, with an output folder, writes ``eval/<tag>.json``, the detections and the
+    PNGs (``evaluation/report.py``; ``epoch``: the epoch evaluated, counted from 0)."""
+
+    criterion: torch.nn.Module
+    postprocess: torch.nn.Module
+    val: CocoDetection
+    loop: LoopSettings
+    run: RunConfig
+    output_dir: Path | None
+    loader: torch.utils.data.DataLoader
+
+    def __call__(self, model, tag: str, epoch: int | None):
+        evaluator = CocoEvaluator(self.val.coco, self.val.label_to_category_id,
+                                  backend=self.run.eval_backend)
+        test_stats = evaluate(model, self.criterion, self.postprocess, self.loader, evaluator,
+                              self.loop, per_image=self.run.eval_protocol == "per_image")
+        evaluator.synchronize_between_processes()
+        if not self.loop.verbose:  # only the main process summarises
+            return test_stats, None
+        summary = evaluator.summarize()
+        print(format_stats(summary.stats))
+        print(format_metrics_table(evaluator.per_category(), self.val.category_names))
+        if self.output_dir is not None:
+            write_evaluation(self.output_dir / "eval", tag, epoch, evaluator, summary,
+                             self.val.category_names, test_stats)
+        return test_stats, summary
+
+
+def _label_names(label_to_category_id: dict, names: dict) -> dict:
+    """{label: category name (or id when unnamed)}, keys and ids as ints."""
+    names = {int(c): n for c, n in (names or {}).items()}
+    return {int(label): names.get(int(c), int(c)) for label, c in label_to_category_id.items()}
+
+
+def _check_categories(raw: dict, path: str, val: CocoDetection) -> None:
+    """``--eval``: a checkpoint that stored its categories (ours do; official ones do not)
+    must mean by each label what the validation set's categories mean, or the AP would be
+    printed under the wrong names."""
+    stored = raw.get("label_to_category_id")
+    if not stored:
+        return
+    theirs = _label_names(stored, raw.get("category_names"))
+    ours = _label_names(val.label_to_category_id, val.category_names)
+    if theirs != ours:
+        differ = sorted(set(theirs.items()) ^ set(ours.items()), key=str)[:6]
+        raise ValueError(
+            f"{path} was trained on other categories than the validation set's: label -> "
+            f"category {theirs} in the checkpoint, {ours} in the validation set (differing: "
+            f"{differ}); evaluate it on data with the checkpoint's categories")
+
+
+def _evaluate_checkpoint(model, ckpt: Checkpoint, path: str, validation: Validation, args,
+                         output_dir: Path | None) -> dict:
+    """``--eval``: the checkpoint's inference weights (its moving average, if any)."""
+    _check_categories(ckpt.raw, path, validation.val)
+    model.load_state_dict(join_state(model, ckpt.inference_model, ckpt.raw.get("dense_head")),
+                          strict=True)
+    main = validation.loop.verbose
+    if main:
+        print(f"evaluating {path}: {ckpt.progress()}")
+        if output_dir is not None:
+            write_json(output_dir / "args.json", vars(args))
+    _, summary = validation(model, "eval", ckpt.epoch)
+    if main:
+        _print_where(output_dir, ["eval/eval.json", "eval/detections_eval.json",
+                                  "eval/pr_eval.png", "eval/confusion_eval.png"])
+    return {"stats": summary.stats if summary else None, "best_ap": None}
+
+
+def _train(model, criterion, state: TrainState, loader: TrainLoader, validation: Validation,
+           budget: TimeBudget | None, record: dict, n_parameters: int, info: DistInfo) -> dict:
+    """The epoch loop: train, step the schedule, evaluate when due, save, log.  The number
+    of epochs is ``state.plan``'s, which a time budget updates as the run goes."""
+    output_dir, epoch, plan = validation.output_dir, state.next_epoch, state.plan
+    log = EpochLog(output_dir, epoch, plan) if info.is_main else None
+    last_stats = None
+
+    def after_step():
+        if per_step(state.scheduler):
+            state.scheduler.step()
+        if budget is not None:
+            budget.step_done()
+
+    with StopRequest(validation.loop.device, verbose=info.is_main) as stop:
+        while epoch < plan.epochs:
+            skip = state.resume_step if epoch == state.next_epoch else 0
+            try:
+                train_stats = train_one_epoch(model, criterion, loader.epoch(epoch, skip),
+                                              state.optimizer, epoch, validation.loop,
+                                              state.scaler, state.ema, skip, stop, after_step)
+            except TrainingInterrupted as stopped:
+                _save_at_stop(state, epoch, stopped.steps_done, record, output_dir, info)
+                raise
+            if not per_step(state.scheduler):
+                state.scheduler.step()
+            entry = {f"train_{k}": v for k, v in train_stats.items()}
+            summary = None
+            if budget is not None:  # re-planned before the evaluation: it may move
+                budget.epoch_done(epoch)
+            if plan.evaluates(epoch):
+                started = time.time()
+                test_stats, summary = validation(model if state.ema is None else state.ema.module,
+                                                 f"{epoch:04d}", epoch)
+                if budget is not None:
+                    budget.evaluated(time.time() - started)
+                entry.update({f"test_{k}": v for k, v in test_stats.items()})
+                if summary is not None:
+                    entry["test_coco_eval_bbox"] = last_stats = summary.stats
+            entry.update(epoch=epoch, n_parameters=n_parameters)
+            _end_epoch(state, epoch, entry, summary, record, log, output_dir)
+            barrier()
+            epoch += 1
+    if log is not None:
+        log.close()
+        _print_where(output_dir, ["checkpoint.pth", "checkpoint_best.pth", "log.txt", "eval/"])
+        print(finish_report(output_dir, validation.val, log.seconds,
+                            last_stats[0] if last_stats is not None else None, state.best_ap))
+    return {"stats": last_stats, "best_ap": state.best_ap}
+
+
+def _end_epoch(state: TrainState, epoch: int, entry: dict, summary, record: dict,
+               log: EpochLog | None, output_dir: Path | None) -> None:
+    """Save ``checkpoint.pth`` (and ``checkpoint_best.pth`` when the AP improved) and log the
+    epoch.  Every process takes part (the random states are gathered); one writes."""
+    ap = summary.stats[0] if summary is not None else None
+    improved = ap is not None and ap > state.best_ap
+    if improved:
+        state.best_ap = ap
+    checkpoint = state.checkpoint(epoch, 0, record, is_main=log is not None)
+    if log is None:
+        return
+    # checkpoint.pth last: a crash before it resumes this epoch again, and the epoch's
+    # log line (if written) is dropped on resume (EpochLog); best and log are then redone.
+    if output_dir is not None and improved:
+        save_checkpoint(checkpoint, str(output_dir / "checkpoint_best.pth"))
+    log.write(epoch, entry, ap, state.best_ap)
+    if output_dir is not None:
+        save_checkpoint(checkpoint, str(output_dir / "checkpoint.pth"))
+
+
+def _save_at_stop(state: TrainState, epoch: int, steps_done: int, record: dict,
+                  output_dir: Path | None, info: DistInfo) -> None:
+    """After SIGTERM/SIGINT: a checkpoint that continues with the next batch of ``epoch``."""
+    checkpoint = state.checkpoint(epoch - 1, steps_done, record, info.is_main)
+    if info.is_main and output_dir is not None:
+        save_checkpoint(checkpoint, str(output_dir / "checkpoint.pth"))
+        print(f"stopped in epoch {epoch} after {steps_done} steps; checkpoint saved: "
+              f"{output_dir / 'checkpoint.pth'} (exit code 75); continue with the same command "
+              f"and --resume auto", flush=True)
+    barrier()
+
+
+def _print_where(output_dir: Path | None, names: list[str]) -> None:
+    """The last lines of a run: where its files are and how to look at them."""
+    if output_dir is None:
+        print("results were printed only (no --output_dir)")
+        return
+    found = [str(output_dir / n) for n in names if (output_dir / n).exists()]
+    print(f"written: {', '.join(found)}")
