@@ -8,7 +8,7 @@ Plain Python (no torch): the command line validates against it before the heavy 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from detr_irpe.models.config import DETRConfig, check_at_least, check_choice, option, own_options
 
@@ -199,6 +199,11 @@ class Settings:
     def from_options(cls, options: dict) -> Settings:
         return cls(DETRConfig.from_options(options, strict=False), OptimConfig.from_options(options),
                    DataConfig.from_options(options), RunConfig.from_options(options))
+
+    def to_options(self) -> dict:
+        """The flat options again (every field of the four configurations)."""
+        return {**self.model.to_dict(), **asdict(self.optim), **asdict(self.data),
+                **asdict(self.run)}
 
 
 # Every option of a run, by concern, in the order of ``main.py --help``.

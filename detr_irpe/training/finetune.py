@@ -5,29 +5,6 @@ from __future__ import annotations
 
 import torch
 
-from detr_irpe.checkpoint import Checkpoint
-
-
-def finetune_options(args, source: Checkpoint, verbose: bool) -> None:
-    """Set ``args.enc_rpe2d`` and ``args.query_anchors`` from the source unless given;
-    refuse what cannot carry over."""
-    path, theirs = args.finetune_from, source.options.get("enc_rpe2d", "")
-    if "query_anchors" not in args.given:  # its box head predicts from the cells, or not
-        args.query_anchors = source.options.get("query_anchors", False)
-    if "enc_rpe2d" not in args.given:
-        args.enc_rpe2d = theirs
-    elif theirs == "" and verbose:  # plain DETR into iRPE: only the tables are new
-        start = "at zero" if args.irpe_init == "zero" else "Xavier-uniform"
-        print(f"note: {path} is plain DETR; the {args.enc_rpe2d} tables are new and start "
-              f"{start} (--irpe_init zero starts from the checkpoint's function)")
-    elif theirs not in ("", args.enc_rpe2d):
-        raise ValueError(f"--finetune_from {path} was trained with --enc_rpe2d {theirs!r} but "
-                         f"this run asks for {args.enc_rpe2d!r}; leave --enc_rpe2d out to use "
-                         f"the checkpoint's, or pass the same value")
-    if args.backbone_stride == 16 and source.options.get("backbone_stride") == 32:
-        raise ValueError(f"--finetune_from {path} has a layer4 (stride 32); "
-                         f"--backbone_stride 16 leaves it out: drop --backbone_stride 16")
-
 
 def finetune_state(model: torch.nn.Module, source: dict, reset_queries: bool) -> dict:
     """Copy from ``source`` every tensor whose name and shape fit ``model``, except the

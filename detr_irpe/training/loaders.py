@@ -24,16 +24,11 @@ def set_transforms(train: CocoDetection | None, val: CocoDetection, data: DataCo
     val.transforms = make_transforms("val", max_size=data.max_size, val_size=data.val_size)
 
 
-def build_datasets(data: DataConfig, evaluate_only: bool) -> tuple[CocoDetection | None,
-                                                                   CocoDetection]:
-    """``(train or None, val)``; custom data declares its categories in both files alike."""
-    train, val = _read_datasets(data, evaluate_only)
-    set_transforms(train, val, data)
-    return train, val
-
-
-def _read_datasets(data: DataConfig, evaluate_only: bool):
-    """The annotation files read and checked; transforms are set afterwards."""
+def read_datasets(data: DataConfig, evaluate_only: bool) -> tuple[CocoDetection | None,
+                                                                  CocoDetection]:
+    """``(train or None, val)``, their annotation files read and checked (custom data
+    declares its categories in both files alike); :func:`set_transforms` gives them their
+    resizes once the sizes are settled."""
     skip = data.skip_unreadable
     if data.dataset_file != "custom":
         train = None if evaluate_only else build_coco(data.coco_path, "train",

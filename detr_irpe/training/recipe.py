@@ -13,10 +13,9 @@ from pathlib import Path
 
 import torch
 
-from detr_irpe.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from detr_irpe.config import DataConfig, RunConfig, Settings
+from detr_irpe.checkpoint import save_checkpoint
+from detr_irpe.config import RunConfig, Settings
 from detr_irpe.data import CocoDetection
-from detr_irpe.data.sizing import sizes_from_data
 from detr_irpe.evaluation import CocoEvaluator, format_stats
 from detr_irpe.evaluation.per_category import format_metrics_table
 from detr_irpe.evaluation.report import write_evaluation
@@ -29,13 +28,14 @@ from detr_irpe.models.detr import build_detr
 from detr_irpe.training.budget import Plan, TimeBudget, process_start
 from detr_irpe.training.compiled import compile_model
 from detr_irpe.training.epoch_log import EpochLog
-from detr_irpe.training.finetune import finetune_options, finetune_state, print_finetune
-from detr_irpe.training.loaders import TrainLoader, build_datasets, set_transforms, val_loader
+from detr_irpe.training.finetune import finetune_state, print_finetune
+from detr_irpe.training.loaders import TrainLoader, val_loader
 from detr_irpe.training.loop import LoopSettings, TrainingInterrupted, evaluate, train_one_epoch
 from detr_irpe.training.optimizer import build_optimizer, per_step
 from detr_irpe.training.report import finish_report
-from detr_irpe.training.resume import TrainState, checkpoint_options, resolve_resume
+from detr_irpe.training.resume import TrainState
 from detr_irpe.training.run_folder import claim_run_folder
+from detr_irpe.training.setup import RunSetup, resolve_run
 
 
 def run(args) -> dict:
@@ -50,34 +50,24 @@ def run(args) -> dict:
 
 
 def _run(args, info: DistInfo, held: contextlib.ExitStack) -> dict:
-    """The recipe, in the order of official DETR's ``main()``.  ``args`` ends up holding the
-    resolved options of the run (what the checkpoint and ``args.json`` record)."""
-    device = process_device(args.device, info)
-    prepare_process(device, args.threads, args.seed, info)
-    output_dir = output_folder(args.output_dir, info.is_main)
+    """The recipe, in the order of official DETR's ``main()``.  The options are resolved
+    once (:func:`~detr_irpe.training.setup.resolve_run`); from there on only the configs
+    travel."""
+    setup = resolve_run(args, info.is_main)
+    cfg, ckpt, source, val = setup.settings, setup.ckpt, setup.source, setup.val
+    device = process_device(cfg.run.device, info)
+    prepare_process(device, cfg.run.threads, cfg.run.seed, info)
+    output_dir = output_folder(cfg.run.output_dir, info.is_main)
     if output_dir is not None and info.is_main:
-        held.enter_context(claim_run_folder(output_dir, fresh=not (args.resume or args.eval),
-                                            overwrite=args.overwrite))
-    resume = resolve_resume(args.resume, args.output_dir, args.start_epoch, info.is_main)
-    ckpt = load_checkpoint(resume, trust=args.trust_checkpoint) if resume else None
-    if ckpt is not None:
-        checkpoint_options(args, ckpt, resume, info.is_main)
-    source = None
-    if args.finetune_from and ckpt is None:
-        source = load_checkpoint(args.finetune_from, trust=args.trust_checkpoint)
-        finetune_options(args, source, info.is_main)
-    train_set, val = build_datasets(DataConfig.from_options(vars(args)), args.eval)
-    if train_set is not None and args.dataset_file == "custom" and not (ckpt or source):
-        _sizes_from_data(args, train_set, val, info.is_main)
-    _num_classes_from_data(args, val, resume)
-    cfg = Settings.from_options(vars(args))
+        held.enter_context(claim_run_folder(output_dir, fresh=not (cfg.run.resume or cfg.run.eval),
+                                            overwrite=cfg.run.overwrite))
     # A checkpoint carries the backbone: nothing to download.
     config = cfg.model.replace(pretrained_backbone="none") if ckpt or source else cfg.model
     model, criterion, post = build_detr(config)
     if source is not None:
-        report = finetune_state(model, source.model, args.finetune_reset_queries)
+        report = finetune_state(model, source.model, cfg.run.finetune_reset_queries)
         if info.is_main:
-            print_finetune(report, args.finetune_from)
+            print_finetune(report, cfg.run.finetune_from)
     model.to(device)
     criterion.to(device)
     core = model
@@ -90,32 +80,33 @@ def _run(args, info: DistInfo, held: contextlib.ExitStack) -> dict:
     n_parameters = sum(p.numel() for p in core.parameters() if p.requires_grad)
     if info.is_main:
         _describe(config, n_parameters, device, info)
-    if args.eval:
-        return _evaluate_checkpoint(core, ckpt, resume, validation, args, output_dir)
+    if cfg.run.eval:
+        return _evaluate_checkpoint(core, setup, validation, output_dir)
 
-    loader = TrainLoader(train_set, cfg.optim.batch_size, cfg.data, cfg.run.seed, info.enabled,
-                         device)
+    loader = TrainLoader(setup.train_set, cfg.optim.batch_size, cfg.data, cfg.run.seed,
+                         info.enabled, device)
     steps_per_epoch = -(-len(loader.batches) // cfg.optim.accum_steps)
     optimizer, scheduler, scaler = build_optimizer(core, cfg.optim, config.lr_backbone, device,
                                                    steps_per_epoch)
-    state = TrainState(core, optimizer, scheduler, scaler, args.start_epoch)
+    state = TrainState(core, optimizer, scheduler, scaler, cfg.run.start_epoch)
     if ckpt is not None:
-        state.restore(ckpt, resume, args, info)
+        lr_drop = cfg.optim.lr_drop if "lr_drop" in setup.given else None
+        state.restore(ckpt, setup.resume, lr_drop, info)
     budget = _plan(state, cfg, steps_per_epoch, len(val), info)
     if ckpt is not None and state.next_epoch >= state.plan.epochs:
         if info.is_main:
-            print(f"{resume}: {ckpt.progress()} of {state.plan.epochs} epochs (counted from 0): "
-                  f"nothing left to train; raise --epochs to train longer, or evaluate it with "
-                  f"--eval --resume {resume}")
+            print(f"{setup.resume}: {ckpt.progress()} of {state.plan.epochs} epochs (counted "
+                  f"from 0): nothing left to train; raise --epochs to train longer, or "
+                  f"evaluate it with --eval --resume {setup.resume}")
         return {"stats": None, "best_ap": state.best_ap}
-    state.start_ema(cfg.optim.ema, ckpt, resume, info.is_main)
+    state.start_ema(cfg.optim.ema, ckpt, setup.resume, info.is_main)
     if cfg.run.compile:  # after the EMA's copy, which stays uncompiled
         compile_model(core, static_shapes=cfg.data.size_buckets > 0)
     if info.is_main:  # written once the run has started for good
-        write_json(output_dir / "args.json", vars(args))
-    record = {"args": dict(vars(args)), "config": config.to_dict(),
+        write_json(output_dir / "args.json", setup.options())
+    record = {"args": setup.options(), "config": config.to_dict(),
               "label_to_category_id": val.label_to_category_id,
-              "category_names": val.category_names, "finetuned_from": args.finetune_from}
+              "category_names": val.category_names, "finetuned_from": cfg.run.finetune_from}
     return _train(model, criterion, state, loader, validation, budget, record, n_parameters,
                   info)
 
@@ -135,36 +126,6 @@ def _plan(state: TrainState, cfg: Settings, steps_per_epoch: int, val_images: in
                         val_images, state.scheduler.lr_lambdas[0], info.is_main, from_main)
     state.plan, state.budgeted = budget.plan, True
     return budget
-
-
-def _num_classes_from_data(args, val: CocoDetection, resume: str) -> None:
-    """``num_classes`` is derived from the data unless given or taken from a checkpoint;
-    custom data must agree with it."""
-    if "num_classes" not in args.given and not resume:
-        args.num_classes = val.num_classes
-    if args.dataset_file == "custom" and args.num_classes != val.num_classes:
-        where = resume or "--num_classes"
-        raise ValueError(
-            f"{where} gives num_classes {args.num_classes} but {args.val_json} has "
-            f"{val.num_classes} (largest label + 1); leave --num_classes out for custom data "
-            f"(it is derived from the JSON), or use the data the checkpoint was trained on")
-
-
-def _sizes_from_data(args, train_set: CocoDetection, val: CocoDetection, verbose: bool) -> None:
-    """Custom data trained from scratch: image sizes and queries that were not given follow
-    the training set (:mod:`detr_irpe.data.sizing`)."""
-    derived, reason = sizes_from_data(list(train_set.coco.imgs.values()),
-                                      list(train_set.coco.anns.values()))
-    derived = {k: v for k, v in derived.items() if k not in args.given}
-    if not derived:
-        return
-    for key, value in derived.items():
-        setattr(args, key, value)
-    set_transforms(train_set, val, DataConfig.from_options(vars(args)))
-    if verbose:
-        shown = " ".join(f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-                         for k, v in derived.items())
-        print(f"from the data ({reason}): {shown}")
 
 
 def _describe(config, n_parameters: int, device: torch.device, info: DistInfo) -> None:
@@ -227,9 +188,10 @@ def _check_categories(raw: dict, path: str, val: CocoDetection) -> None:
             f"{differ}); evaluate it on data with the checkpoint's categories")
 
 
-def _evaluate_checkpoint(model, ckpt: Checkpoint, path: str, validation: Validation, args,
+def _evaluate_checkpoint(model, setup: RunSetup, validation: Validation,
                          output_dir: Path | None) -> dict:
     """``--eval``: the checkpoint's inference weights (its moving average, if any)."""
+    ckpt, path = setup.ckpt, setup.resume
     _check_categories(ckpt.raw, path, validation.val)
     model.load_state_dict(join_state(model, ckpt.inference_model, ckpt.raw.get("dense_head")),
                           strict=True)
@@ -237,7 +199,7 @@ def _evaluate_checkpoint(model, ckpt: Checkpoint, path: str, validation: Validat
     if main:
         print(f"evaluating {path}: {ckpt.progress()}")
         if output_dir is not None:
-            write_json(output_dir / "args.json", vars(args))
+            write_json(output_dir / "args.json", setup.options())
     _, summary = validation(model, "eval", ckpt.epoch)
     if main:
         _print_where(output_dir, ["eval/eval.json", "eval/detections_eval.json",

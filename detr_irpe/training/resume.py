@@ -11,7 +11,6 @@ import torch
 
 from detr_irpe.checkpoint import Checkpoint
 from detr_irpe.machine.distributed import DistInfo, all_gather_lists
-from detr_irpe.models.config import ARCHITECTURE
 from detr_irpe.models.dense_head import join_state, split_state
 from detr_irpe.training.budget import Plan
 from detr_irpe.training.ema import WeightEMA
@@ -28,34 +27,6 @@ def resolve_resume(resume: str | None, output_dir: str | None, start_epoch: int,
     if verbose:
         print(f"--resume auto: no {latest} yet; starting at epoch {start_epoch}")
     return ""
-
-
-def checkpoint_options(args, ckpt: Checkpoint, path: str, verbose: bool) -> None:
-    """Make ``args`` describe the model in ``ckpt``: every architecture option it records
-    (``ARCHITECTURE``) and, unless given, its ``val_size`` / ``max_size`` / ``amp``.  An option
-    set on purpose that contradicts the checkpoint is an error naming both values."""
-    adopted = {}
-    for key in ARCHITECTURE:
-        if key not in ckpt.options:
-            continue
-        stored, ours = ckpt.options[key], getattr(args, key)
-        if key in args.given and stored != ours:
-            raise ValueError(
-                f"--{key} {ours!r} (from {args.given[key]}) contradicts {path}, which was trained "
-                f"with {key} {stored!r}; leave --{key} out (the checkpoint's value is used)")
-        if stored != ours:
-            adopted[key] = stored
-    # The evaluation resize and precision it ran with, so that --eval reproduces its AP.
-    stored = ckpt.eval_sizes()
-    if ckpt.args.get("amp"):
-        stored["amp"] = ckpt.args["amp"]
-    adopted.update({k: v for k, v in stored.items()
-                    if k not in args.given and getattr(args, k) != v})
-    for key, value in adopted.items():
-        setattr(args, key, value)
-    if verbose and adopted:
-        shown = ", ".join(f"{k}={v!r}" for k, v in adopted.items())
-        print(f"note: using the settings of {path}: {shown}")
 
 
 def rng_state() -> dict:
@@ -89,18 +60,19 @@ def restore_rng(stored, info: DistInfo) -> None:
               f"run has {info.world_size}: random streams continue from --seed instead")
 
 
-def keep_or_change_lr_drop(scheduler, args, verbose: bool) -> None:
-    """A resumed run keeps the stored schedule, unless --lr_drop (or a preset or
-    --schedule) asks for another drop epoch: then the learning rate is re-derived."""
+def keep_or_change_lr_drop(scheduler, lr_drop: int | None, verbose: bool) -> None:
+    """A resumed run keeps the stored schedule, unless ``lr_drop`` (--lr_drop, a preset or
+    --schedule; None when not given) asks for another drop epoch: then the learning rate is
+    re-derived."""
     stored = scheduler.step_size
-    if "lr_drop" not in args.given or args.lr_drop == stored:
+    if lr_drop is None or lr_drop == stored:
         return
-    scheduler.step_size = args.lr_drop
-    drops = scheduler.last_epoch // args.lr_drop
+    scheduler.step_size = lr_drop
+    drops = scheduler.last_epoch // lr_drop
     for group in scheduler.optimizer.param_groups:
         group["lr"] = group["initial_lr"] * scheduler.gamma**drops
     if verbose:
-        print(f"lr schedule: --lr_drop {args.lr_drop} replaces the checkpoint's {stored} "
+        print(f"lr schedule: --lr_drop {lr_drop} replaces the checkpoint's {stored} "
               f"(after {scheduler.last_epoch} epochs the lr is "
               f"{scheduler.optimizer.param_groups[0]['lr']:g})")
 
@@ -121,8 +93,9 @@ class TrainState:
         self.plan: Plan | None = None
         self.budgeted = False
 
-    def restore(self, ckpt: Checkpoint, path: str, args, info: DistInfo) -> None:
-        """Continue from ``ckpt``; a file with weights only starts at ``--start_epoch``."""
+    def restore(self, ckpt: Checkpoint, path: str, lr_drop: int | None, info: DistInfo) -> None:
+        """Continue from ``ckpt``; a file with weights only starts at ``--start_epoch``.
+        ``lr_drop``: a drop epoch given for this run (None: the checkpoint's schedule)."""
         raw = ckpt.raw
         self.model.load_state_dict(join_state(self.model, ckpt.model, raw.get("dense_head")),
                                    strict=True)
@@ -134,7 +107,7 @@ class TrainState:
                                  f"--finetune_from")
             self.optimizer.load_state_dict(raw["optimizer"])
             self.scheduler.load_state_dict(raw["lr_scheduler"])
-            keep_or_change_lr_drop(self.scheduler, args, info.is_main)
+            keep_or_change_lr_drop(self.scheduler, lr_drop, info.is_main)
             self.next_epoch = raw["epoch"] + 1
             self.best_ap = raw.get("best_ap", -1.0)
             self.resume_step = raw.get("resume_step", 0)
