@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from detr_irpe.models.config import DETRConfig, own_options
+from detr_irpe.models.config import DETRConfig
+from detr_irpe.models.fields import own_options
 from detr_irpe.models.irpe_config import canonical_irpe
 from detr_irpe.training.compiled import plain_state_dict
 from detr_irpe.urls import is_url
@@ -86,7 +87,7 @@ class Checkpoint:
         checkpoint carries the backbone weights)."""
         # The stored model holds no training-only part (dense_head.py), so none is built.
         opts = {"pretrained_backbone": "none", **self.options, "dense_aux_coef": 0.0, **overrides}
-        return DETRConfig.from_options(opts, strict=False)
+        return DETRConfig.from_options(opts)
 
 
 def _torch_load(path: str, trust: bool):

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from detr_irpe.models.config import DETRConfig, check_at_least, check_choice, option, own_options
+from detr_irpe.models.config import DETRConfig
+from detr_irpe.models.fields import FromOptions, check_at_least, check_choice, option
 
 # DETR's evaluation resize: shorter side 800, longer side at most 1333.
 EVAL_SIZE, EVAL_MAX_SIZE = 800, 1333
@@ -36,15 +37,8 @@ LR_SCHEDULES = ("step", "cosine")
 DATASETS = ("coco", "custom")
 
 
-class _FromOptions:
-    @classmethod
-    def from_options(cls, options: dict):
-        """Build from a dict that may hold other options too (e.g. ``vars(args)``)."""
-        return cls(**own_options(cls, options))
-
-
 @dataclass(frozen=True)
-class OptimConfig(_FromOptions):
+class OptimConfig(FromOptions):
     """How the weights are updated (official names and defaults; ``lr_backbone`` belongs to
     the model, which freezes its backbone when it is 0)."""
 
@@ -92,7 +86,7 @@ class OptimConfig(_FromOptions):
 
 
 @dataclass(frozen=True)
-class DataConfig(_FromOptions):
+class DataConfig(FromOptions):
     """Where the images and annotations are and how they are resized."""
 
     dataset_file: str = option("coco", "coco, or custom (set by --train_json/--val_json)")
@@ -133,7 +127,7 @@ class DataConfig(_FromOptions):
 
 
 @dataclass(frozen=True)
-class RunConfig(_FromOptions):
+class RunConfig(FromOptions):
     """What the run does, where it writes, and how its processes meet."""
 
     output_dir: str | None = option(
@@ -197,7 +191,7 @@ class Settings:
 
     @classmethod
     def from_options(cls, options: dict) -> Settings:
-        return cls(DETRConfig.from_options(options, strict=False), OptimConfig.from_options(options),
+        return cls(DETRConfig.from_options(options), OptimConfig.from_options(options),
                    DataConfig.from_options(options), RunConfig.from_options(options))
 
     def to_options(self) -> dict:

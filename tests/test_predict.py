@@ -296,7 +296,7 @@ def test_cli_writes_coco_results_and_renders(ckpt_path, image_dir, detector, tmp
     printed = capsys.readouterr().out
     assert code == 0
     assert "broken.jpg" in printed and "1 of 4 image(s) could not be read" in printed
-    assert "4/4 images" in printed and "images/s" in printed
+    assert "predict: [4/4]" in printed and "images/s" in printed
 
     images = json.loads((out / "images.json").read_text())
     files = sorted(folder.iterdir())  # broken.jpg is index 0, skipped

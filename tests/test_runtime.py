@@ -14,8 +14,8 @@ import torch
     ("fp16", False, "cpu", "fp16"), ("off", True, "cpu", "off")])
 def test_bf16_runs_in_float32_on_a_cpu_without_bf16_kernels(monkeypatch, capsys, amp, has_bf16,
                                                             device, runs):
-    from detr_irpe.machine import cpu as runtime
     from detr_irpe.config import OptimConfig, RunConfig
+    from detr_irpe.machine import cpu as runtime
     from detr_irpe.training.loop import LoopSettings
 
     monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: has_bf16)

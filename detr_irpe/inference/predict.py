@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from glob import escape as glob_escape
@@ -21,6 +20,7 @@ from detr_irpe.files import refuse_overwriting_inputs, write_json
 from detr_irpe.inference.detector import Detector
 from detr_irpe.inference.image_input import ImageReadError
 from detr_irpe.pictures.detections import draw_detections, save_png
+from detr_irpe.progress import Progress
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -131,27 +131,6 @@ class PredictionRun:
     seconds: float = 0.0
 
 
-class _Progress:
-    """Logs "predict: done/total images, rate images/s" after the first batch, after the
-    last one and, between them, at most once every ``every_s`` seconds."""
-
-    def __init__(self, total: int, log: Callable[[str], None], every_s: float):
-        self.total, self.log, self.every_s = total, log, every_s
-        self.start = self.last_report = time.perf_counter()
-        self.reports = 0
-
-    def batch_done(self, done: int) -> None:
-        now = time.perf_counter()
-        if done == self.total or self.reports == 0 or now - self.last_report >= self.every_s:
-            rate = done / max(now - self.start, 1e-9)
-            self.log(f"predict: {done}/{self.total} images, {rate:.2f} images/s")
-            self.last_report = now
-            self.reports += 1
-
-    def seconds(self) -> float:
-        return time.perf_counter() - self.start
-
-
 def _read_images(
     detector: Detector,
     files: Sequence[Path],
@@ -259,7 +238,8 @@ def predict_to_folder(
                               [*files, *([coco_json] if coco_json else [])], "--out")
     out.mkdir(parents=True, exist_ok=True)
     run = PredictionRun()
-    progress = _Progress(len(files), log, progress_every_s)
+    progress = Progress("predict:", len(files), min_seconds=progress_every_s, unit="images",
+                        first=True, log=log)
     for first in range(0, len(files), batch_size):
         batch = range(first, min(first + batch_size, len(files)))
         read = _read_images(detector, files, batch, strict, log, run.skipped)
@@ -269,7 +249,7 @@ def predict_to_folder(
             if render:
                 save_png(draw_detections(pixels, det), pictures[k])
                 run.rendered.append(pictures[k])
-        progress.batch_done(batch.stop)
-    run.seconds = progress.seconds()
+        progress.update(batch.stop)
+    run.seconds = progress.seconds
     _write_results(run, out, len(files), threshold, render, log)
     return run

@@ -9,8 +9,9 @@ imports.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 
+from .fields import FromOptions, check_at_least, check_choice, option
 from .irpe_config import IRPE_INITS, IRPEConfig, parse_irpe
 
 PAPER_IRPE = IRPEConfig().to_string()  # the paper's iRPE-K: "rpe-2.0-product-ctx-1-k"
@@ -28,32 +29,8 @@ _AT_LEAST_ONE = ("num_classes", "hidden_dim", "nheads", "enc_layers", "dec_layer
                  "dim_feedforward", "num_queries")
 
 
-def option(default, help: str, **cli):
-    """A configuration field with its command-line help (the checks below name options by
-    their flags, for the command line and the Python API alike); ``cli`` holds argparse extras
-    (``choices``, ``type``, ``metavar``, ``nargs``, ``flag`` for a differently named switch)."""
-    return field(default=default, metadata={"help": help, **cli})
-
-
-def own_options(config_class, options: dict) -> dict:
-    """The entries of ``options`` that are fields of ``config_class``."""
-    names = {f.name for f in fields(config_class)}
-    return {k: v for k, v in options.items() if k in names}
-
-
-def check_choice(name: str, value, choices) -> None:
-    if value not in choices:
-        raise ValueError(f"--{name}={value!r} is not one of {', '.join(map(str, choices))}")
-
-
-def check_at_least(config, names, low: int) -> None:
-    for name in names:
-        if getattr(config, name) < low:
-            raise ValueError(f"--{name} {getattr(config, name)}: must be >= {low}")
-
-
 @dataclass(frozen=True)
-class DETRConfig:
+class DETRConfig(FromOptions):
     """Everything :func:`detr_irpe.build_detr` needs.  ``enc_rpe2d`` is the official iRPE
     string, parsed once here into :attr:`irpe`; ``aux_loss`` and ``dense_aux_coef`` only
     change training, never the inference model."""
@@ -160,19 +137,8 @@ class DETRConfig:
         """The parsed ``enc_rpe2d`` (None: no iRPE)."""
         return self._irpe
 
-    @classmethod
-    def from_options(cls, options: dict, strict: bool = True) -> DETRConfig:
-        """Build from a dict of options (e.g. ``vars(args)``); unknown names are an error
-        when ``strict``, else ignored."""
-        own = own_options(cls, options)
-        unknown = sorted(set(options) - set(own))
-        if strict and unknown:
-            valid = sorted(f.name for f in fields(cls))
-            raise TypeError(f"unknown model options {unknown}; valid options: {valid}")
-        return cls(**own)
-
     def replace(self, **changes) -> DETRConfig:
-        return DETRConfig.from_options({**self.to_dict(), **changes})
+        return DETRConfig.from_options({**self.to_dict(), **changes}, strict=True)
 
     def to_dict(self) -> dict:
         return asdict(self)

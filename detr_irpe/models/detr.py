@@ -135,7 +135,7 @@ def build_detr(config: DETRConfig | None = None, **options) -> tuple[DETR, SetCr
     ``backbone``, ...) and default to the paper's recipe; see :class:`DETRConfig`.
     ``postprocessors["bbox"]`` is a :class:`PostProcess`.
     """
-    config = DETRConfig.from_options(options) if config is None else config.replace(**options)
+    config = DETRConfig.from_options(options, strict=True) if config is None else config.replace(**options)
     backbone = Backbone(
         config.backbone,
         train_backbone=config.lr_backbone > 0,

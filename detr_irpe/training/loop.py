@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import sys
+from collections import defaultdict
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -22,27 +24,61 @@ from detr_irpe.machine.distributed import (
     world_size,
 )
 from detr_irpe.models.backbone import ImageBatch
-from detr_irpe.training.progress import Averages, Progress
+from detr_irpe.progress import Progress
 
 
 @dataclass(frozen=True)
 class LoopSettings:
-    """How :func:`train_one_epoch` and :func:`evaluate` run (values from the run's
-    :class:`~detr_irpe.config.OptimConfig` and :class:`~detr_irpe.config.RunConfig`)."""
+    """How :func:`train_one_epoch` and :func:`evaluate` run: the run's
+    :class:`~detr_irpe.config.OptimConfig` and :class:`~detr_irpe.config.RunConfig`
+    themselves, the device, and the precision that runs there (``--amp``, or float32 on a
+    CPU without bf16 kernels)."""
 
+    optim: OptimConfig
+    run: RunConfig
     device: torch.device
     amp: str  # "off", "bf16" or "fp16"
-    accum_steps: int
-    clip_max_norm: float  # 0 = no clipping
-    max_bad_steps: int
-    print_freq: int
     verbose: bool  # print progress lines (the main process)
 
     @classmethod
     def of(cls, optim: OptimConfig, run: RunConfig, device: torch.device,
            verbose: bool = True) -> LoopSettings:
-        return cls(device, amp_on(device, optim.amp, verbose), optim.accum_steps, optim.clip_max_norm,
-                   optim.max_bad_steps, run.print_freq, verbose)
+        return cls(optim, run, device, amp_on(device, optim.amp, verbose), verbose)
+
+
+def _quiet_seconds() -> float:
+    """On a terminal a progress line every --print_freq steps; in a log file (a cluster
+    job) at most one per 30 s."""
+    return 0.0 if sys.stdout.isatty() else 30.0
+
+
+class Averages:
+    """Running means of named scalars: floats, or 0-dim tensors, which are summed where they
+    are (in float64) and read by :meth:`means` in one transfer, not one per value."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = defaultdict(float)
+        self.counts: dict[str, int] = defaultdict(int)
+        self.tensor_sums: dict[tuple[str, ...], torch.Tensor] = {}
+
+    def add(self, values: dict) -> None:
+        tensors = {k: v.detach() for k, v in values.items() if torch.is_tensor(v)}
+        for k, v in values.items():
+            self.counts[k] += 1
+            if k not in tensors:
+                self.sums[k] += float(v)
+        if tensors:
+            names = tuple(tensors)
+            row = torch.stack([v.float() for v in tensors.values()]).double()
+            before = self.tensor_sums.get(names)
+            self.tensor_sums[names] = row if before is None else before + row
+
+    def means(self) -> dict[str, float]:
+        sums = dict(self.sums)
+        for names, row in self.tensor_sums.items():
+            for k, v in zip(names, row.tolist()):
+                sums[k] = sums.get(k, 0.0) + v
+        return {k: sums[k] / self.counts[k] for k in sums}
 
 
 def _to_device(images, targets, device):
@@ -216,12 +252,12 @@ def train_one_epoch(
     weighted total), every weighted loss term, the unweighted ones (``*_unscaled``),
     ``class_error`` and ``lr``.
 
-    An optimiser step gathers ``settings.accum_steps`` batches; the box losses of all of them are
+    An optimiser step gathers ``settings.optim.accum_steps`` batches; the box losses of all of them are
     normalised by the box count of the whole step on all processes (see
     :func:`_step_num_boxes`), so accumulation equals running on more processes.  A step
     in which any micro-batch on any process has a non-finite loss, or whose gradient is
     not finite, is skipped by every process (no update) and reported once with its image
-    ids; ``settings.max_bad_steps`` of them in a row stop training.
+    ids; ``settings.optim.max_bad_steps`` of them in a row stop training.
 
     ``first_step``: batches of this epoch already done (``loader`` yields the rest), after
     an interruption.  ``should_stop()`` is asked after every optimizer step; when it says
@@ -233,17 +269,17 @@ def train_one_epoch(
     criterion.train()
     s = settings
     stats = Averages()
-    progress = Progress(f"Epoch {epoch}", first_step + len(loader), s.print_freq,
+    progress = Progress(f"Epoch {epoch}", first_step + len(loader), s.run.print_freq, _quiet_seconds(),
                         enabled=s.verbose)
     bad_in_a_row = 0
     optimizer.zero_grad(set_to_none=True)
-    for group in _optimizer_steps(loader, s.accum_steps, first_step):
+    for group in _optimizer_steps(loader, s.optim.accum_steps, first_step):
         step = group[-1][0]
         checks, rows, bad_ids = _accumulate(model, criterion, group, s.device, s.amp, scaler)
         if checks is None:
             optimizer.zero_grad(set_to_none=True)
         else:
-            bad_ids = _apply_gradients(model, optimizer, scaler, s.clip_max_norm, checks)
+            bad_ids = _apply_gradients(model, optimizer, scaler, s.optim.clip_max_norm, checks)
         applied = checks is not None and bad_ids is None
         if applied:
             bad_in_a_row = 0
@@ -257,9 +293,9 @@ def train_one_epoch(
             raise TrainingInterrupted(epoch, step + 1)
         if not applied:
             bad_in_a_row += 1
-            _report_bad_step(epoch, step, bad_ids, bad_in_a_row, s.max_bad_steps)
+            _report_bad_step(epoch, step, bad_ids, bad_in_a_row, s.optim.max_bad_steps)
             continue
-        progress.update(step, lambda: {k: stats.means()[k] for k in ("loss", "class_error")})
+        progress.update(step + 1, lambda: {k: stats.means()[k] for k in ("loss", "class_error")})
     return all_reduce_mean(stats.means(), s.device)
 
 
@@ -305,7 +341,8 @@ def evaluate(
     core.per_image_backbone = per_image
     weights = criterion.weight_dict
     stats = Averages()
-    progress = Progress("Test", len(loader), settings.print_freq, enabled=settings.verbose)
+    progress = Progress("Test", len(loader), settings.run.print_freq, _quiet_seconds(),
+                        enabled=settings.verbose)
     device = settings.device
     try:
         for step, (images, targets) in enumerate(loader):
@@ -328,7 +365,7 @@ def evaluate(
             sizes = torch.stack([t["orig_size"] for t in targets])
             results = postprocess(outputs, sizes)
             evaluator.update({int(t["image_id"]): r for t, r in zip(targets, results)})
-            progress.update(step, lambda: {"loss": stats.means().get("loss", float("nan"))})
+            progress.update(step + 1, lambda: {"loss": stats.means().get("loss", float("nan"))})
     finally:
         core.per_image_backbone = before
     return all_reduce_mean(stats.means(), device)

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from detr_irpe.checkpoint import save_checkpoint
-from detr_irpe.config import RunConfig, Settings
+from detr_irpe.config import Settings
 from detr_irpe.data import CocoDetection
 from detr_irpe.evaluation import CocoEvaluator, format_stats
 from detr_irpe.evaluation.per_category import format_metrics_table
@@ -75,7 +75,7 @@ def _run(args, info: DistInfo, held: contextlib.ExitStack) -> dict:
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     loop = LoopSettings.of(cfg.optim, cfg.run, device, verbose=info.is_main)
-    validation = Validation(criterion, post["bbox"], val, loop, cfg.run, output_dir,
+    validation = Validation(criterion, post["bbox"], val, loop, output_dir,
                             val_loader(val, cfg.optim.batch_size, cfg.data, info.enabled, device))
     n_parameters = sum(p.numel() for p in core.parameters() if p.requires_grad)
     if info.is_main:
@@ -144,15 +144,14 @@ class Validation:
     postprocess: torch.nn.Module
     val: CocoDetection
     loop: LoopSettings
-    run: RunConfig
     output_dir: Path | None
     loader: torch.utils.data.DataLoader
 
     def __call__(self, model, tag: str, epoch: int | None):
         evaluator = CocoEvaluator(self.val.coco, self.val.label_to_category_id,
-                                  backend=self.run.eval_backend)
+                                  backend=self.loop.run.eval_backend)
         test_stats = evaluate(model, self.criterion, self.postprocess, self.loader, evaluator,
-                              self.loop, per_image=self.run.eval_protocol == "per_image")
+                              self.loop, per_image=self.loop.run.eval_protocol == "per_image")
         evaluator.synchronize_between_processes()
         if not self.loop.verbose:  # only the main process summarises
             return test_stats, None
