@@ -3,7 +3,7 @@
     python -m benchmarks.speed            CPU/GPU sections: attention, model, FLOPs, memory
     python -m benchmarks.gpu_check        the GPU check: CUDA op, training, compile
     python -m benchmarks.compare_official our code against the official code, side by side
-    python -m benchmarks.eval_benchmark   COCO evaluation time per backend
+    python -m benchmarks.coco_eval        COCO evaluation time per backend
     python -m benchmarks.count_ops        the operations dispatched by one training step
 
 The modules they share: ``workload`` (the models, batch and step that are timed),

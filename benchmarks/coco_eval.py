@@ -5,11 +5,18 @@ categories; per image ``dets_per_image`` detections, a jittered copy of each tru
 (scored high) and random boxes (scored low), all with random categories partly wrong.
 Each backend scores the same detections through :class:`CocoEvaluator`; the time is
 ``summarize()`` (loading the results, evaluate, accumulate, summarize), best of ``reps``.
+
+    python -m benchmarks.coco_eval --images 5000 --dets 100   # the figure in docs/benchmarks.md
+    python -m benchmarks.speed --eval_images 5000 --eval_dets 100   # the same, from speed.py
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -84,3 +91,23 @@ def print_report(report: dict) -> None:
     for name, r in report["backends"].items():
         speedup = f"{base / r['seconds']:6.1f} x" if base else ""
         print(f"{name:18s} {r['seconds']:8.2f} s  {speedup}  AP {r['AP']:.4f}  AP50 {r['AP50']:.4f}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=5000, help="generated images")
+    parser.add_argument("--dets", type=int, default=100, help="detections per image")
+    parser.add_argument("--reps", type=int, default=1, help="timed runs per backend (best kept)")
+    parser.add_argument("--json", default=None, help="also write the figures here")
+    args = parser.parse_args(argv)
+    if args.images < 1 or args.dets < 1:
+        parser.error("--images and --dets must be >= 1")
+    report = time_backends(args.images, args.dets, args.reps)
+    print_report(report)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
