@@ -15,20 +15,6 @@ from detr_irpe.models.fields import FromOptions, check_at_least, check_choice, o
 
 # DETR's evaluation resize: shorter side 800, longer side at most 1333.
 EVAL_SIZE, EVAL_MAX_SIZE = 800, 1333
-# Prediction (Detector, tools/predict.py, the end-of-run pictures): detections with a lower
-# score are left out; images per forward pass.
-THRESHOLD, BATCH_SIZE = 0.5, 4
-
-
-def check_prediction(threshold: float, batch_size: int) -> None:
-    """What prediction accepts (``Detector.predict``, tools/predict.py): a score threshold in
-    [0, 1] (not NaN) and at least one image per forward pass."""
-    if not 0 <= threshold <= 1:
-        raise ValueError(f"--threshold {threshold}: must be a score in [0, 1]")
-    if batch_size < 1:
-        raise ValueError(f"--batch_size {batch_size}: must be >= 1")
-
-
 # COCOeval implementations (detr_irpe.evaluation.backends); "auto": faster_coco_eval if installed.
 EVAL_BACKENDS = ("auto", "faster_coco_eval", "pycocotools")
 EVAL_PROTOCOLS = ("per_image", "official")

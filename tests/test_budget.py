@@ -72,7 +72,7 @@ def test_first_plan_fills_the_budget_at_the_measured_speed():
 
 
 def _run(budget, clock, step_seconds) -> list[int]:
-    """Train as ``train.py`` does (re-plan after each epoch's training, then evaluate if
+    """Train as ``training/recipe.py`` does (re-plan after each epoch's training, then evaluate if
     due); ``step_seconds(epoch)``: each step's time in that epoch.  Returns the epochs
     evaluated."""
     evaluated, epoch = [], 0

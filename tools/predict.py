@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from detr_irpe.config import BATCH_SIZE, THRESHOLD, check_prediction
+from detr_irpe.inference.settings import BATCH_SIZE, THRESHOLD, check_prediction
 from detr_irpe.machine.memory import configure_memory
 from detr_irpe.options import (
     INPUT_ERRORS,

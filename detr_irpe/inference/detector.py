@@ -26,10 +26,11 @@ from torchvision import tv_tensors
 from torchvision.ops import clip_boxes_to_image
 
 from detr_irpe.checkpoint import load_checkpoint
-from detr_irpe.config import BATCH_SIZE, EVAL_MAX_SIZE, EVAL_SIZE, THRESHOLD, check_prediction
+from detr_irpe.config import EVAL_MAX_SIZE, EVAL_SIZE
 from detr_irpe.data.transforms import make_transforms, resizes_to_nothing, to_model_format
 from detr_irpe.inference.categories import COCO_CATEGORY_NAMES, COCO_NUM_CLASSES, UNNAMED_COCO_ID
 from detr_irpe.inference.image_input import EXIF_TRANSPOSE, ImageInput, ImageReadError, to_image_tensor
+from detr_irpe.inference.settings import BATCH_SIZE, THRESHOLD, check_prediction
 from detr_irpe.machine.device import available_device
 from detr_irpe.models.detr import DETR, PostProcess, build_detr
 

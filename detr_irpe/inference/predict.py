@@ -15,10 +15,10 @@ from pathlib import Path
 
 from torch import Tensor
 
-from detr_irpe.config import BATCH_SIZE, THRESHOLD
 from detr_irpe.files import refuse_overwriting_inputs, write_json
 from detr_irpe.inference.detector import Detector
 from detr_irpe.inference.image_input import ImageReadError
+from detr_irpe.inference.settings import BATCH_SIZE, THRESHOLD
 from detr_irpe.pictures.detections import draw_detections, save_png
 from detr_irpe.progress import Progress
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from torchvision.transforms.v2 import functional as F
 
-from detr_irpe.config import THRESHOLD
 from detr_irpe.data import CocoDetection
 from detr_irpe.inference.detector import Detector
+from detr_irpe.inference.settings import THRESHOLD
 from detr_irpe.pictures.curves import plot_logs
 from detr_irpe.pictures.detections import draw_detections, save_png
 
