@@ -1,15 +1,7 @@
-"""What one evaluation writes under ``--output_dir``/eval/ (``<tag>`` is the epoch in four
-digits, or ``eval`` for ``--eval``):
-
-- ``<tag>.json``: ``epoch``, ``bbox`` (the 12 numbers by name), ``per_category_AP``,
-  ``per_category_AP50``, ``per_category_AR100`` (category id -> value, null without ground
-  truth), ``category_names``, ``test_stats``, ``confusion`` (thresholds, category order,
-  counts);
-- ``detections_<tag>.json``: the detections in COCO results format (absolute xywh);
-- ``pr_<tag>.png``: precision-recall curves per category at IoU 0.5 and 0.75;
-- ``confusion_<tag>.png``: the confusion matrix at score >= 0.5, IoU >= 0.5 (see
-  ``confusion.py``), with a "missed" row and a "background" column.
-"""
+"""Writing one evaluation's files under ``--output_dir``/eval/ (``<tag>``: the epoch in four
+digits, or ``eval`` for ``--eval``): ``<tag>.json``, ``detections_<tag>.json``,
+``pr_<tag>.png`` and ``confusion_<tag>.png``.  What each holds is described once, in
+docs/training.md ("What ``--output_dir`` holds")."""
 
 from __future__ import annotations
 
