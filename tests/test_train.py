@@ -305,6 +305,7 @@ def _torchrun_together(runs: list) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.sweep  # 20-45 s of processes: in the long checks
 def test_ddp_resume_restores_each_process_random_state(coco_root, tmp_path):
     """2 processes, 2 epochs straight == 1 epoch, stop, --resume auto for the second, bit
     for bit: each process gets back its own augmentation and dropout streams; the EMA
@@ -369,6 +370,7 @@ def _stop_process_group(cmd, env, sig):
 
 
 @pytest.mark.slow
+@pytest.mark.sweep  # 20-45 s of processes: in the long checks
 def test_sigterm_then_sigint_to_the_process_group_save_and_exit_75(coco_root, tmp_path):
     """SIGTERM to the whole process group with two data-loader workers: one message, a
     loadable checkpoint, exit code 75; --resume auto continues from that step, and SIGINT
