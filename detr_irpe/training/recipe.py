@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from detr_irpe.checkpoint import save_checkpoint
-from detr_irpe.config import Settings
+from detr_irpe.config import RunConfig, Settings
 from detr_irpe.data import CocoDetection
 from detr_irpe.evaluation import CocoEvaluator, format_stats
 from detr_irpe.evaluation.per_category import format_metrics_table
@@ -53,14 +53,15 @@ def _run(args, info: DistInfo, held: contextlib.ExitStack) -> dict:
     """The recipe, in the order of official DETR's ``main()``.  The options are resolved
     once (:func:`~detr_irpe.training.setup.resolve_run`); from there on only the configs
     travel."""
-    setup = resolve_run(args, info.is_main)
+    run = RunConfig.from_options(vars(args))  # fixed by the command line alone
+    device = process_device(run.device, info)
+    prepare_process(device, run.threads, run.seed, info)
+    output_dir = output_folder(run.output_dir, info.is_main)
+    if output_dir is not None and info.is_main:  # claimed before the data is read
+        held.enter_context(claim_run_folder(output_dir, fresh=not (run.resume or run.eval),
+                                            overwrite=run.overwrite))
+    setup = resolve_run(args, run, info.is_main)
     cfg, ckpt, source, val = setup.settings, setup.ckpt, setup.source, setup.val
-    device = process_device(cfg.run.device, info)
-    prepare_process(device, cfg.run.threads, cfg.run.seed, info)
-    output_dir = output_folder(cfg.run.output_dir, info.is_main)
-    if output_dir is not None and info.is_main:
-        held.enter_context(claim_run_folder(output_dir, fresh=not (cfg.run.resume or cfg.run.eval),
-                                            overwrite=cfg.run.overwrite))
     # A checkpoint carries the backbone: nothing to download.
     config = cfg.model.replace(pretrained_backbone="none") if ckpt or source else cfg.model
     model, criterion, post = build_detr(config)

@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from detr_irpe.checkpoint import Checkpoint, load_checkpoint
-from detr_irpe.config import DataConfig, Settings
+from detr_irpe.config import DataConfig, OptimConfig, RunConfig, Settings
 from detr_irpe.data import CocoDetection
 from detr_irpe.data.sizing import sizes_from_data
-from detr_irpe.models.config import ARCHITECTURE
+from detr_irpe.models.config import ARCHITECTURE, DETRConfig
 from detr_irpe.training.loaders import read_datasets, set_transforms
 from detr_irpe.training.resume import resolve_resume
 
@@ -38,9 +38,10 @@ class RunSetup:
         return {**self.settings.to_options(), "given": self.given}
 
 
-def resolve_run(args, verbose: bool) -> RunSetup:
+def resolve_run(args, run: RunConfig, verbose: bool) -> RunSetup:
     """The one place where options are derived: each step below returns the options it
-    changes, and the settings are built once from the result."""
+    changes, and the settings are built once from the result.  ``run`` (what the run does
+    and where it writes) is the command line's alone: no checkpoint or data changes it."""
     options, given = dict(vars(args)), dict(args.given)
     options.pop("given")
     resume = resolve_resume(options["resume"], options["output_dir"], options["start_epoch"],
@@ -56,7 +57,8 @@ def resolve_run(args, verbose: bool) -> RunSetup:
     if train_set is not None and options["dataset_file"] == "custom" and not (ckpt or source):
         options.update(sizes_from_training_set(given, train_set, verbose))
     options.update(num_classes_from_data(options, given, val, resume))
-    settings = Settings.from_options(options)
+    settings = Settings(DETRConfig.from_options(options), OptimConfig.from_options(options),
+                        DataConfig.from_options(options), run)
     set_transforms(train_set, val, settings.data)
     return RunSetup(settings, given, resume, ckpt, source, train_set, val)
 
