@@ -103,11 +103,11 @@ def _run(args, info: DistInfo, held: contextlib.ExitStack) -> dict:
     state.start_ema(cfg.optim.ema, ckpt, setup.resume, info.is_main)
     if cfg.run.compile:  # after the EMA's copy, which stays uncompiled
         compile_model(core, static_shapes=cfg.data.size_buckets > 0)
-    if info.is_main:  # written once the run has started for good
-        write_json(output_dir / "args.json", setup.options())
     record = {"args": setup.options(), "config": config.to_dict(),
               "label_to_category_id": val.label_to_category_id,
               "category_names": val.category_names, "finetuned_from": cfg.run.finetune_from}
+    if info.is_main:  # written once the run has started for good
+        write_json(output_dir / "args.json", record["args"])
     return _train(model, criterion, state, loader, validation, budget, record, n_parameters,
                   info)
 
