@@ -99,6 +99,9 @@ class DataConfig(FromOptions):
         EVAL_SIZE, "shorter side for evaluation (default: the checkpoint's with --resume/--eval, "
         f"else {EVAL_SIZE})")
     num_workers: int = option(2, "data-loading processes")
+    scale_per_batch: bool = option(
+        False, "draw the training resize's scale once per batch instead of once per image, so "
+        "a batch's images share their shorter side and carry less padding (off: one per image, as DETR)")
     size_buckets: int = option(
         0, "pad every training batch to the smallest of N fixed sizes (multiples of 32 "
         "derived from --max_size and --train_scales) that covers it, so the step has a few "

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 import torch
 
-from detr_irpe.data.transforms import DETR_SCALES
+from detr_irpe.data.transforms import training_scales
 from detr_irpe.models.backbone import ImageBatch
 
 STRIDE = 32
@@ -41,7 +41,7 @@ def size_buckets(n: int, max_size: int, scales: Sequence[int] | None = None) -> 
     a shorter side in ``scales`` (default DETR's 480..800) and a longer side <= ``max_size``."""
     if n < 1:
         raise ValueError(f"--size_buckets {n}: need at least one bucket (0 turns them off)")
-    scales = DETR_SCALES if scales is None else scales
+    scales = training_scales(scales)
     long = ceil32(max_size)
     short = ceil32(min(max(scales), max_size))
     lo = ceil32(min(min(scales), max_size))

@@ -24,6 +24,7 @@ from torchvision import tv_tensors
 
 from detr_irpe.config import EVAL_MAX_SIZE
 from detr_irpe.data.annotation_file import read_annotation_file
+from detr_irpe.data.batch_scale import using_scale
 from detr_irpe.data.box_clipping import clip_boxes
 from detr_irpe.data.checker.checks import check_dataset
 from detr_irpe.data.checker.report import DatasetError, DatasetReport
@@ -205,7 +206,10 @@ class CocoDetection(Dataset):
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict]:
+    def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, dict]:
+        """Item ``index``; an ``(index, scale)`` pair (``--scale_per_batch``) resizes it to
+        the batch's scale (:mod:`detr_irpe.data.batch_scale`)."""
+        index, scale = index if isinstance(index, tuple) else (index, None)
         image_id = self.ids[index]
         pil_image = self.source.open(self.coco.imgs[image_id]["file_name"])
         annotations = self.coco.imgToAnns.get(image_id, [])
@@ -218,7 +222,8 @@ class CocoDetection(Dataset):
         )
         image = F.to_image(pil_image)
         if self.transforms is not None:
-            image, target = self.transforms(image, target)
+            with using_scale(scale):
+                image, target = self.transforms(image, target)
         return to_model_format(image, target)
 
     def __repr__(self) -> str:

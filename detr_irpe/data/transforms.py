@@ -25,6 +25,7 @@ from torchvision import tv_tensors
 from torchvision.ops import box_convert
 
 from detr_irpe.config import EVAL_MAX_SIZE, EVAL_SIZE
+from detr_irpe.data.batch_scale import batch_scale
 from detr_irpe.data.box_clipping import clip_to_image
 
 Target = dict
@@ -35,6 +36,13 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # Training scales of the DETR recipe: shorter side 480, 512, ..., 800.
 DETR_SCALES = tuple(range(480, 801, 32))
+
+
+def training_scales(scales: Sequence[int] | None) -> tuple[int, ...]:
+    """The shorter sides of the training resize: ``scales``, or DETR's when None."""
+    return DETR_SCALES if scales is None else tuple(scales)
+
+
 # Resize-crop branch: first resize the shorter side to one of these, ...
 DETR_CROP_SCALES = (400, 500, 600)
 # ... then crop with side lengths drawn uniformly from this range (clamped to the image).
@@ -139,18 +147,26 @@ class Resize:
 
 
 class RandomResize:
-    """Resize the shorter side to a size drawn uniformly from ``sizes`` (longer side capped)."""
+    """Resize the shorter side to a size drawn uniformly from ``sizes`` (longer side capped).
 
-    def __init__(self, sizes: Sequence[int], max_size: int | None = None):
+    ``per_batch``: inside :func:`~detr_irpe.data.batch_scale.using_scale` the size is the
+    batch's (``--scale_per_batch``) instead of a draw of its own."""
+
+    def __init__(self, sizes: Sequence[int], max_size: int | None = None,
+                 per_batch: bool = False):
         self.sizes = tuple(sizes)
         self.max_size = max_size
+        self.per_batch = per_batch
 
     def __call__(self, image, target):
-        size = self.sizes[_randint(0, len(self.sizes) - 1)]
-        return resize(image, target, size, self.max_size)
+        chosen = batch_scale() if self.per_batch else None
+        if chosen is None:
+            chosen = _randint(0, len(self.sizes) - 1)
+        return resize(image, target, self.sizes[chosen % len(self.sizes)], self.max_size)
 
     def __repr__(self) -> str:
-        return f"RandomResize(sizes={self.sizes}, max_size={self.max_size})"
+        return (f"RandomResize(sizes={self.sizes}, max_size={self.max_size}, "
+                f"per_batch={self.per_batch})")
 
 
 class RandomSizeCrop:
@@ -190,6 +206,8 @@ def make_transforms(
     one of ``scales`` (longer side at most ``max_size``), or a resize to one of
     ``crop_scales``, a crop with sides uniform in ``crop_size`` and the ``scales`` resize.
     val: shorter side ``val_size``, longer side at most ``max_size``.
+    The final resize of either branch follows the batch's scale where one is set
+    (:mod:`detr_irpe.data.batch_scale`).
 
     The defaults are the DETR recipe (scales 480..800 step 32, 400/500/600, crop 384..600).
     When ``scales`` is given but the crop settings are not, the crop settings are the DETR
@@ -202,7 +220,7 @@ def make_transforms(
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
 
     ratio = 1.0 if scales is None else max(scales) / max(DETR_SCALES)
-    scales = DETR_SCALES if scales is None else tuple(scales)
+    scales = training_scales(scales)
     if crop_scales is None:
         crop_scales = tuple(round(s * ratio) for s in DETR_CROP_SCALES)
     if crop_size is None:
@@ -213,12 +231,12 @@ def make_transforms(
             T.RandomHorizontalFlip(p=0.5),
             T.RandomChoice(
                 [
-                    RandomResize(scales, max_size),
+                    RandomResize(scales, max_size, per_batch=True),
                     T.Compose(
                         [
                             RandomResize(crop_scales),
                             RandomSizeCrop(*crop_size),
-                            RandomResize(scales, max_size),
+                            RandomResize(scales, max_size, per_batch=True),
                         ]
                     ),
                 ],

@@ -12,7 +12,9 @@ from torch.utils.data import BatchSampler, DistributedSampler, RandomSampler, Se
 
 from detr_irpe.config import DataConfig
 from detr_irpe.data import CocoDetection, build_coco, collate_fn, make_transforms
+from detr_irpe.data.batch_scale import ScalePerBatch
 from detr_irpe.data.buckets import BucketCollate, size_buckets
+from detr_irpe.data.transforms import training_scales
 from detr_irpe.machine.signals import kill_workers_left, leave_signals_to_main, stop_signals_blocked
 
 
@@ -88,7 +90,10 @@ class TrainLoader:
         self.seed, self.distributed = seed, distributed
         self.sampler = (DistributedSampler(train, shuffle=True, seed=seed) if distributed
                         else RandomSampler(train, generator=torch.Generator().manual_seed(seed)))
-        self.batches = SkipBatches(BatchSampler(self.sampler, batch_size, drop_last=True))
+        batches = BatchSampler(self.sampler, batch_size, drop_last=True)
+        self.scales = (ScalePerBatch(batches, len(training_scales(data.train_scales)))
+                       if data.scale_per_batch else None)
+        self.batches = SkipBatches(self.scales or batches)
         if len(self.batches) == 0:
             raise ValueError(f"the training set has {len(train)} images, fewer than one batch "
                              f"of --batch_size {batch_size} per process")
@@ -97,10 +102,13 @@ class TrainLoader:
                                  num_workers=data.num_workers, pin_memory=device.type == "cuda")
 
     def epoch(self, epoch: int, skip: int = 0) -> DataLoader:
+        epoch_seed = self.seed * 100003 + epoch
         if self.distributed:
             self.sampler.set_epoch(epoch)
         else:
-            self.sampler.generator.manual_seed(self.seed * 100003 + epoch)
+            self.sampler.generator.manual_seed(epoch_seed)
+        if self.scales is not None:  # the same draws on every process, and after a resume
+            self.scales.seed(epoch_seed)
         self.batches.skip = skip
         return self.loader
 
