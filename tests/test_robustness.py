@@ -72,7 +72,7 @@ def test_fp16_scaler_overflows_lower_the_scale_and_are_not_bad_steps():
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
-@pytest.mark.slow
+@pytest.mark.sweep  # ~18 s of killed processes: in the long checks
 def test_checkpoint_survives_sigkill_during_save(tmp_path):
     """Kill a process that keeps rewriting a checkpoint at arbitrary moments: the file
     on disk always loads and holds a complete state."""
