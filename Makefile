@@ -23,7 +23,7 @@ test: $(STAMP)
 # The long checks: the hostile sweep (tests marked sweep: kill -9 at random instants of
 # training, then --resume auto must give the uninterrupted run; kill -9 while a checkpoint
 # is written; a full disk; SIGTERM and SIGINT to a process group; a two-process run resumed
-# bit for bit) and the
+# bit for bit; two processes against one accumulating their batches) and the
 # compiled step against the eager one and the compile benchmark (marked inductor).  A few
 # minutes; CI runs them after `make test`.
 .PHONY: sweep

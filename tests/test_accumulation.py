@@ -60,7 +60,8 @@ def ddp_run(tmp_path_factory):
     return out, res.stdout
 
 
-@pytest.mark.slow
+# The three two-process comparisons share one torchrun (~17 s): in the long checks.
+@pytest.mark.sweep
 def test_two_processes_equal_one_process_accumulating_two(ddp_run):
     out, _ = ddp_run
     ranks = [torch.load(out / f"clean_rank{r}.pt", weights_only=True) for r in (0, 1)]
@@ -68,7 +69,7 @@ def test_two_processes_equal_one_process_accumulating_two(ddp_run):
     _assert_same_models(ranks[0], train_steps(batches(6), accum_steps=2))
 
 
-@pytest.mark.slow
+@pytest.mark.sweep
 def test_nan_on_one_rank_is_skipped_by_both_and_reported_once(ddp_run):
     out, stdout = ddp_run
     ranks = [torch.load(out / f"nan_rank{r}.pt", weights_only=True) for r in (0, 1)]
@@ -80,7 +81,7 @@ def test_nan_on_one_rank_is_skipped_by_both_and_reported_once(ddp_run):
     assert len(reports) == 1 and f"image ids [{NAN_BATCH}]" in reports[0], stdout
 
 
-@pytest.mark.slow
+@pytest.mark.sweep
 def test_one_process_with_a_batch_of_four_equals_two_processes_of_two(ddp_run):
     """The official recipe, 8 GPUs x 2, on one GPU with --batch_size 16, in small: each
     process normalises its class loss by its own pair of images, so one process with four
