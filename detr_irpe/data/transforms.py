@@ -36,13 +36,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # Training scales of the DETR recipe: shorter side 480, 512, ..., 800.
 DETR_SCALES = tuple(range(480, 801, 32))
-
-
-def training_scales(scales: Sequence[int] | None) -> tuple[int, ...]:
-    """The shorter sides of the training resize: ``scales``, or DETR's when None."""
-    return DETR_SCALES if scales is None else tuple(scales)
-
-
 # Resize-crop branch: first resize the shorter side to one of these, ...
 DETR_CROP_SCALES = (400, 500, 600)
 # ... then crop with side lengths drawn uniformly from this range (clamped to the image).
@@ -50,6 +43,11 @@ DETR_CROP_SIZE = (384, 600)
 
 # Target entries that hold one row per box and must be filtered together.
 PER_BOX_KEYS = ("boxes", "labels", "area", "iscrowd")
+
+
+def training_scales(scales: Sequence[int] | None) -> tuple[int, ...]:
+    """The shorter sides of the training resize: ``scales``, or DETR's when None."""
+    return DETR_SCALES if scales is None else tuple(scales)
 
 
 def resize_size(
@@ -219,8 +217,8 @@ def make_transforms(
     if split != "train":
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
 
-    ratio = 1.0 if scales is None else max(scales) / max(DETR_SCALES)
     scales = training_scales(scales)
+    ratio = max(scales) / max(DETR_SCALES)
     if crop_scales is None:
         crop_scales = tuple(round(s * ratio) for s in DETR_CROP_SCALES)
     if crop_size is None:
