@@ -143,6 +143,7 @@ def _infer_options(state: dict) -> dict:
         opts["dim_feedforward"] = state["transformer.encoder.layers.0.linear1.weight"].shape[0]
     opts["pre_norm"] = "transformer.encoder.norm.weight" in state
     opts["query_anchors"] = "anchor_logits" in state
+    opts["anchor_content"] = "content_points" in state
     opts["position_embedding"] = "learned" if "backbone.1.row_embed.weight" in state else "sine"
     body = "backbone.0.body."
     if f"{body}layer1.0.conv1.weight" in state:

@@ -51,15 +51,19 @@ def _assert_same(expected, got):
     np.testing.assert_array_equal(got[2], labels)
 
 
-@pytest.mark.parametrize("anchors", [False, True])
+ANCHORS = {"off": {}, "cells": {"query_anchors": True},
+           "content": {"query_anchors": True, "anchor_content": True}}
+
+
+@pytest.mark.parametrize("anchors", ANCHORS)
 def test_tiny_irpe_model_matches_pytorch_with_any_batch_size(tmp_path, anchors):
-    model = _model(**TINY, query_anchors=anchors)
+    model = _model(**TINY, **ANCHORS[anchors])
     path = export_onnx(model, tmp_path / "tiny.onnx", (96, 128), dynamic_batch=True)
     assert onnx.load(str(path)).opset_import[0].version == OPSET
     torch.manual_seed(1)
     images = torch.rand(3, 3, 96, 128)
     # a fresh copy: export changed nothing
-    expected = _pytorch_detections(_model(**TINY, query_anchors=anchors), images)
+    expected = _pytorch_detections(_model(**TINY, **ANCHORS[anchors]), images)
     assert expected[0].max() > 10  # absolute pixels, not normalised
     _assert_same(expected, _run(path, images))
     _assert_same([e[:1] for e in expected], _run(path, images[:1]))

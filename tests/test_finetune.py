@@ -126,11 +126,12 @@ def test_plain_detr_fine_tuned_into_irpe_starts_from_zero_tables(custom_set, tmp
 
 @pytest.mark.slow
 def test_fine_tuning_keeps_the_sources_query_anchors(custom_set, tmp_path):
-    """A model whose boxes are offsets from grid cells stays one when fine-tuned without
-    the flag (its box head would predict from the wrong origin otherwise); the option is
-    read off a bare state dict."""
+    """A model whose boxes are offsets from grid cells, and whose queries start from the
+    encoder at those cells, stays one when fine-tuned without the flags (its heads would
+    read the wrong inputs otherwise); the options are read off a bare state dict."""
     torch.manual_seed(0)
-    anchored, _, _ = detr_irpe.build_detr(num_classes=91, query_anchors=True, **SMALL)
+    anchored, _, _ = detr_irpe.build_detr(num_classes=91, query_anchors=True,
+                                          anchor_content=True, **SMALL)
     path = tmp_path / "anchored.pth"
     torch.save({"model": anchored.state_dict()}, path)
     main_module.main([*data_flags(custom_set), "--finetune_from", str(path),
@@ -138,3 +139,4 @@ def test_fine_tuning_keeps_the_sources_query_anchors(custom_set, tmp_path):
                       *FLAGS])
     state = torch.load(tmp_path / "run" / "checkpoint.pth", weights_only=True)["model"]
     torch.testing.assert_close(state["anchor_logits"], anchored.anchor_logits)
+    torch.testing.assert_close(state["content_points"], anchored.content_points)

@@ -366,10 +366,47 @@ def test_query_anchors_start_each_box_on_its_grid_cell_and_keep_the_state_dict()
 def test_query_anchors_are_read_off_a_bare_state_dict(tmp_path):
     from detr_irpe.checkpoint import load_checkpoint
 
-    for anchors in (True, False):
-        model, _, _ = tiny_model(num_queries=30, query_anchors=anchors)
+    for anchors, content in ((True, False), (False, False), (True, True)):
+        model, _, _ = tiny_model(num_queries=30, query_anchors=anchors, anchor_content=content)
         torch.save({"model": model.state_dict()}, tmp_path / "bare.pth")
         ckpt = load_checkpoint(str(tmp_path / "bare.pth"))
         assert ckpt.options["query_anchors"] is anchors
+        assert ckpt.options["anchor_content"] is content
         rebuilt, _, _ = detr_irpe.build_detr(ckpt.config(nheads=2))  # heads: not in shapes
         rebuilt.load_state_dict(ckpt.model, strict=True)
+
+
+def test_sample_at_points_reads_each_image_within_its_own_extent():
+    from detr_irpe.models.transformer import sample_at_points
+
+    cols = torch.arange(13.0).expand(7, 13)  # channel 0: the column, channel 1: the row
+    rows = torch.arange(7.0)[:, None].expand(7, 13)
+    features = torch.stack([cols, rows]).expand(2, 2, 7, 13)
+    mask = torch.zeros(2, 7, 13, dtype=torch.bool)
+    mask[0, :, 10:] = True  # image 0 covers 10 x 5 cells, image 1 all 13 x 7
+    mask[0, 5:, :] = True
+    points = torch.tensor([[0.5, 0.5], [0.05, 0.1]])
+    got = sample_at_points(features, mask, points)  # (Q, B, D)
+    # x = 0.5 of 10 cells = 5.0 cells from the left edge: halfway between the centres of
+    # columns 4 and 5; y = 0.5 of 5 rows = 2.5: the centre of row 2.  0.05 of 10 cells and
+    # 0.1 of 5 rows: the centre of cell (0, 0).  Image 1: 6.5 and 3.5 cells: cell (6, 3).
+    expected = torch.tensor([[[4.5, 2.0], [6.0, 3.0]], [[0.0, 0.0], [0.15, 0.2]]])
+    torch.testing.assert_close(got, expected)
+
+
+def test_anchor_content_starts_each_query_as_the_encoder_output_at_its_cell_centre():
+    model, _, _ = tiny_model(num_queries=4, query_anchors=True, anchor_content=True)
+    plain, _, _ = tiny_model(num_queries=4, query_anchors=True)
+    assert set(model.state_dict()) - set(plain.state_dict()) == {"content_points"}
+    seen = {}
+    model.transformer.encoder.register_forward_hook(lambda m, i, out: seen.update(memory=out))
+    model.transformer.decoder.register_forward_pre_hook(lambda m, args: seen.update(tgt=args[0]))
+    model.eval()
+    model(torch.randn(1, 3, 128, 128))  # stride 32: a 4 x 4 map, one image, no padding
+    memory = seen["memory"][:, 0].reshape(4, 4, -1)  # (h, w, D)
+    # The 2 x 2 cells' centres lie at 1 of 4 cells from the edges: between two feature
+    # cells each way, so each query starts as the mean of a 2 x 2 block.
+    blocks = [memory[r:r + 2, c:c + 2].mean((0, 1)) for r in (0, 2) for c in (0, 2)]
+    torch.testing.assert_close(seen["tgt"][:, 0], torch.stack(blocks))
+    with pytest.raises(ValueError, match="--anchor_content .*--query_anchors"):
+        tiny_model(anchor_content=True)

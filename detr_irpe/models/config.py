@@ -24,7 +24,7 @@ POSITION_EMBEDDINGS = ("sine", "learned")
 ARCHITECTURE = ("num_classes", "enc_rpe2d", "backbone", "dilation", "position_embedding",
                 "hidden_dim", "nheads", "enc_layers", "dec_layers", "dim_feedforward",
                 "num_queries", "pre_norm", "backbone_norm", "trainable_backbone_layers",
-                "backbone_stride", "query_anchors")
+                "backbone_stride", "query_anchors", "anchor_content")
 _AT_LEAST_ONE = ("num_classes", "hidden_dim", "nheads", "enc_layers", "dec_layers",
                  "dim_feedforward", "num_queries")
 
@@ -61,6 +61,9 @@ class DETRConfig(FromOptions):
     query_anchors: bool = option(
         False, "each query predicts its box relative to a fixed grid cell of the image (the "
         "cells of --set_cost_anchor) instead of the whole image; off = DETR")
+    anchor_content: bool = option(
+        False, "each query enters the decoder as the encoder's feature at its grid cell's "
+        "centre instead of zeros (needs --query_anchors); off = DETR")
     # Backbone.
     pretrained_backbone: str = option(
         "imagenet", "'imagenet' (torchvision IMAGENET1K_V1), 'none' (random init) or the path "
@@ -125,6 +128,9 @@ class DETRConfig(FromOptions):
                      "class_loss_images"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name} {getattr(self, name)}: must be >= 0 (0 = off)")
+        if self.anchor_content and not self.query_anchors:
+            raise ValueError("--anchor_content reads the encoder at the grid cells of "
+                             "--query_anchors; switch that on too")
         if self.dilation and self.backbone_stride != 32:
             raise ValueError("--dilation dilates layer4, which --backbone_stride 16 leaves out; "
                              "use one of them")

@@ -39,6 +39,9 @@ class DETR(nn.Module):
     ``query_anchors`` (off by default, as in DETR): query *q* predicts its box as an offset,
     in logit space, from the grid cell :func:`~detr_irpe.models.matcher.anchor_cells` ``[q]``
     instead of from the whole image; the cells are a saved buffer (``anchor_logits``).
+    ``anchor_content`` (off by default, as in DETR; needs ``query_anchors``): query *q*
+    enters the decoder as the encoder output at its cell's centre instead of zeros; the
+    centres are a saved buffer (``content_points``), so a state dict tells this model too.
 
     ``per_image_backbone`` (off by default, as in DETR): run the ResNet on each image of a
     list separately and pad the feature maps instead of the images, which makes every
@@ -55,6 +58,7 @@ class DETR(nn.Module):
         dense_head: DenseHead | None = None,
         box_attention: bool = False,
         query_anchors: bool = False,
+        anchor_content: bool = False,
     ):
         super().__init__()
         hidden = transformer.d_model
@@ -74,6 +78,9 @@ class DETR(nn.Module):
         if query_anchors:  # the cells in logit space, added to the box head's output; saved,
             # so that a state dict alone tells the model it belongs to
             self.register_buffer("anchor_logits", torch.logit(anchor_cells(num_queries)))
+        # None: a buffer slot that the state dict leaves out
+        self.register_buffer("content_points",
+                             anchor_cells(num_queries)[:, :2].clone() if anchor_content else None)
 
     def forward(self, images: Sequence[Tensor] | ImageBatch | Tensor) -> dict:
         if self.per_image_backbone and not isinstance(images, ImageBatch):
@@ -83,7 +90,7 @@ class DETR(nn.Module):
             feats, mask, pos = self.backbone(batch)
         weights = [] if self.training and self.box_attention else None
         hs, memory = self.transformer(self.input_proj(feats), mask, self.query_embed.weight, pos,
-                                      weights)
+                                      weights, self.content_points)
         logits = self.class_embed(hs)  # (layers, B, Q, C + 1)
         boxes = self.bbox_embed(hs)  # (layers, B, Q, 4)
         if self.query_anchors:
@@ -160,7 +167,7 @@ def build_detr(config: DETRConfig | None = None, **options) -> tuple[DETR, SetCr
     dense = DenseHead(config.hidden_dim, config.num_classes) if config.dense_aux_coef > 0 else None
     model = DETR(joiner, transformer, config.num_classes, config.num_queries, config.aux_loss,
                  dense, box_attention=config.attn_aux_coef > 0,
-                 query_anchors=config.query_anchors)
+                 query_anchors=config.query_anchors, anchor_content=config.anchor_content)
     matcher = HungarianMatcher(config.set_cost_class, config.set_cost_bbox, config.set_cost_giou,
                                config.set_cost_anchor)
     criterion = SetCriterion(

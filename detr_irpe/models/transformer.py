@@ -157,10 +157,13 @@ class Transformer(nn.Module):
             if irpe_init == "zero" and ".rpe_" in name:
                 nn.init.zeros_(p)
 
-    def forward(self, src, mask, query_embed, pos_embed, weights=None) -> tuple[Tensor, Tensor]:
+    def forward(self, src, mask, query_embed, pos_embed, weights=None,
+                content_points=None) -> tuple[Tensor, Tensor]:
         """src: (B, D, h, w); mask: bool (B, h, w); query_embed: (Q, D); pos: (B, D, h, w);
         ``weights``: a list that receives each decoder layer's head-mean cross-attention,
-        (B, Q, h * w) (training aid; None computes none).
+        (B, Q, h * w) (training aid; None computes none); ``content_points``: (Q, 2) points
+        (x, y) in [0, 1] of each image's own extent, where the queries' decoder input is
+        read off the encoder output (:func:`sample_at_points`); None: zeros, as DETR.
 
         Returns decoder outputs (num_dec_layers, B, Q, D) and memory (B, D, h, w).
         """
@@ -170,5 +173,21 @@ class Transformer(nn.Module):
         query_pos = query_embed.unsqueeze(1).expand(-1, B, -1)  # (Q, B, D)
         mask = mask.flatten(1)
         memory = self.encoder(src, mask, pos, (h, w))
-        hs = self.decoder(torch.zeros_like(query_pos), memory, mask, pos, query_pos, weights)
-        return hs.transpose(1, 2), memory.permute(1, 2, 0).view(B, D, h, w)
+        grid = memory.permute(1, 2, 0).view(B, D, h, w)
+        tgt = (torch.zeros_like(query_pos) if content_points is None
+               else sample_at_points(grid, mask.view(B, h, w), content_points))
+        hs = self.decoder(tgt, memory, mask, pos, query_pos, weights)
+        return hs.transpose(1, 2), grid
+
+
+def sample_at_points(features: Tensor, mask: Tensor, points: Tensor) -> Tensor:
+    """features (B, D, h, w) read at points (Q, 2), (x, y) in [0, 1] of each image's own
+    (unpadded) extent, by bilinear interpolation between cell centres -> (Q, B, D).
+    ``mask``: bool (B, h, w), True on padding (which lies right of and below the image)."""
+    B, _, h, w = features.shape
+    width = (~mask[:, 0, :]).sum(-1).to(features)  # cells the image covers
+    height = (~mask[:, :, 0]).sum(-1).to(features)
+    x = points[:, 0] * width[:, None] / w  # (B, Q), in [0, 1] of the padded map
+    y = points[:, 1] * height[:, None] / h
+    grid = torch.stack([x, y], dim=-1).unsqueeze(2) * 2 - 1  # (B, Q, 1, 2) in [-1, 1]
+    return F.grid_sample(features, grid, align_corners=False).squeeze(3).permute(2, 0, 1)

@@ -92,12 +92,13 @@ def checkpoint_options(options: dict, given: dict, ckpt: Checkpoint, path: str,
 
 
 def finetune_options(options: dict, given: dict, source: Checkpoint, verbose: bool) -> dict:
-    """``enc_rpe2d`` and ``query_anchors`` from the ``--finetune_from`` checkpoint unless
-    given; an error for what cannot carry over."""
+    """``enc_rpe2d``, ``query_anchors`` and ``anchor_content`` from the ``--finetune_from``
+    checkpoint unless given; an error for what cannot carry over."""
     path, theirs = options["finetune_from"], source.options.get("enc_rpe2d", "")
     adopted = {}
-    if "query_anchors" not in given:  # its box head predicts from the cells, or not
-        adopted["query_anchors"] = source.options.get("query_anchors", False)
+    for name in ("query_anchors", "anchor_content"):  # how its queries start and predict
+        if name not in given:
+            adopted[name] = source.options.get(name, False)
     if "enc_rpe2d" not in given:
         adopted["enc_rpe2d"] = theirs
     elif theirs == "" and verbose:  # plain DETR into iRPE: only the tables are new
