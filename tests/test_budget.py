@@ -10,7 +10,7 @@ from detr_irpe.training.budget import (
     CALIBRATION_STEPS,
     EVALUATIONS,
     MARGIN,
-    RAISE_SLACK,
+    SHORTEST_LAST_EPOCH,
     REPORT_SECONDS,
     SETTLE_STEPS,
     Plan,
@@ -58,17 +58,18 @@ def _steps(budget, clock, n, seconds):
 
 def test_first_plan_fills_the_budget_at_the_measured_speed():
     clock = Clock()
-    clock.now += 30.0  # start-up before training
+    clock.now += 40.0  # start-up before training
     b, factor = _budget(clock)
     _steps(b, clock, SETTLE_STEPS + CALIBRATION_STEPS, 0.5)
-    done = (SETTLE_STEPS + CALIBRATION_STEPS) / 50
     eval_seconds = 2.0  # no validation images: COCOeval's fixed part only
     left = 600 - (clock.now - 1000) - MARGIN * 600 - REPORT_SECONDS - 4 * eval_seconds
-    expected = math.floor(done + left / (0.5 * 50))
-    assert b.plan.epochs == expected and expected > 10
-    assert factor.total == expected * 50
-    assert b.plan.eval_every == math.ceil(expected / 4)
-    assert b.plan.evaluates(expected - 1)
+    steps = math.floor(SETTLE_STEPS + CALIBRATION_STEPS + left / 0.5)  # 1038 here
+    assert steps % 50 >= SHORTEST_LAST_EPOCH * 50  # a case with a shortened last epoch
+    epochs = math.ceil(steps / 50)
+    assert (b.plan.epochs, b.plan.last_steps) == (epochs, steps % 50) and epochs > 10
+    assert factor.total == steps
+    assert b.plan.eval_every == math.ceil(epochs / 4)
+    assert b.plan.evaluates(epochs - 1)
 
 
 def _run(budget, clock, step_seconds) -> list[int]:
@@ -77,7 +78,8 @@ def _run(budget, clock, step_seconds) -> list[int]:
     evaluated."""
     evaluated, epoch = [], 0
     while epoch < budget.plan.epochs:
-        _steps(budget, clock, budget.steps_per_epoch, step_seconds(epoch))
+        _steps(budget, clock, budget.plan.steps_in(epoch, budget.steps_per_epoch),
+               step_seconds(epoch))
         budget.epoch_done(epoch)
         if budget.plan.evaluates(epoch):
             clock.now += 3.0
@@ -100,28 +102,40 @@ def test_a_slower_machine_shortens_the_plan_and_it_still_ends_in_time():
     _run(b, clock, step_seconds)
     first = after_epoch_0[0]
     assert b.plan.epochs < first
-    assert factor.total == b.plan.epochs * 50
+    assert factor.total == (b.plan.epochs - 1) * 50 + b.plan.steps_in(b.plan.epochs - 1, 50)
     assert clock.now + REPORT_SECONDS <= b.deadline
 
 
-@pytest.mark.parametrize("spare,raised", [(1 + RAISE_SLACK / 2, False), (1 + 2 * RAISE_SLACK, True)])
-def test_a_faster_epoch_adds_an_epoch_only_with_room_to_spare(spare, raised):
-    """After epoch 0 the plan is re-made from its measured time; an epoch is added only
-    when more than RAISE_SLACK of one is spare, so a speed wobbling around a whole number
-    of epochs does not change the plan (and the learning-rate schedule) back and forth."""
+@pytest.mark.parametrize("minutes", [10.0, 10.3, 10.6, 10.9])
+def test_the_run_uses_its_budget_up_to_a_short_last_epoch(minutes):
+    """Whatever the budget, training stops less than SHORTEST_LAST_EPOCH of an epoch (plus a step)
+    before the time the plan keeps free for the margin and the end of the run; whole
+    epochs alone would leave up to one epoch unused."""
+    clock = Clock()
+    b, _ = _budget(clock, minutes=minutes)
+    _run(b, clock, lambda epoch: 0.5)
+    unused = b.deadline - MARGIN * 60 * minutes - REPORT_SECONDS - clock.now
+    assert 0 <= unused < (SHORTEST_LAST_EPOCH * 50 + 1) * 0.5, (unused, b.plan)
+
+
+@pytest.mark.parametrize("fraction,last", [(SHORTEST_LAST_EPOCH / 2, None), (0.6, 30)])
+def test_a_short_last_epoch_is_left_out_and_a_longer_one_cut_to_fit(fraction, last):
+    """After epoch 0 the plan is re-made in steps from its measured time: the steps that fit
+    beyond whole epochs make a shortened last epoch, unless they are fewer than SHORTEST_LAST_EPOCH
+    of an epoch (an epoch started for a handful of steps is not worth its start)."""
     clock = Clock()
     b, factor = _budget(clock)  # 10 min, 50 steps per epoch, no validation images
     calibration = SETTLE_STEPS + CALIBRATION_STEPS
     _steps(b, clock, calibration, 0.5)
-    planned = b.plan.epochs
+    whole = b.plan.epochs
     # After epoch 0, with every step of it taking s seconds, the time left holds
-    # (600 - fixed costs - 50 s) / (50 s) more epochs: pick s so that planned + spare fit.
+    # (600 - fixed costs) / s - 50 more steps: pick s so that 50 * (whole + fraction) fit.
     fixed = MARGIN * 600 + REPORT_SECONDS + EVALUATIONS * 2.0
-    s = (600 - fixed) / (50 * (planned + spare))
+    s = (600 - fixed) / (50 * (whole + fraction) + 0.05)
     _steps(b, clock, 50 - calibration, (50 * s - calibration * 0.5) / (50 - calibration))
     b.epoch_done(0)
-    assert b.plan.epochs == planned + (1 if raised else 0)
-    assert factor.total == b.plan.epochs * 50
+    assert (b.plan.epochs, b.plan.last_steps) == (whole + (last is not None), last)
+    assert factor.total == 50 * whole + (last or 0)
 
 
 def test_evaluations_spread_over_the_epochs_left():
@@ -157,10 +171,18 @@ def test_an_epoch_added_at_the_end_moves_the_last_evaluation():
     clock = Clock()
     b, _ = _budget(clock, minutes=10.0, steps_per_epoch=30)
     _steps(b, clock, SETTLE_STEPS + CALIBRATION_STEPS, 0.5)
-    first = b.plan.epochs
-    evaluated = _run(b, clock, lambda epoch: 0.5 if epoch < first - 3 else 0.2)
-    assert b.plan.epochs > first
-    assert first - 1 not in evaluated and evaluated[-1] == b.plan.epochs - 1, evaluated
+    first, before = b.plan.epochs, []
+
+    def step_seconds(epoch):  # the last three epochs of the first plan run faster
+        if epoch < first - 3:
+            return 0.5
+        before.append(before[0] if before else b.plan.epochs)  # the plan at the speed-up
+        return 0.2
+
+    evaluated = _run(b, clock, step_seconds)
+    last_planned = before[0] - 1
+    assert b.plan.epochs > last_planned + 1
+    assert last_planned not in evaluated and evaluated[-1] == b.plan.epochs - 1, evaluated
     assert len(evaluated) == EVALUATIONS
 
 
@@ -168,10 +190,11 @@ def test_a_plan_survives_the_checkpoint_and_old_plans_still_load(tmp_path):
     """A resumed budgeted run keeps its plan: the evaluation epochs go through a checkpoint
     (loaded with weights_only), and a plan saved before they existed evaluates every
     ``eval_every`` epochs as it did."""
-    plan = Plan(epochs=13, eval_every=4, eval_epochs=[3, 6, 9, 12])
+    plan = Plan(epochs=13, eval_every=4, eval_epochs=[3, 6, 9, 12], last_steps=17)
     torch.save({"plan": plan.to_dict()}, tmp_path / "c.pth")
     again = Plan(**torch.load(tmp_path / "c.pth", weights_only=True)["plan"])
     assert again == plan and [e for e in range(13) if again.evaluates(e)] == [3, 6, 9, 12]
+    assert again.steps_in(12, 50) == 17 and again.steps_in(11, 50) == 50
     old = Plan(**{"epochs": 13, "eval_every": 4})
     assert [e for e in range(13) if old.evaluates(e)] == [3, 7, 11, 12]
 

@@ -63,5 +63,7 @@ def test_scales_repeat_per_epoch_and_after_skipping_batches(tmp_path):
     other = list(loader.batches)
     loader.epoch(2, skip=2)
     assert list(loader.batches) == whole[2:]
+    loader.epoch(2, skip=1, stop=4)  # a shortened last epoch, resumed after its first batch
+    assert list(loader.batches) == whole[1:4] and len(loader.loader) == 3
     assert [s for b in whole for _, s in b] != [s for b in other for _, s in b]
     assert all(len({s for _, s in batch}) == 1 for batch in whole)

@@ -535,6 +535,37 @@ def test_scratch_preset_on_custom_data_fits_its_time_budget_and_sizes_itself(tmp
 
 
 @pytest.mark.slow
+def test_a_last_epoch_cut_short_by_the_budget_trains_only_its_steps(coco_root, tmp_path,
+                                                                   monkeypatch):
+    """A plan of two epochs whose last has one step (the 6 training images make 3 steps of
+    2): the run trains 3 + 1 steps, evaluates the shortened epoch, and its checkpoint
+    records the plan, so that a resume knows the run is complete."""
+    from detr_irpe.training import recipe
+    from detr_irpe.training.budget import TimeBudget
+
+    class FixedPlan(TimeBudget):  # the plan a budget could make, without the clock
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.plan.epochs, self.plan.eval_epochs, self.plan.last_steps = 2, [1], 1
+
+        def step_done(self):
+            pass
+
+        def epoch_done(self, epoch):
+            pass
+
+    monkeypatch.setattr(recipe, "TimeBudget", FixedPlan)
+    out = tmp_path / "run"
+    main_module.main(["--coco_path", str(coco_root), "--output_dir", str(out), "--time_budget",
+                      "5", *TINY_FLAGS])
+    ckpt = torch.load(out / "checkpoint.pth", weights_only=False)
+    assert ckpt["lr_scheduler"]["last_epoch"] == 3 + 1  # one schedule step per optimiser step
+    assert ckpt["plan"]["last_steps"] == 1 and ckpt["epoch"] == 1
+    log = [json.loads(line) for line in (out / "log.txt").read_text().splitlines()]
+    assert [entry["epoch"] for entry in log] == [0, 1] and "test_coco_eval_bbox" in log[1]
+
+
+@pytest.mark.slow
 def test_eval_refuses_a_checkpoint_whose_categories_differ_from_the_val_sets(trained, coco_root,
                                                                           tmp_path):
     ckpt = torch.load(trained / "checkpoint.pth", weights_only=False)

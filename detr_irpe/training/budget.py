@@ -3,10 +3,12 @@ planned to fit ``--time_budget`` minutes on the machine the run is on.
 
 With a budget the plan is made in the first epoch, once :data:`CALIBRATION_STEPS`
 optimiser steps after :data:`SETTLE_STEPS` have been timed: the time left until the
-deadline (counted from the start of the process), less what the last evaluation and the
-end-of-run pictures need and a safety margin, divided by the time of an epoch.  The plan
-is printed, and after every epoch it is made again from the epochs measured so far, so a
-machine that slows down still ends in time (a changed plan is printed).  The learning-rate
+deadline (counted from the start of the process), less what the evaluations and the
+end-of-run pictures need and a safety margin, divided by the time of a step.  The plan is
+made in steps: the last epoch is cut short to the steps that fit (when at least
+:data:`SHORTEST_LAST_EPOCH` of an epoch fits; fewer are left out).  The plan is printed,
+and after every epoch it is made again from the epochs measured so far, so a machine that
+slows down still ends in time (a plan with another number of epochs is printed).  The learning-rate
 schedule follows the planned number of steps (:class:`~detr_irpe.training.optimizer.LrFactor`).
 """
 
@@ -22,7 +24,7 @@ CALIBRATION_STEPS = 20  # steps timed before the first plan
 EVALUATIONS = 4  # evaluations in a planned run, the last one after the last epoch
 REPORT_SECONDS = 15.0  # the end: best checkpoint reloaded, curves and prediction pictures
 MARGIN = 0.03  # of the budget, kept free against the machine's ups and downs
-RAISE_SLACK = 0.25  # a re-plan adds an epoch only with this much of one to spare
+SHORTEST_LAST_EPOCH = 0.25  # the shortest last epoch, as a share of a whole one
 
 
 def process_start() -> float:
@@ -44,11 +46,20 @@ _FIRST_CALL = time.time()
 @dataclass
 class Plan:
     """How many epochs the run trains and after which it evaluates: every ``eval_every``
-    epochs, or, in a time-budgeted run, after each of ``eval_epochs``; always after the last."""
+    epochs, or, in a time-budgeted run, after each of ``eval_epochs``; always after the last.
+    ``last_steps``: the optimiser steps of the last epoch when a time budget cuts it short
+    (None: a whole epoch)."""
 
     epochs: int
     eval_every: int
     eval_epochs: list[int] | None = None
+    last_steps: int | None = None
+
+    def steps_in(self, epoch: int, steps_per_epoch: int) -> int:
+        """The optimiser steps the plan gives ``epoch``."""
+        if epoch == self.epochs - 1 and self.last_steps is not None:
+            return self.last_steps
+        return steps_per_epoch
 
     def evaluates(self, epoch: int) -> bool:
         if epoch + 1 == self.epochs:
@@ -59,6 +70,8 @@ class Plan:
 
     def to_dict(self) -> dict:
         extra = {} if self.eval_epochs is None else {"eval_epochs": list(self.eval_epochs)}
+        if self.last_steps is not None:
+            extra["last_steps"] = self.last_steps
         return {"epochs": self.epochs, "eval_every": self.eval_every, **extra}
 
 
@@ -78,7 +91,8 @@ class TimeBudget:
     after every evaluation update :attr:`plan` in place (and the learning-rate ``factor``'s
     total steps).  A re-plan that changes the number of epochs keeps the evaluations made
     and spreads the rest over the epochs left, so that an epoch planned as the last is not
-    evaluated when the run has just been given another.  ``eval_images``: validation
+    evaluated when the run has just been given another; one that changes only the last
+    epoch's steps moves no evaluation.  ``eval_images``: validation
     images, for the first estimate of an evaluation's time (``inference_share`` of a
     training step's time per image, measured later).
     """
@@ -100,6 +114,7 @@ class TimeBudget:
         self.evaluations = 0
         self.epoch_started = clock()
         self.train_seconds: list[float] = []  # per finished epoch, evaluations excluded
+        self.train_steps: list[int] = []  # the optimiser steps of each finished epoch
 
     def step_done(self) -> None:
         self.steps += 1
@@ -108,7 +123,8 @@ class TimeBudget:
         elif self.steps == SETTLE_STEPS + CALIBRATION_STEPS and self.step_seconds is None:
             now = self.clock()
             self.step_seconds = (now - self.timer_start) / CALIBRATION_STEPS
-            self._replan(self.steps / self.steps_per_epoch, now, first=True)
+            # the epoch in progress runs to its end: its loader is already made
+            self._replan(self.steps, self.steps_per_epoch, now, first=True)
 
     def evaluated(self, seconds: float) -> None:
         self.eval_seconds = seconds
@@ -118,11 +134,12 @@ class TimeBudget:
     def epoch_done(self, epoch: int) -> None:
         now = self.clock()
         self.train_seconds.append(now - self.epoch_started)
+        self.train_steps.append(self.plan.steps_in(epoch, self.steps_per_epoch))
         self.epoch_started = now
         first = self.step_seconds is None  # an epoch shorter than the calibration
-        recent = self.train_seconds[-3:]
-        self.step_seconds = sum(recent) / len(recent) / self.steps_per_epoch
-        self._replan(epoch + 1, now, first)
+        self.step_seconds = sum(self.train_seconds[-3:]) / sum(self.train_steps[-3:])
+        done = epoch * self.steps_per_epoch + self.train_steps[-1]
+        self._replan(done, done, now, first)
 
     def _eval_estimate(self) -> float:
         if self.eval_seconds is not None:
@@ -130,28 +147,35 @@ class TimeBudget:
         # an image's inference costs about a third of its training step, plus COCOeval
         return 2.0 + self.eval_images * self.step_seconds / self.batch_size / 3
 
-    def _replan(self, epochs_done: float, now: float, first: bool) -> None:
-        """``epochs_done``: finished epochs, with the part of the current one when the plan
-        is made within an epoch."""
+    def _replan(self, steps_done: int, at_least: int, now: float, first: bool) -> None:
+        """``steps_done``: optimiser steps trained; ``at_least``: the steps the plan must
+        keep (those of the epochs finished or under way)."""
+        spe = self.steps_per_epoch
         evals_left = max(1, EVALUATIONS - self.evaluations)
         left = (self.deadline - now - MARGIN * 60 * self.minutes - REPORT_SECONDS
                 - evals_left * self._eval_estimate())
-        fits = epochs_done + max(left, 0) / (self.step_seconds * self.steps_per_epoch)
-        old = self.plan.epochs
-        if not first and old < fits < old + 1 + RAISE_SLACK:
-            fits = old  # room for the plan, not for one more epoch: keep the plan steady
-        epochs = self.agree(max(math.floor(fits), math.ceil(epochs_done), 1))
-        if self.verbose and fits < epochs:
+        fits = steps_done + max(left, 0) / self.step_seconds
+        total = math.floor(fits)
+        if total % spe < SHORTEST_LAST_EPOCH * spe:  # too short a last epoch: left out
+            total -= total % spe
+        total = max(total, at_least)
+        if at_least % spe and total <= at_least - at_least % spe + spe:
+            total = at_least  # a shortened last epoch is over: it cannot grow afterwards
+        total = self.agree(total)
+        epochs, last = -(-total // spe), total % spe or None
+        if self.verbose and fits < total:
             print(f"note: --time_budget {self.minutes:g} leaves too little time for epoch "
                   f"{epochs - 1} at this speed; the run ends after it, about "
-                  f"{(epochs - fits) * self.step_seconds * self.steps_per_epoch:.0f} s late",
-                  flush=True)
-        self.factor.total = epochs * self.steps_per_epoch
+                  f"{(total - fits) * self.step_seconds:.0f} s late", flush=True)
+        self.factor.total = total
+        old = self.plan.epochs
+        self.plan.last_steps = last
         if not first and epochs == old:
-            return  # the same plan: its evaluations stay where they are
-        self._place_evaluations(epochs, current=math.ceil(epochs_done) - 1, count=evals_left)
+            return  # the same epochs: the evaluations stay where they are
+        current = -(-steps_done // spe) - 1  # the epoch just trained or under way
+        self._place_evaluations(epochs, current=current, count=evals_left)
         if self.verbose:
-            self._print(first, math.ceil(epochs_done), now)
+            self._print(first, current + 1, now)
 
     def _place_evaluations(self, epochs: int, current: int, count: int) -> None:
         """The evaluations already made stay; ``count`` more are spread over the epochs from
@@ -165,17 +189,18 @@ class TimeBudget:
         p = self.plan
         evals = [e for e in range(p.epochs) if p.evaluates(e)]
         end = time.strftime("%H:%M:%S", time.localtime(self.deadline))
+        shortened = "" if p.last_steps is None else f" (the last one {p.last_steps} steps)"
         if first:
             print(f"time budget {self.minutes:g} min (until {end}): {now - self.start:.0f} s "
                   f"spent starting; {1 / self.step_seconds:.2f} steps/s measured -> "
-                  f"{p.epochs} epochs of {self.steps_per_epoch} steps "
-                  f"({p.epochs * self.steps_per_epoch} steps, about "
-                  f"{p.epochs * self.steps_per_epoch * self.step_seconds / 60:.1f} min), "
+                  f"{p.epochs} epochs of {self.steps_per_epoch} steps{shortened} "
+                  f"({self.factor.total} steps, about "
+                  f"{self.factor.total * self.step_seconds / 60:.1f} min), "
                   f"evaluations after epochs {_listing(evals)} (counted from 0)", flush=True)
         else:
             print(f"time budget: re-planned after epoch {epochs_done - 1} at "
-                  f"{1 / self.step_seconds:.2f} steps/s: {p.epochs} epochs in all, evaluations "
-                  f"after epochs {_listing(evals)}", flush=True)
+                  f"{1 / self.step_seconds:.2f} steps/s: {p.epochs} epochs in all{shortened}, "
+                  f"evaluations after epochs {_listing(evals)}", flush=True)
 
 
 def _listing(epochs: list[int]) -> str:

@@ -5,6 +5,7 @@ workers leave SIGTERM/SIGINT to the main process (``detr_irpe.machine.signals``)
 from __future__ import annotations
 
 import atexit
+import itertools
 from collections.abc import Iterator
 
 import torch
@@ -52,18 +53,18 @@ def read_datasets(data: DataConfig, evaluate_only: bool) -> tuple[CocoDetection 
 
 
 class SkipBatches:
-    """A batch sampler that leaves out the first ``skip`` batches (resuming mid-epoch)."""
+    """A batch sampler that leaves out the first ``skip`` batches (resuming mid-epoch) and,
+    with a ``stop``, the batches from that one on (a time budget's shortened last epoch)."""
 
     def __init__(self, batch_sampler, skip: int = 0):
-        self.batch_sampler, self.skip = batch_sampler, skip
+        self.batch_sampler, self.skip, self.stop = batch_sampler, skip, None
 
     def __iter__(self):
-        for n, batch in enumerate(self.batch_sampler):
-            if n >= self.skip:
-                yield batch
+        return itertools.islice(self.batch_sampler, self.skip, self.stop)
 
     def __len__(self):
-        return len(self.batch_sampler) - self.skip
+        end = len(self.batch_sampler) if self.stop is None else min(self.stop, len(self.batch_sampler))
+        return max(end - self.skip, 0)
 
 
 def val_loader(val: CocoDetection, batch_size: int, data: DataConfig, distributed: bool,
@@ -101,7 +102,8 @@ class TrainLoader:
         self.loader = DataLoader(train, batch_sampler=self.batches, collate_fn=train_collate(data),
                                  num_workers=data.num_workers, pin_memory=device.type == "cuda")
 
-    def epoch(self, epoch: int, skip: int = 0) -> DataLoader:
+    def epoch(self, epoch: int, skip: int = 0, stop: int | None = None) -> DataLoader:
+        """The loader of ``epoch``: its batches from ``skip`` up to ``stop`` (None: all)."""
         epoch_seed = self.seed * 100003 + epoch
         if self.distributed:
             self.sampler.set_epoch(epoch)
@@ -109,7 +111,7 @@ class TrainLoader:
             self.sampler.generator.manual_seed(epoch_seed)
         if self.scales is not None:  # the same draws on every process, and after a resume
             self.scales.seed(epoch_seed)
-        self.batches.skip = skip
+        self.batches.skip, self.batches.stop = skip, stop
         return self.loader
 
 

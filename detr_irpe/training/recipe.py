@@ -224,8 +224,11 @@ def _train(model, criterion, state: TrainState, loader: TrainLoader, validation:
     with StopRequest(validation.loop.device, verbose=info.is_main) as stop:
         while epoch < plan.epochs:
             skip = state.resume_step if epoch == state.next_epoch else 0
+            last_batch = None if plan.last_steps is None or epoch + 1 < plan.epochs else (
+                plan.last_steps * validation.loop.optim.accum_steps)  # batches
+            batches = loader.epoch(epoch, skip, last_batch)
             try:
-                train_stats = train_one_epoch(model, criterion, loader.epoch(epoch, skip),
+                train_stats = train_one_epoch(model, criterion, batches,
                                               state.optimizer, epoch, validation.loop,
                                               state.scaler, state.ema, skip, stop, after_step)
             except TrainingInterrupted as stopped:
