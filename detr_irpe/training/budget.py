@@ -8,8 +8,9 @@ end-of-run pictures need and a safety margin, divided by the time of a step.  Th
 made in steps: the last epoch is cut short to the steps that fit (when at least
 :data:`SHORTEST_LAST_EPOCH` of an epoch fits; fewer are left out).  The plan is printed,
 and after every epoch it is made again from the epochs measured so far, so a machine that
-slows down still ends in time (a plan with another number of epochs is printed).  The learning-rate
-schedule follows the planned number of steps (:class:`~detr_irpe.training.optimizer.LrFactor`).
+slows down still ends in time (a plan with another number of epochs is printed).  The
+learning-rate schedule follows the planned number of steps
+(:class:`~detr_irpe.training.optimizer.LrFactor`).
 """
 
 from __future__ import annotations
@@ -92,9 +93,9 @@ class TimeBudget:
     total steps).  A re-plan that changes the number of epochs keeps the evaluations made
     and spreads the rest over the epochs left, so that an epoch planned as the last is not
     evaluated when the run has just been given another; one that changes only the last
-    epoch's steps moves no evaluation.  ``eval_images``: validation
-    images, for the first estimate of an evaluation's time (``inference_share`` of a
-    training step's time per image, measured later).
+    epoch's steps moves no evaluation.  ``eval_images``: validation images, for the first
+    estimate of an evaluation's time (``inference_share`` of a training step's time per
+    image, measured later).
     """
 
     def __init__(self, minutes: float, start: float, steps_per_epoch: int, batch_size: int,
@@ -193,9 +194,9 @@ class TimeBudget:
         if first:
             print(f"time budget {self.minutes:g} min (until {end}): {now - self.start:.0f} s "
                   f"spent starting; {1 / self.step_seconds:.2f} steps/s measured -> "
-                  f"{p.epochs} epochs of {self.steps_per_epoch} steps{shortened} "
-                  f"({self.factor.total} steps, about "
-                  f"{self.factor.total * self.step_seconds / 60:.1f} min), "
+                  f"{p.epochs} epochs of {self.steps_per_epoch} steps{shortened}: "
+                  f"{self.factor.total} steps, about "
+                  f"{self.factor.total * self.step_seconds / 60:.1f} min; "
                   f"evaluations after epochs {_listing(evals)} (counted from 0)", flush=True)
         else:
             print(f"time budget: re-planned after epoch {epochs_done - 1} at "
