@@ -56,11 +56,14 @@ class Plan:
     eval_epochs: list[int] | None = None
     last_steps: int | None = None
 
+    def cut_at(self, epoch: int) -> int | None:
+        """The optimiser steps of ``epoch`` when the plan cuts it short, else None."""
+        return self.last_steps if epoch == self.epochs - 1 else None
+
     def steps_in(self, epoch: int, steps_per_epoch: int) -> int:
         """The optimiser steps the plan gives ``epoch``."""
-        if epoch == self.epochs - 1 and self.last_steps is not None:
-            return self.last_steps
-        return steps_per_epoch
+        cut = self.cut_at(epoch)
+        return steps_per_epoch if cut is None else cut
 
     def evaluates(self, epoch: int) -> bool:
         if epoch + 1 == self.epochs:

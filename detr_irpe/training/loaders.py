@@ -63,8 +63,7 @@ class SkipBatches:
         return itertools.islice(self.batch_sampler, self.skip, self.stop)
 
     def __len__(self):
-        end = len(self.batch_sampler) if self.stop is None else min(self.stop, len(self.batch_sampler))
-        return max(end - self.skip, 0)
+        return len(range(len(self.batch_sampler))[self.skip:self.stop])  # as __iter__'s slice
 
 
 def val_loader(val: CocoDetection, batch_size: int, data: DataConfig, distributed: bool,

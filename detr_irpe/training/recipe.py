@@ -224,9 +224,9 @@ def _train(model, criterion, state: TrainState, loader: TrainLoader, validation:
     with StopRequest(validation.loop.device, verbose=info.is_main) as stop:
         while epoch < plan.epochs:
             skip = state.resume_step if epoch == state.next_epoch else 0
-            last_batch = None if plan.last_steps is None or epoch + 1 < plan.epochs else (
-                plan.last_steps * validation.loop.optim.accum_steps)  # batches
-            batches = loader.epoch(epoch, skip, last_batch)
+            cut = plan.cut_at(epoch)  # optimiser steps -> batches
+            stop_batch = None if cut is None else cut * validation.loop.optim.accum_steps
+            batches = loader.epoch(epoch, skip, stop_batch)
             try:
                 train_stats = train_one_epoch(model, criterion, batches,
                                               state.optimizer, epoch, validation.loop,
