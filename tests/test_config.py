@@ -55,6 +55,7 @@ def test_parsed_defaults_build_the_default_configurations(tmp_path):
     (DETRConfig, {"dilation": True, "backbone_stride": 16}, "--backbone_stride 16"),
     (DETRConfig, {"enc_layers": 0}, "--enc_layers 0"),
     (DETRConfig, {"enc_rpe2d": "rpe-2"}, "--enc_rpe2d"),
+    (DETRConfig, {"o2m_box_queries": -1}, "--o2m_box_queries -1"),
     (OptimConfig, {"epochs": 0}, "--epochs 0"),
     (OptimConfig, {"ema": 1.5}, "--ema 1.5"),
     (DataConfig, {"val_size": 0}, "--val_size 0"),

@@ -253,3 +253,47 @@ def test_iou_class_target_against_a_hand_computed_loss():
     expected = -(log_p[0, 0] + eos * log_p[1, 1]) / (1 + eos)
     torch.testing.assert_close(plain({"pred_logits": logits, "pred_boxes": boxes}, target)["loss_ce"],
                                expected)
+
+
+def test_one_to_many_box_losses_against_hand_computed_values():
+    """One target, three queries with equal scores: query 0 on the box, query 1 shifted by
+    0.1 in cx, query 2 far away.  With K = 2 the one-to-many terms are queries 0 and 1,
+    divided by K times the one box; query 2 adds nothing."""
+    logits = torch.zeros(1, 3, 2)
+    boxes = torch.tensor([[[0.5, 0.5, 0.2, 0.2], [0.6, 0.5, 0.2, 0.2], [0.1, 0.1, 0.05, 0.05]]])
+    target = [{"labels": torch.tensor([0]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]])}]
+    criterion = SetCriterion(1, _matcher(), 0.1, 5.0, 2.0, 0, o2m_box_queries=2, o2m_box_coef=3.0)
+    losses = criterion({"pred_logits": logits, "pred_boxes": boxes}, target)
+    giou_1 = 0.02 / 0.06  # query 1 against the target: see test_box_losses_hand_computed_offset
+    torch.testing.assert_close(losses["loss_o2m_bbox"], torch.tensor((0.0 + 0.1) / 2))
+    torch.testing.assert_close(losses["loss_o2m_giou"], torch.tensor((0.0 + 1 - giou_1) / 2))
+    assert losses["loss_bbox"].abs() < 1e-6  # the one-to-one match is query 0
+    assert criterion.weight_dict["loss_o2m_bbox"] == 15.0
+    assert criterion.weight_dict["loss_o2m_giou"] == 6.0
+    plain = SetCriterion(1, _matcher(), 0.1, 5.0, 2.0, 0)
+    assert not any("o2m" in k for k in plain({"pred_logits": logits, "pred_boxes": boxes}, target))
+    assert not any("o2m" in k for k in plain.weight_dict)
+
+
+def test_one_to_many_queries_are_the_lowest_costs_of_the_targets_own_image():
+    """Every layer and target: the K queries of its image with the lowest cost, computed
+    image by image with the hand-written DETR cost; never a query of another image."""
+    sizes, k = [2, 0, 3], 3
+    layers = [_random_outputs(seed=s) for s in (0, 5)]  # two decoder layers, B = 3, Q = 6
+    targets = _targets(sizes)
+    logits = torch.stack([o["pred_logits"] for o in layers])
+    boxes = torch.stack([o["pred_boxes"] for o in layers])
+    labels = torch.cat([t["labels"] for t in targets])
+    tgt_boxes = torch.cat([t["boxes"] for t in targets])
+    pairs = _matcher().lowest_cost(logits, boxes, labels, tgt_boxes, sizes, k)
+    assert pairs.shape == (4, 2 * 5 * k)
+    got = {}
+    for layer, t in {(int(a), int(b)) for a, b in zip(pairs[0], pairs[3])}:
+        rows = pairs[:, (pairs[0] == layer) & (pairs[3] == t)]
+        got[layer, t] = (sorted(set(rows[1].tolist())), sorted(rows[2].tolist()))
+    owners = [b for b, n in enumerate(sizes) for _ in range(n)]
+    for layer, out in enumerate(layers):
+        for t, b in enumerate(owners):
+            j = t - sum(sizes[:b])
+            expected = sorted(_cost(out, targets[b], b)[:, j].argsort()[:k].tolist())
+            assert got[layer, t] == ([b], expected)

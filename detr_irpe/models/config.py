@@ -101,6 +101,14 @@ class DETRConfig(FromOptions):
         "consecutive images of a batch, then over the groups; 0 = over the whole batch (DETR). "
         "With 2, one process with --batch_size 16 computes the gradient of the official "
         "8 GPUs x 2 (docs/training.md, 'Total batch')")
+    o2m_box_queries: int = option(
+        0, "training only: each object's box losses (L1 and GIoU) also on the K queries of "
+        "its image with the lowest matching cost, the one-to-one match usually among them "
+        "(one-to-many box supervision; the class loss stays one-to-one); 0 = off (DETR)",
+        metavar="K")
+    o2m_box_coef: float = option(
+        1.0, "weight of the --o2m_box_queries box losses, relative to the one-to-one box "
+        "losses (each object's K extra terms share it)")
     dense_aux_coef: float = option(
         0.0, "training only: weight of a dense auxiliary head on the encoder output (each token "
         "near an object's centre predicts its class and box; speeds up training from "
@@ -125,7 +133,7 @@ class DETRConfig(FromOptions):
         if not 0 <= self.dropout < 1:
             raise ValueError(f"--dropout {self.dropout}: must be in [0, 1)")
         for name in ("lr_backbone", "dense_aux_coef", "attn_aux_coef", "set_cost_anchor",
-                     "class_loss_images"):
+                     "class_loss_images", "o2m_box_queries", "o2m_box_coef"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name} {getattr(self, name)}: must be >= 0 (0 = off)")
         if self.anchor_content and not self.query_anchors:

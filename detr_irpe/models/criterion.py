@@ -22,7 +22,11 @@ class SetCriterion(nn.Module):
     outputs hold ``dense_outputs``, ``loss_dense_{ce,bbox,giou}`` (weighted by
     ``dense_coef`` times the usual weights; :mod:`detr_irpe.models.dense_head`); when an
     output holds ``attention``, ``loss_attention`` (and ``_n``), weighted by
-    ``attention_coef`` (:mod:`detr_irpe.models.box_attention`).  The
+    ``attention_coef`` (:mod:`detr_irpe.models.box_attention`); with ``o2m_box_queries``
+    K > 0, ``loss_o2m_bbox`` and ``loss_o2m_giou`` (and ``_n``): the box losses of each
+    target against the K queries of its image with the lowest matching cost
+    (:meth:`~detr_irpe.models.matcher.HungarianMatcher.lowest_cost`), divided by K times
+    the number of boxes and weighted ``o2m_box_coef`` times the box weights.  The
     training loss is ``sum(losses[k] * weight_dict[k] for k in weight_dict)``.
 
     targets: per image ``{"labels": int64 (n,), "boxes": float (n, 4) normalised cxcywh}``.
@@ -40,6 +44,8 @@ class SetCriterion(nn.Module):
         attention_coef: float = 0.0,
         class_loss_images: int = 0,
         class_iou_target: bool = False,
+        o2m_box_queries: int = 0,
+        o2m_box_coef: float = 1.0,
     ):
         super().__init__()
         self.num_classes = num_classes
@@ -47,12 +53,16 @@ class SetCriterion(nn.Module):
         self.eos_coef = eos_coef
         self.class_loss_images = class_loss_images
         self.class_iou_target = class_iou_target
+        self.o2m_box_queries = o2m_box_queries
         empty_weight = torch.ones(num_classes + 1)
         empty_weight[-1] = eos_coef
         self.register_buffer("empty_weight", empty_weight, persistent=False)
         weights = {"loss_ce": 1.0, "loss_bbox": bbox_loss_coef, "loss_giou": giou_loss_coef}
         if attention_coef > 0:
             weights["loss_attention"] = attention_coef
+        if o2m_box_queries > 0:
+            weights.update(loss_o2m_bbox=o2m_box_coef * bbox_loss_coef,
+                           loss_o2m_giou=o2m_box_coef * giou_loss_coef)
         self.weight_dict = dict(weights)
         for n in range(num_aux):
             self.weight_dict.update({f"{k}_{n}": v for k, v in weights.items()})
@@ -82,6 +92,12 @@ class SetCriterion(nn.Module):
         labels = torch.cat([t["labels"] for t in targets]).to(device)  # (T,)
         tgt_boxes = torch.cat([t["boxes"] for t in targets]).to(device)  # (T, 4)
         per_layer, iou = _box_losses(boxes, tgt_boxes, pairs, num_boxes)
+        if self.o2m_box_queries > 0:
+            k = self.o2m_box_queries
+            many = self.matcher.lowest_cost(logits.detach(), boxes.detach(), labels, tgt_boxes,
+                                            [len(t["labels"]) for t in targets], k)
+            o2m, _ = _box_losses(boxes, tgt_boxes, many, num_boxes * k)
+            per_layer.update({name.replace("loss_", "loss_o2m_"): v for name, v in o2m.items()})
         quality = iou.detach() if self.class_iou_target else None
         per_layer.update(loss_ce=self._class_loss(logits, labels, pairs, quality),
                          cardinality_error=self._cardinality_error(logits, targets))

@@ -181,5 +181,7 @@ def build_detr(config: DETRConfig | None = None, **options) -> tuple[DETR, SetCr
         attention_coef=config.attn_aux_coef,
         class_loss_images=config.class_loss_images,
         class_iou_target=config.class_iou_target,
+        o2m_box_queries=config.o2m_box_queries,
+        o2m_box_coef=config.o2m_box_coef,
     )
     return model, criterion, {"bbox": PostProcess()}

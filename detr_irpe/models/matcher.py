@@ -148,6 +148,27 @@ class HungarianMatcher(nn.Module):
         return [[_assign(c[n, :, starts[n]:starts[n + 1]]) for n in range(len(targets))]
                 for c in costs]
 
+    @torch.no_grad()
+    def lowest_cost(self, logits: Tensor, boxes: Tensor, labels: Tensor, tgt_boxes: Tensor,
+                    sizes: list[int], k: int) -> Tensor:
+        """For every layer and target, the ``k`` queries of the target's own image with the
+        lowest :meth:`cost` (all of them when ``k`` >= Q), as (4, L * T * k) int64 pairs on
+        the device, rows as :func:`~detr_irpe.models.criterion.matched_pairs`: layer,
+        image, query, target.  logits (L, B, Q, C+1), boxes (L, B, Q, 4); labels (T,) and
+        tgt_boxes (T, 4) concatenated over the B images, ``sizes`` the targets per image."""
+        L, B, Q, _ = logits.shape
+        device = logits.device
+        owner = torch.repeat_interleave(torch.arange(B, device=device),
+                                        torch.as_tensor(sizes, device=device))  # (T,)
+        cost = self.cost(logits, boxes, labels, tgt_boxes.float()).view(L, B, Q, -1)
+        foreign = torch.arange(B, device=device)[:, None] != owner  # (B, T)
+        cost = cost.masked_fill(foreign[None, :, None, :], float("inf"))
+        flat = cost.permute(0, 3, 1, 2).reshape(L, len(owner), B * Q)
+        best = flat.topk(min(k, Q), dim=-1, largest=False).indices  # (L, T, k): image * Q + query
+        layer = torch.arange(L, device=device)[:, None, None].expand_as(best)
+        target = torch.arange(len(owner), device=device)[None, :, None].expand_as(best)
+        return torch.stack([layer, best // Q, best % Q, target]).view(4, best.numel())
+
     def cost(self, logits: Tensor, boxes: Tensor, labels: Tensor, tgt_boxes: Tensor) -> Tensor:
         """(L*B*Q, T) matching costs of predictions (..., Q, C+1) logits and (..., Q, 4)
         boxes against the concatenated targets, (T,) labels and (T, 4) boxes (cxcywh)."""
