@@ -147,16 +147,30 @@ def _infer_options(state: dict) -> dict:
     opts["position_embedding"] = "learned" if "backbone.1.row_embed.weight" in state else "sine"
     body = "backbone.0.body."
     if f"{body}layer1.0.conv1.weight" in state:
-        blocks3 = {int(m.group(1)) for k in state if (m := re.match(rf"{re.escape(body)}layer3\.(\d+)\.", k))}
-        bottleneck = f"{body}layer1.0.conv3.weight" in state
-        if bottleneck:
-            opts["backbone"] = "resnet101" if max(blocks3) + 1 == 23 else "resnet50"
-        else:
-            opts["backbone"] = "resnet34" if max(blocks3) + 1 == 6 else "resnet18"
-        opts["backbone_norm"] = "batch" if f"{body}bn1.num_batches_tracked" in state else "frozen"
-        opts["backbone_stride"] = 32 if any(k.startswith(f"{body}layer4.") for k in state) else 16
+        opts.update(_infer_resnet(state, body))
     opts["enc_rpe2d"] = _infer_irpe(state)
     return opts
+
+
+def _infer_resnet(state: dict, body: str) -> dict:
+    """backbone, backbone_norm and backbone_stride, read off the ResNet's keys.  The last
+    stage present gives the stride; the block count of layer3 (or, at stride 8, of layer2)
+    the depth.  At stride 8 a ResNet-101 is a ResNet-50 (they differ in layer3 only)."""
+    def blocks(stage: str) -> int:
+        found = {int(m.group(1)) for k in state
+                 if (m := re.match(rf"{re.escape(body)}{stage}\.(\d+)\.", k))}
+        return max(found, default=-1) + 1
+
+    stride = 32 if blocks("layer4") else 16 if blocks("layer3") else 8
+    bottleneck = f"{body}layer1.0.conv3.weight" in state
+    if stride == 8:
+        name = "resnet50" if bottleneck else "resnet34" if blocks("layer2") == 4 else "resnet18"
+    elif bottleneck:
+        name = "resnet101" if blocks("layer3") == 23 else "resnet50"
+    else:
+        name = "resnet34" if blocks("layer3") == 6 else "resnet18"
+    norm = "batch" if f"{body}bn1.num_batches_tracked" in state else "frozen"
+    return {"backbone": name, "backbone_norm": norm, "backbone_stride": stride}
 
 
 def _infer_irpe(state: dict) -> str:

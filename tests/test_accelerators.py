@@ -35,6 +35,22 @@ def test_stride_16_uses_layer3_and_has_no_layer4():
                              dilation=True)
 
 
+def test_stride_8_uses_layer2_and_a_checkpoint_tells_its_depth(tmp_path):
+    # resnet18's layer2: 128 channels at 1/8 of the image; layer3 and layer4 left out.
+    model, _, _ = detr_irpe.build_detr(backbone_stride=8, **SMALL)
+    names = model.state_dict()
+    assert not any(".layer3." in k or ".layer4." in k for k in names)
+    assert names["input_proj.weight"].shape[1] == 128
+    feats, _, _ = model.backbone(detr_irpe.models.backbone.ImageBatch.from_images(
+        [torch.zeros(3, 64, 48)]))
+    assert feats.shape[-2:] == (8, 6)
+    for name, stride in (("resnet34", 8), ("resnet18", 8), ("resnet34", 16), ("resnet18", 32)):
+        net, _, _ = detr_irpe.build_detr(**{**SMALL, "backbone": name}, backbone_stride=stride)
+        torch.save({"model": net.state_dict()}, tmp_path / "m.pth")
+        options = load_checkpoint(str(tmp_path / "m.pth")).options
+        assert (options["backbone"], options["backbone_stride"]) == (name, stride)
+
+
 def test_assign_cells_by_hand_on_a_4x4_grid():
     # A: centre (0.3, 0.3), 0.5 x 0.5 -> centre cell (1, 1); of its neighbours, those with
     # centres (0.125 or 0.375) inside [0.05, 0.55]: (0,0), (0,1), (1,0).

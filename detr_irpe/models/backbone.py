@@ -182,10 +182,15 @@ def _trainable_prefixes(layers: int) -> tuple[str, ...]:
     return prefixes + ("bn1",) if "conv1" in prefixes else prefixes
 
 
+# The ResNet stage whose output has each stride.
+LAST_STAGE = {32: "layer4", 16: "layer3", 8: "layer2"}
+
+
 class Backbone(nn.Module):
     """ResNet returning layer4 features (stride 32, or 16 with dilation), or, with
     ``stride=16``, layer3 features (C4: layer4 is left out of the model and its state dict;
-    for small images, where stride 32 leaves only a few feature cells).
+    for small images, where stride 32 leaves only a few feature cells), or with ``stride=8``
+    layer2 features (C3: layer3 and layer4 left out; for tiny images).
 
     ``norm='frozen'`` (DETR): every batch norm is a fixed affine map, right for a pretrained
     backbone.  ``norm='batch'``: ordinary batch norm that learns its statistics, for training
@@ -218,10 +223,10 @@ class Backbone(nn.Module):
         prefixes = _trainable_prefixes(trainable_layers)
         for pname, param in net.named_parameters():
             param.requires_grad_(train_backbone and pname.startswith(prefixes))
-        last = "layer4" if stride == 32 else "layer3"  # the getter drops the stages after it
+        last = LAST_STAGE[stride]  # the getter drops the stages after it
         self.body = IntermediateLayerGetter(net, return_layers={last: "0"})
         width = 512 if name in BASIC_RESNETS else 2048  # channels of layer4
-        self.num_channels = width if stride == 32 else width // 2
+        self.num_channels = width * stride // 32  # each stage below halves them
 
     def forward(self, batch: ImageBatch) -> tuple[Tensor, Tensor]:
         """Returns features (B, C, h, w) and their mask (B, h, w), True on padding."""

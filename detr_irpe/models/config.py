@@ -18,7 +18,7 @@ PAPER_IRPE = IRPEConfig().to_string()  # the paper's iRPE-K: "rpe-2.0-product-ct
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
 BASIC_RESNETS = ("resnet18", "resnet34")  # basic blocks: 512 channels, no DC5
 BACKBONE_NORMS = ("frozen", "batch")
-BACKBONE_STRIDES = (32, 16)  # 32: layer4 features (DETR); 16: layer3 features (C4)
+BACKBONE_STRIDES = (32, 16, 8)  # 32: layer4 features (DETR); 16: layer3 (C4); 8: layer2 (C3)
 POSITION_EMBEDDINGS = ("sine", "learned")
 # The options that shape the model and its trainable parameters: a checkpoint fixes them.
 ARCHITECTURE = ("num_classes", "enc_rpe2d", "backbone", "dilation", "position_embedding",
@@ -76,7 +76,8 @@ class DETRConfig(FromOptions):
         choices=range(6), metavar="{0..5}")
     backbone_stride: int = option(
         BACKBONE_STRIDES[0], "32: ResNet layer4 features (DETR); 16: layer3 features, layer4 "
-        "left out (C4: 4x the feature cells, for small images; official checkpoints need 32)",
+        "left out (C4: 4x the feature cells, for small images); 8: layer2 features, layer3 "
+        "and layer4 left out (C3, for tiny images); official checkpoints need 32",
         choices=BACKBONE_STRIDES)
     lr_backbone: float = option(1e-5, "learning rate of the backbone (0: the backbone is frozen)")
     # Matching and losses.
@@ -140,7 +141,8 @@ class DETRConfig(FromOptions):
             raise ValueError("--anchor_content reads the encoder at the grid cells of "
                              "--query_anchors; switch that on too")
         if self.dilation and self.backbone_stride != 32:
-            raise ValueError("--dilation dilates layer4, which --backbone_stride 16 leaves out; "
+            raise ValueError(f"--dilation dilates layer4, which --backbone_stride "
+                             f"{self.backbone_stride} leaves out; "
                              "use one of them")
         if self.dilation and self.backbone in BASIC_RESNETS:
             raise ValueError(f"--dilation (DC5) needs --backbone resnet50 or resnet101, "

@@ -13,6 +13,7 @@ from detr_irpe.checkpoint import Checkpoint, load_checkpoint
 from detr_irpe.config import DataConfig, OptimConfig, RunConfig, Settings
 from detr_irpe.data import CocoDetection
 from detr_irpe.data.sizing import sizes_from_data
+from detr_irpe.models.backbone import LAST_STAGE
 from detr_irpe.models.config import ARCHITECTURE, DETRConfig
 from detr_irpe.training.loaders import read_datasets, set_transforms
 from detr_irpe.training.resume import resolve_resume
@@ -109,9 +110,12 @@ def finetune_options(options: dict, given: dict, source: Checkpoint, verbose: bo
         raise ValueError(f"--finetune_from {path} was trained with --enc_rpe2d {theirs!r} but "
                          f"this run asks for {options['enc_rpe2d']!r}; leave --enc_rpe2d out "
                          f"to use the checkpoint's, or pass the same value")
-    if options["backbone_stride"] == 16 and source.options.get("backbone_stride") == 32:
-        raise ValueError(f"--finetune_from {path} has a layer4 (stride 32); "
-                         f"--backbone_stride 16 leaves it out: drop --backbone_stride 16")
+    theirs_stride = source.options.get("backbone_stride", 32)
+    if options["backbone_stride"] < theirs_stride:
+        raise ValueError(f"--finetune_from {path} has the ResNet up to "
+                         f"{LAST_STAGE[theirs_stride]} (stride {theirs_stride}); "
+                         f"--backbone_stride {options['backbone_stride']} leaves stages of it "
+                         f"out: give --backbone_stride {theirs_stride}")
     return adopted
 
 
