@@ -207,16 +207,18 @@ def test_a_budget_shorter_than_one_epoch_still_trains_one():
 
 
 def test_sizes_follow_the_training_set():
-    images = [{"id": i, "width": w, "height": h}
-              for i, (w, h) in enumerate([(200, 200), (300, 180), (120, 160), (640, 480)])]
+    # shorter sides 120, 130, ..., 200 (in either dimension) and one outsized 1000: the
+    # 90th percentile (nearest rank 9 of 10) is 200, the outlier left out
+    sides = [(s, 300) if s % 20 else (300, s) for s in range(120, 201, 10)] + [(1200, 1000)]
+    images = [{"id": i, "width": w, "height": h} for i, (w, h) in enumerate(sides)]
     annotations = [{"image_id": 1}] * 7 + [{"image_id": 2}] * 3
     options, reason = sizes_from_data(images, annotations)
-    # shorter sides 120, 180, 200, 480: the median (upper) is 200
     assert options["val_size"] == 200
     assert options["train_scales"] == [160, 184, 200, 224, 240]  # 180 -> 184, 220 -> 224 (half up)
     assert options["max_size"] == 333
     assert options["num_queries"] == 15  # 2 x 7 = 14, up to a multiple of 5
-    assert "4 training images" in reason and "at most 7 objects" in reason
+    assert "10 training images" in reason and "at most 7 objects" in reason
+    assert "120-1000 px (90th percentile 200)" in reason
 
 
 def test_few_objects_still_get_ten_queries():
