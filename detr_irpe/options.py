@@ -163,7 +163,7 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         if fixed:
             err(f"--time_budget plans the epochs, the learning-rate drop and the evaluations "
                 f"itself; leave out {', '.join(fixed)}")
-    elif args.lr_drop > args.epochs:
+    elif args.lr_schedule == "step" and args.lr_drop > args.epochs:  # cosine has no drop
         if "lr_drop" in args.given:
             err(f"--lr_drop {args.lr_drop} > --epochs {args.epochs}: the learning rate would "
                 f"never drop; use an lr_drop <= epochs (the schedules use 2/3 of the epochs)")

@@ -167,6 +167,14 @@ def test_presets_and_schedules(coco_root, preset, epochs, drop):
     assert (args.epochs, args.lr_drop) == (500, 400)
 
 
+def test_a_drop_beyond_the_run_is_noted_for_the_step_schedule_only(coco_root, capsys):
+    base = ["--coco_path", str(coco_root), "--output_dir", "out", "--epochs", "14"]
+    parse_args(base)
+    assert "the learning rate never drops" in capsys.readouterr().err  # DETR's lr_drop 200
+    parse_args([*base, "--lr_schedule", "cosine"])
+    assert capsys.readouterr().err == ""
+
+
 @pytest.mark.parametrize("argv,message", [
     (["--epochs", "0"], "--epochs 0"),
     (["--batch_size", "0"], "--batch_size 0"),
