@@ -50,6 +50,6 @@ def sizes_from_data(images: list[dict], annotations: list[dict]) -> tuple[dict, 
         "num_queries": queries,
     }
     reason = (f"{len(images)} training images, shorter sides {shorter[0]}-{shorter[-1]} px "
-              f"(90th percentile {val_size}), at most "
+              f"({VAL_PERCENTILE * 100:.0f}th percentile {val_size}), at most "
               f"{most} objects in one image")
     return options, reason
