@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from detr_irpe.models.config import DETRConfig
+from detr_irpe.models.config import LAST_STAGE, DETRConfig
 from detr_irpe.models.fields import own_options
 from detr_irpe.models.irpe_config import canonical_irpe
 from detr_irpe.training.compiled import plain_state_dict
@@ -161,7 +161,7 @@ def _infer_resnet(state: dict, body: str) -> dict:
                  if (m := re.match(rf"{re.escape(body)}{stage}\.(\d+)\.", k))}
         return max(found, default=-1) + 1
 
-    stride = 32 if blocks("layer4") else 16 if blocks("layer3") else 8
+    stride = next((s for s, stage in LAST_STAGE.items() if blocks(stage)), min(LAST_STAGE))
     bottleneck = f"{body}layer1.0.conv3.weight" in state
     if stride == 8:
         name = "resnet50" if bottleneck else "resnet34" if blocks("layer2") == 4 else "resnet18"

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from .config import BASIC_RESNETS
+from .config import BASIC_RESNETS, LAST_STAGE
 
 # Trainable parts of the ResNet, counted from the top, as torchvision's
 # ``trainable_backbone_layers``: 3 = layer2..layer4 (DETR), 5 = everything.
@@ -180,10 +180,6 @@ def _fold_frozen_norms(net: nn.Module) -> None:
 def _trainable_prefixes(layers: int) -> tuple[str, ...]:
     prefixes = _STAGES[:layers]
     return prefixes + ("bn1",) if "conv1" in prefixes else prefixes
-
-
-# The ResNet stage whose output has each stride.
-LAST_STAGE = {32: "layer4", 16: "layer3", 8: "layer2"}
 
 
 class Backbone(nn.Module):

@@ -18,7 +18,10 @@ PAPER_IRPE = IRPEConfig().to_string()  # the paper's iRPE-K: "rpe-2.0-product-ct
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
 BASIC_RESNETS = ("resnet18", "resnet34")  # basic blocks: 512 channels, no DC5
 BACKBONE_NORMS = ("frozen", "batch")
-BACKBONE_STRIDES = (32, 16, 8)  # 32: layer4 features (DETR); 16: layer3 (C4); 8: layer2 (C3)
+# The ResNet stage whose output the model takes at each --backbone_stride: 32 = layer4
+# (DETR), 16 = layer3 (C4), 8 = layer2 (C3); the stages after it are left out.
+LAST_STAGE = {32: "layer4", 16: "layer3", 8: "layer2"}
+BACKBONE_STRIDES = tuple(LAST_STAGE)
 POSITION_EMBEDDINGS = ("sine", "learned")
 # The options that shape the model and its trainable parameters: a checkpoint fixes them.
 ARCHITECTURE = ("num_classes", "enc_rpe2d", "backbone", "dilation", "position_embedding",

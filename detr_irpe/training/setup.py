@@ -13,8 +13,7 @@ from detr_irpe.checkpoint import Checkpoint, load_checkpoint
 from detr_irpe.config import DataConfig, OptimConfig, RunConfig, Settings
 from detr_irpe.data import CocoDetection
 from detr_irpe.data.sizing import sizes_from_data
-from detr_irpe.models.backbone import LAST_STAGE
-from detr_irpe.models.config import ARCHITECTURE, DETRConfig
+from detr_irpe.models.config import ARCHITECTURE, LAST_STAGE, DETRConfig
 from detr_irpe.training.loaders import read_datasets, set_transforms
 from detr_irpe.training.resume import resolve_resume
 
