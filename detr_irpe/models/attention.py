@@ -83,10 +83,12 @@ class IRPEMultiheadAttention(nn.Module):
         value: Tensor,
         key_padding_mask: Tensor | None = None,
         hw: tuple[int, int] | None = None,
+        blocked: Tensor | None = None,
     ) -> Tensor:
         """query, key, value: (L, B, E); key_padding_mask: bool (B, L), True on padding;
-        hw: the (h, w) feature map the L = h * w tokens come from (needed with iRPE).
-        Returns (L, B, E)."""
+        hw: the (h, w) feature map the L = h * w tokens come from (needed with iRPE);
+        blocked: bool (B, Lq, Lk), True where a query may not attend a key (any backend
+        but the fused one, which ``auto`` then leaves).  Returns (L, B, E)."""
         rpe_q, rpe_k, rpe_v = (getattr(self, f"rpe_{x}", None) for x in "qkv")
         has_rpe = any(t is not None for t in (rpe_q, rpe_k, rpe_v))
         h, w = self._grid(query, key, hw) if has_rpe else (0, 0)
@@ -99,7 +101,10 @@ class IRPEMultiheadAttention(nn.Module):
         fusable = rpe_q is None and rpe_v is None and (
             rpe_k is None or (isinstance(rpe_k, RelativePositionTable) and rpe_k.cfg.mode == "ctx")
         )
-        backend = self._backend(q, fusable, rpe_v is not None)
+        backend = self._backend(q, fusable and blocked is None, rpe_v is not None)
+        if blocked is not None:  # padded keys are blocked keys
+            key_padding_mask = blocked if key_padding_mask is None else (
+                blocked | key_padding_mask[:, None, :])
         if backend == "fused":
             table, ids = rpe_k.context_table(q, h, w) if rpe_k is not None else (None, None)
             out = fused_attention(q, k, v, table, ids, key_padding_mask, p)
@@ -168,7 +173,7 @@ class IRPEMultiheadAttention(nn.Module):
         if extra is not None:
             logits = logits + extra
         if key_padding_mask is not None:
-            logits = logits.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
+            logits = logits.masked_fill(_per_head(key_padding_mask), float("-inf"))
         attn = F.dropout(logits.softmax(dim=-1), p=p, training=self.training)
         out = attn @ v
         rpe_v = getattr(self, "rpe_v", None)
@@ -179,12 +184,18 @@ class IRPEMultiheadAttention(nn.Module):
         return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, irpe={irpe}"
 
 
+def _per_head(mask: Tensor) -> Tensor:
+    """A key padding mask (B, Lk) or a blocked mask (B, Lq, Lk) -> broadcastable over the
+    heads and queries of (B, H, Lq, Lk) logits."""
+    return mask[:, None, None, :] if mask.dim() == 2 else mask[:, None]
+
+
 def _sdpa_mask(extra: Tensor | None, key_padding_mask: Tensor | None, q: Tensor) -> Tensor | None:
     """SDPA's ``attn_mask``: the iRPE logit terms with padded keys at -inf, or a boolean
     mask (True = may attend) without iRPE; None when nothing is masked."""
     if key_padding_mask is None or (q.device.type == "cpu" and not bool(key_padding_mask.any())):
         return extra  # (on GPUs the any() check is skipped: it would synchronise)
-    pad = key_padding_mask[:, None, None, :]
+    pad = _per_head(key_padding_mask)
     if extra is None:
         return ~pad
     if extra.shape[0] == pad.shape[0] and extra.shape[1] == q.shape[1]:

@@ -113,6 +113,11 @@ class DETRConfig(FromOptions):
     o2m_box_coef: float = option(
         1.0, "weight of the --o2m_box_queries box losses, relative to the one-to-one box "
         "losses (each object's K extra terms share it)")
+    denoising_groups: int = option(
+        0, "training only: denoising queries (after DN-DETR): each object also gets K extra "
+        "decoder queries placed at random near its centre and built like the grid queries "
+        "there, whose target is that object (no matching); needs --anchor_content; 0 = off",
+        metavar="K")
     dense_aux_coef: float = option(
         0.0, "training only: weight of a dense auxiliary head on the encoder output (each token "
         "near an object's centre predicts its class and box; speeds up training from "
@@ -137,12 +142,15 @@ class DETRConfig(FromOptions):
         if not 0 <= self.dropout < 1:
             raise ValueError(f"--dropout {self.dropout}: must be in [0, 1)")
         for name in ("lr_backbone", "dense_aux_coef", "attn_aux_coef", "set_cost_anchor",
-                     "class_loss_images", "o2m_box_queries", "o2m_box_coef"):
+                     "class_loss_images", "o2m_box_queries", "o2m_box_coef", "denoising_groups"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name} {getattr(self, name)}: must be >= 0 (0 = off)")
         if self.anchor_content and not self.query_anchors:
             raise ValueError("--anchor_content reads the encoder at the grid cells of "
                              "--query_anchors; switch that on too")
+        if self.denoising_groups and not self.anchor_content:
+            raise ValueError("--denoising_groups builds its queries as --anchor_content "
+                             "builds the grid's; switch that on too (and --query_anchors)")
         if self.dilation and self.backbone_stride != 32:
             raise ValueError(f"--dilation dilates layer4, which --backbone_stride "
                              f"{self.backbone_stride} leaves out; "

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from torchvision.ops import box_area, box_convert
 
 from .box_attention import box_attention_loss
+from .denoising import denoising_losses
 from .dense_head import dense_losses
 from .matcher import HungarianMatcher
 
@@ -26,7 +27,9 @@ class SetCriterion(nn.Module):
     K > 0, ``loss_o2m_bbox`` and ``loss_o2m_giou`` (and ``_n``): the box losses of each
     target against the K queries of its image with the lowest matching cost
     (:meth:`~detr_irpe.models.matcher.HungarianMatcher.lowest_cost`), divided by K times
-    the number of boxes and weighted ``o2m_box_coef`` times the box weights.  The
+    the number of boxes and weighted ``o2m_box_coef`` times the box weights; when the
+    outputs hold ``dn_outputs`` (``denoising``: their weights),
+    ``loss_dn_{ce,bbox,giou}`` (and ``_n``), :mod:`~detr_irpe.models.denoising`.  The
     training loss is ``sum(losses[k] * weight_dict[k] for k in weight_dict)``.
 
     targets: per image ``{"labels": int64 (n,), "boxes": float (n, 4) normalised cxcywh}``.
@@ -46,6 +49,7 @@ class SetCriterion(nn.Module):
         class_iou_target: bool = False,
         o2m_box_queries: int = 0,
         o2m_box_coef: float = 1.0,
+        denoising: bool = False,
     ):
         super().__init__()
         self.num_classes = num_classes
@@ -60,6 +64,9 @@ class SetCriterion(nn.Module):
         weights = {"loss_ce": 1.0, "loss_bbox": bbox_loss_coef, "loss_giou": giou_loss_coef}
         if attention_coef > 0:
             weights["loss_attention"] = attention_coef
+        if denoising:
+            weights.update(loss_dn_ce=1.0, loss_dn_bbox=bbox_loss_coef,
+                           loss_dn_giou=giou_loss_coef)
         if o2m_box_queries > 0:
             weights.update(loss_o2m_bbox=o2m_box_coef * bbox_loss_coef,
                            loss_o2m_giou=o2m_box_coef * giou_loss_coef)
@@ -101,6 +108,9 @@ class SetCriterion(nn.Module):
         quality = iou.detach() if self.class_iou_target else None
         per_layer.update(loss_ce=self._class_loss(logits, labels, pairs, quality),
                          cardinality_error=self._cardinality_error(logits, targets))
+        if "dn_outputs" in outputs:
+            per_layer.update(denoising_losses(outputs["dn_outputs"], labels, tgt_boxes,
+                                              num_boxes, self.matched_class_terms, _box_losses))
         last_layer = pairs[:, pairs.shape[1] - pairs.shape[1] // len(layers):]
         losses = {"class_error": _class_error(logits[-1], labels, last_layer)}
         for name, values in per_layer.items():
@@ -132,9 +142,8 @@ class SetCriterion(nn.Module):
         weighted = F.cross_entropy(logits.reshape(-1, K).float(), classes.view(-1), weight,
                                    reduction="none")  # (L*B*Q,) weight * -log p
         if quality is not None:
-            log_p = F.log_softmax(logits[pairs[0], pairs[1], pairs[2]].float(), -1)  # (L*M, K)
-            soft = -(quality * log_p.gather(1, labels[pairs[3], None]).squeeze(1)
-                     + (1 - quality) * self.eos_coef * log_p[:, -1])
+            soft = self.matched_class_terms(logits[pairs[0], pairs[1], pairs[2]],
+                                            labels[pairs[3]], quality)
             flat = (pairs[0] * B + pairs[1]) * Q + pairs[2]
             weighted = weighted.index_put((flat,), soft)
         if not 0 < self.class_loss_images < B:
@@ -142,6 +151,16 @@ class SetCriterion(nn.Module):
         per_image = torch.stack([weighted.view(L, B, Q).sum(-1), weight[classes].sum(-1)])
         groups = torch.stack([g.sum(-1) for g in per_image.split(self.class_loss_images, -1)], -1)
         return (groups[0] / groups[1]).mean(-1)  # groups: (2, L, number of groups)
+
+    def matched_class_terms(self, logits: Tensor, labels: Tensor, iou: Tensor) -> Tensor:
+        """(M,) the class-loss terms of M matched queries, logits (M, C+1), labels (M,):
+        -log p(label), or with ``class_iou_target`` -(iou log p(label) + (1 - iou)
+        ``eos_coef`` log p(no object)) (``iou``: (M,) each box's IoU with its object)."""
+        log_p = F.log_softmax(logits.float(), -1)
+        terms = -log_p.gather(1, labels[:, None]).squeeze(1)
+        if not self.class_iou_target:
+            return terms
+        return iou * terms - (1 - iou) * self.eos_coef * log_p[:, -1]
 
     @torch.no_grad()
     def _cardinality_error(self, logits: Tensor, targets: list[dict]) -> Tensor:

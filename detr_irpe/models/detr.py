@@ -11,6 +11,7 @@ from torchvision.ops import box_convert
 from .backbone import Backbone, ImageBatch, Joiner
 from .config import DETRConfig
 from .criterion import SetCriterion
+from .denoising import make_denoising_queries
 from .dense_head import DenseHead
 from .matcher import HungarianMatcher, anchor_cells
 from .mlp import MLP
@@ -42,6 +43,11 @@ class DETR(nn.Module):
     ``anchor_content`` (off by default, as in DETR; needs ``query_anchors``): query *q*
     enters the decoder as the encoder output at its cell's centre instead of zeros; the
     centres are a saved buffer (``content_points``), so a state dict tells this model too.
+    ``denoising_groups`` (training aid, with ``anchor_content``; 0 = off): given
+    ``targets``, the training forward also runs that many denoising queries per object
+    (:mod:`~detr_irpe.models.denoising`) and returns their layers' outputs as
+    ``dn_outputs`` (``pred_logits`` (L, B, N, C + 1), ``pred_boxes`` (L, B, N, 4),
+    ``targets`` (B, N), ``groups``); the other outputs are those of the grid queries.
 
     ``per_image_backbone`` (off by default, as in DETR): run the ResNet on each image of a
     list separately and pad the feature maps instead of the images, which makes every
@@ -59,6 +65,7 @@ class DETR(nn.Module):
         box_attention: bool = False,
         query_anchors: bool = False,
         anchor_content: bool = False,
+        denoising_groups: int = 0,
     ):
         super().__init__()
         hidden = transformer.d_model
@@ -75,6 +82,7 @@ class DETR(nn.Module):
         self.dense_head = dense_head
         self.box_attention = box_attention
         self.query_anchors = query_anchors
+        self.denoising_groups = denoising_groups
         if query_anchors:  # the cells in logit space, added to the box head's output; saved,
             # so that a state dict alone tells the model it belongs to
             self.register_buffer("anchor_logits", torch.logit(anchor_cells(num_queries)))
@@ -82,29 +90,42 @@ class DETR(nn.Module):
         self.register_buffer("content_points",
                              anchor_cells(num_queries)[:, :2].clone() if anchor_content else None)
 
-    def forward(self, images: Sequence[Tensor] | ImageBatch | Tensor) -> dict:
+    def forward(self, images: Sequence[Tensor] | ImageBatch | Tensor,
+                targets: list[dict] | None = None) -> dict:
+        """``targets`` (training only, per image ``boxes`` (n, 4) normalised cxcywh): the
+        objects that ``denoising_groups`` builds its queries from; ignored otherwise."""
         if self.per_image_backbone and not isinstance(images, ImageBatch):
             feats, mask, pos = self.backbone.forward_per_image(list(images))
         else:
             batch = images if isinstance(images, ImageBatch) else ImageBatch.from_images(images)
             feats, mask, pos = self.backbone(batch)
         weights = [] if self.training and self.box_attention else None
+        denoising = None
+        if self.training and self.denoising_groups and targets is not None:
+            denoising = make_denoising_queries(targets, self.num_queries, self.denoising_groups)
         hs, memory = self.transformer(self.input_proj(feats), mask, self.query_embed.weight, pos,
-                                      weights, self.content_points)
-        logits = self.class_embed(hs)  # (layers, B, Q, C + 1)
-        boxes = self.bbox_embed(hs)  # (layers, B, Q, 4)
+                                      weights, self.content_points, denoising)
+        logits = self.class_embed(hs)  # (layers, B, Q [+ N], C + 1)
+        boxes = self.bbox_embed(hs)  # (layers, B, Q [+ N], 4)
         if self.query_anchors:
-            boxes = boxes + self.anchor_logits
+            anchors = self.anchor_logits
+            if denoising is not None:
+                anchors = torch.cat([anchors.expand(len(hs[0]), -1, -1), denoising.anchors], 1)
+            boxes = boxes + anchors
         boxes = boxes.sigmoid()
-        layers = [{"pred_logits": a, "pred_boxes": b} for a, b in zip(logits, boxes)]
+        Q = self.num_queries
+        layers = [{"pred_logits": a[:, :Q], "pred_boxes": b[:, :Q]} for a, b in zip(logits, boxes)]
         if weights is not None:
             for layer, w in zip(layers, weights):
-                layer.update(attention=w, attention_mask=mask)
+                layer.update(attention=w[:, :Q], attention_mask=mask)
         out = layers[-1]
         if self.aux_loss:
             out["aux_outputs"] = layers[:-1]
         if self.training and self.dense_head is not None:
             out["dense_outputs"] = self.dense_head(memory, mask)
+        if denoising is not None:
+            out["dn_outputs"] = {"pred_logits": logits[:, :, Q:], "pred_boxes": boxes[:, :, Q:],
+                                 "targets": denoising.targets, "groups": self.denoising_groups}
         return out
 
 
@@ -167,7 +188,8 @@ def build_detr(config: DETRConfig | None = None, **options) -> tuple[DETR, SetCr
     dense = DenseHead(config.hidden_dim, config.num_classes) if config.dense_aux_coef > 0 else None
     model = DETR(joiner, transformer, config.num_classes, config.num_queries, config.aux_loss,
                  dense, box_attention=config.attn_aux_coef > 0,
-                 query_anchors=config.query_anchors, anchor_content=config.anchor_content)
+                 query_anchors=config.query_anchors, anchor_content=config.anchor_content,
+                 denoising_groups=config.denoising_groups)
     matcher = HungarianMatcher(config.set_cost_class, config.set_cost_bbox, config.set_cost_giou,
                                config.set_cost_anchor)
     criterion = SetCriterion(
@@ -183,5 +205,6 @@ def build_detr(config: DETRConfig | None = None, **options) -> tuple[DETR, SetCr
         class_iou_target=config.class_iou_target,
         o2m_box_queries=config.o2m_box_queries,
         o2m_box_coef=config.o2m_box_coef,
+        denoising=config.denoising_groups > 0,
     )
     return model, criterion, {"bbox": PostProcess()}

@@ -69,21 +69,23 @@ class DecoderLayer(nn.Module):
     def _ffn(self, x: Tensor) -> Tensor:
         return self.linear2(self.dropout(F.relu(self.linear1(x))))
 
-    def forward(self, tgt, memory, memory_key_padding_mask, pos, query_pos, weights=None):
+    def forward(self, tgt, memory, memory_key_padding_mask, pos, query_pos, weights=None,
+                blocked=None):
         """``weights``: a list to append the cross-attention weights to (head mean,
-        (B, Q, HW)); None (the default) computes none."""
+        (B, Q, HW)); None (the default) computes none.  ``blocked``: bool (B, Q, Q), True
+        where a query may not attend another in the self-attention; None: all may."""
         mem_k = _with_pos(memory, pos)
         if self.pre_norm:
             x = self.norm1(tgt)
             qk = _with_pos(x, query_pos)
-            tgt = tgt + self.dropout1(self.self_attn(qk, qk, x))
+            tgt = tgt + self.dropout1(self.self_attn(qk, qk, x, blocked=blocked))
             query = _with_pos(self.norm2(tgt), query_pos)
             attn = self.multihead_attn(query, mem_k, memory, memory_key_padding_mask)
             tgt = tgt + self.dropout2(attn)
             out = tgt + self.dropout3(self._ffn(self.norm3(tgt)))
         else:
             qk = _with_pos(tgt, query_pos)
-            tgt = self.norm1(tgt + self.dropout1(self.self_attn(qk, qk, tgt)))
+            tgt = self.norm1(tgt + self.dropout1(self.self_attn(qk, qk, tgt, blocked=blocked)))
             query = _with_pos(tgt, query_pos)
             attn = self.multihead_attn(query, mem_k, memory, memory_key_padding_mask)
             tgt = self.norm2(tgt + self.dropout2(attn))
@@ -112,12 +114,13 @@ class TransformerDecoder(nn.Module):
         self.norm = norm
 
     def forward(self, tgt, memory, memory_key_padding_mask, pos, query_pos,
-                weights=None) -> Tensor:
+                weights=None, blocked=None) -> Tensor:
         """Returns the normed output of every layer, (num_layers, Q, B, D); ``weights``: a
-        list that receives every layer's head-mean cross-attention (B, Q, HW)."""
+        list that receives every layer's head-mean cross-attention (B, Q, HW); ``blocked``:
+        the self-attention's (:class:`DecoderLayer`)."""
         outputs = []
         for layer in self.layers:
-            tgt = layer(tgt, memory, memory_key_padding_mask, pos, query_pos, weights)
+            tgt = layer(tgt, memory, memory_key_padding_mask, pos, query_pos, weights, blocked)
             outputs.append(self.norm(tgt))
         return torch.stack(outputs)
 
@@ -158,14 +161,17 @@ class Transformer(nn.Module):
                 nn.init.zeros_(p)
 
     def forward(self, src, mask, query_embed, pos_embed, weights=None,
-                content_points=None) -> tuple[Tensor, Tensor]:
+                content_points=None, denoising=None) -> tuple[Tensor, Tensor]:
         """src: (B, D, h, w); mask: bool (B, h, w); query_embed: (Q, D); pos: (B, D, h, w);
         ``weights``: a list that receives each decoder layer's head-mean cross-attention,
         (B, Q, h * w) (training aid; None computes none); ``content_points``: (Q, 2) points
         (x, y) in [0, 1] of each image's own extent, where the queries' decoder input is
-        read off the encoder output (:func:`sample_at_points`); None: zeros, as DETR.
+        read off the encoder output (:func:`sample_at_points`); None: zeros, as DETR;
+        ``denoising``: a :class:`~detr_irpe.models.denoising.DenoisingQueries` (training
+        aid, with ``content_points``): its N queries follow the Q, read off the encoder
+        output at their points, with the positions of their ``owners``.
 
-        Returns decoder outputs (num_dec_layers, B, Q, D) and memory (B, D, h, w).
+        Returns decoder outputs (num_dec_layers, B, Q [+ N], D) and memory (B, D, h, w).
         """
         B, D, h, w = src.shape
         src = src.flatten(2).permute(2, 0, 1)  # (hw, B, D)
@@ -176,18 +182,24 @@ class Transformer(nn.Module):
         grid = memory.permute(1, 2, 0).view(B, D, h, w)
         tgt = (torch.zeros_like(query_pos) if content_points is None
                else sample_at_points(grid, mask.view(B, h, w), content_points))
-        hs = self.decoder(tgt, memory, mask, pos, query_pos, weights)
+        blocked = None
+        if denoising is not None:
+            tgt = torch.cat([tgt, sample_at_points(grid, mask.view(B, h, w), denoising.points)])
+            query_pos = torch.cat([query_pos, query_embed[denoising.owners].transpose(0, 1)])
+            blocked = denoising.blocked
+        hs = self.decoder(tgt, memory, mask, pos, query_pos, weights, blocked)
         return hs.transpose(1, 2), grid
 
 
 def sample_at_points(features: Tensor, mask: Tensor, points: Tensor) -> Tensor:
-    """features (B, D, h, w) read at points (Q, 2), (x, y) in [0, 1] of each image's own
-    (unpadded) extent, by bilinear interpolation between cell centres -> (Q, B, D).
+    """features (B, D, h, w) read at points (Q, 2) or per image (B, Q, 2), (x, y) in [0, 1]
+    of each image's own (unpadded) extent, by bilinear interpolation between cell centres
+    -> (Q, B, D).
     ``mask``: bool (B, h, w), True on padding (which lies right of and below the image)."""
     B, _, h, w = features.shape
     width = (~mask[:, 0, :]).sum(-1).to(features)  # cells the image covers
     height = (~mask[:, :, 0]).sum(-1).to(features)
-    x = points[:, 0] * width[:, None] / w  # (B, Q), in [0, 1] of the padded map
-    y = points[:, 1] * height[:, None] / h
+    x = points[..., 0] * width[:, None] / w  # (B, Q), in [0, 1] of the padded map
+    y = points[..., 1] * height[:, None] / h
     grid = torch.stack([x, y], dim=-1).unsqueeze(2) * 2 - 1  # (B, Q, 1, 2) in [-1, 1]
     return F.grid_sample(features, grid, align_corners=False).squeeze(3).permute(2, 0, 1)

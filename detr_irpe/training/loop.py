@@ -137,7 +137,7 @@ def _micro_batch_loss(model, criterion, images, targets, num_boxes, device, amp)
     losses).  A non-finite total is returned as it is (checking it would wait for the
     device): :func:`_apply_gradients` checks it with the gradient."""
     with autocast(device, amp):
-        outputs = model(images)
+        outputs = model(images, targets)
     try:
         losses = criterion(outputs, targets, num_boxes=num_boxes)
     except FloatingPointError:  # non-finite predictions: nothing to match

@@ -1,0 +1,117 @@
+"""Training-only aid: denoising queries (after DN-DETR), for a model with query anchors and
+anchor content.
+
+DN-DETR feeds the decoder, in training only, noisy copies of the objects' boxes as extra
+queries that must give back the object they were made from: an assignment that needs no
+matching, so the decoder learns to read a box off the features near an object from the
+first step.  Here such a query is built like an ordinary query of the anchor grid, only
+placed near an object instead of on the grid:
+
+- its anchor point is the object's centre moved by up to ``SHIFT`` times the larger of the
+  object's and a grid cell's width (and height), uniformly at random in each direction;
+- it enters the decoder as the encoder output read at that point, with the learned
+  position of the grid query whose point is nearest (L1, as the anchor matching cost);
+- it predicts its box as an offset from a grid-sized cell centred on that point (the
+  ordinary queries predict theirs from their own grid cell).
+
+Each object gets ``groups`` such queries, one per group.  In the decoder's self-attention
+the ordinary queries cannot see them, and a group cannot see the other groups, so the
+ordinary queries compute what they compute without the aid, and no query can copy its
+answer from another copy of its object.  Their losses (:func:`denoising_losses`) are the
+class and box losses of a matched query, against the object they were made from.  Nothing
+is added to the model: inference and the saved checkpoints are unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .matcher import anchor_cells, anchor_points
+
+SHIFT = 0.5  # the largest move of a query's point, as a fraction of max(object, cell) sides
+EDGE = 1e-4  # points are kept this far inside the image, where the logit is finite
+
+
+@dataclass(frozen=True)
+class DenoisingQueries:
+    """The denoising queries of one batch: ``N = groups * n`` per image, where ``n`` is the
+    most objects in one image of the batch; images with fewer objects are padded.
+
+    points:  (B, N, 2) anchor points (x, y) in [0, 1] of each image's own extent;
+    anchors: (B, N, 4) the anchor boxes (point, a grid cell's size) in logit space;
+    owners:  (B, N) int64 the grid query whose point is nearest (its position is used);
+    targets: (B, N) int64 the object's index among the batch's concatenated targets, -1 on
+             padding;
+    blocked: (B, Q + N, Q + N) bool, True where a decoder query (row) may not attend a
+             key (column): the grid queries come first, then the groups one after another.
+    """
+
+    points: Tensor
+    anchors: Tensor
+    owners: Tensor
+    targets: Tensor
+    blocked: Tensor
+
+
+def make_denoising_queries(targets: list[dict], num_queries: int,
+                           groups: int) -> DenoisingQueries | None:
+    """Draw the denoising queries of a batch (torch's global generator); None when the
+    batch has no object.  ``targets``: per image ``boxes`` (n, 4) normalised cxcywh."""
+    counts = [len(t["boxes"]) for t in targets]
+    n = max(counts, default=0)
+    if n == 0 or groups == 0:
+        return None
+    device = targets[0]["boxes"].device
+    B, N = len(targets), groups * n
+    boxes = torch.zeros(B, n, 4, device=device)
+    index = torch.full((B, n), -1, dtype=torch.int64, device=device)
+    start = 0
+    for b, t in enumerate(targets):
+        boxes[b, :counts[b]] = t["boxes"].float()
+        index[b, :counts[b]] = torch.arange(start, start + counts[b], device=device)
+        start += counts[b]
+    cells = anchor_cells(num_queries).to(device)
+    reach = SHIFT * torch.maximum(boxes[..., 2:], cells[0, 2:])  # (B, n, 2)
+    move = (torch.rand(B, groups, n, 2, device=device) * 2 - 1) * reach[:, None]
+    points = (boxes[:, None, :, :2] + move).clamp(EDGE, 1 - EDGE).view(B, N, 2)
+    owners = torch.cdist(points, anchor_points(num_queries).to(device)[None], p=1).argmin(-1)
+    anchors = torch.cat([points, cells[0, 2:].expand(B, N, 2)], dim=-1).logit()
+    targets_index = index.repeat(1, groups)  # (B, N), group after group
+    return DenoisingQueries(points, anchors, owners, targets_index,
+                            _blocked(num_queries, groups, n, targets_index < 0))
+
+
+def _blocked(num_queries: int, groups: int, n: int, padding: Tensor) -> Tensor:
+    """(B, Q + N, Q + N) bool: the grid queries see only each other; a denoising query sees
+    the grid queries and its own group; no query sees a padding slot.  padding (B, N)."""
+    group = torch.cat([torch.full((num_queries,), -1), torch.arange(groups).repeat_interleave(n)])
+    group = group.to(padding.device)
+    row, col = group[:, None], group[None, :]
+    blocked = (col >= 0) & (row != col)  # (Q + N, Q + N)
+    keys = torch.cat([padding.new_zeros(len(padding), num_queries), padding], dim=1)  # (B, Q + N)
+    return blocked[None] | keys[:, None, :]
+
+
+def denoising_losses(outputs: dict, labels: Tensor, tgt_boxes: Tensor, num_boxes: Tensor,
+                     class_terms, box_losses) -> dict[str, Tensor]:
+    """The (L,) losses of every decoder layer's denoising queries against their objects:
+    ``loss_dn_ce`` (``class_terms`` of each query, the criterion's class loss of a matched
+    query), ``loss_dn_bbox`` and ``loss_dn_giou`` (``box_losses``, the criterion's), each
+    summed and divided by ``num_boxes`` times the groups (each group weighs as much as the
+    one-to-one matching).  outputs: ``pred_logits`` (L, B, N, C + 1), ``pred_boxes``
+    (L, B, N, 4), ``targets`` (B, N) and ``groups``; labels (T,), tgt_boxes (T, 4)."""
+    logits, boxes, index = outputs["pred_logits"], outputs["pred_boxes"], outputs["targets"]
+    L = len(boxes)
+    image, query = (index >= 0).nonzero(as_tuple=True)
+    target = index[image, query]
+    layer = torch.arange(L, device=index.device).repeat_interleave(len(target))
+    pairs = torch.stack([layer, image.repeat(L), query.repeat(L), target.repeat(L)])
+    norm = num_boxes * outputs["groups"]
+    losses, iou = box_losses(boxes, tgt_boxes, pairs, norm)
+    terms = class_terms(logits[pairs[0], pairs[1], pairs[2]], labels[pairs[3]], iou.detach())
+    losses = {"loss_dn_bbox": losses["loss_bbox"], "loss_dn_giou": losses["loss_giou"],
+              "loss_dn_ce": terms.view(L, -1).sum(1) / norm}
+    return losses
