@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from torchvision.ops import box_area, box_convert
 
 from .box_attention import box_attention_loss
-from .denoising import denoising_losses
+from .denoising import denoising_pairs
 from .dense_head import dense_losses
 from .matcher import HungarianMatcher
 
@@ -109,8 +109,8 @@ class SetCriterion(nn.Module):
         per_layer.update(loss_ce=self._class_loss(logits, labels, pairs, quality),
                          cardinality_error=self._cardinality_error(logits, targets))
         if "dn_outputs" in outputs:
-            per_layer.update(denoising_losses(outputs["dn_outputs"], labels, tgt_boxes,
-                                              num_boxes, self.matched_class_terms, _box_losses))
+            per_layer.update(self._denoising_losses(outputs["dn_outputs"], labels, tgt_boxes,
+                                                    num_boxes))
         last_layer = pairs[:, pairs.shape[1] - pairs.shape[1] // len(layers):]
         losses = {"class_error": _class_error(logits[-1], labels, last_layer)}
         for name, values in per_layer.items():
@@ -151,6 +151,22 @@ class SetCriterion(nn.Module):
         per_image = torch.stack([weighted.view(L, B, Q).sum(-1), weight[classes].sum(-1)])
         groups = torch.stack([g.sum(-1) for g in per_image.split(self.class_loss_images, -1)], -1)
         return (groups[0] / groups[1]).mean(-1)  # groups: (2, L, number of groups)
+
+    def _denoising_losses(self, outputs: dict, labels: Tensor, tgt_boxes: Tensor,
+                          num_boxes: Tensor) -> dict[str, Tensor]:
+        """(L,) losses of every decoder layer's denoising queries against their objects,
+        those of a matched query (:meth:`matched_class_terms`, :func:`_box_losses`), summed
+        and divided by ``num_boxes`` times the groups (each group weighs as much as the
+        one-to-one matching).  outputs: ``pred_logits`` (L, B, N, C + 1), ``pred_boxes``
+        (L, B, N, 4), ``targets`` (B, N) and ``groups``; labels (T,), tgt_boxes (T, 4)."""
+        logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
+        pairs = denoising_pairs(outputs["targets"], len(boxes))
+        norm = num_boxes * outputs["groups"]
+        box, iou = _box_losses(boxes, tgt_boxes, pairs, norm)
+        terms = self.matched_class_terms(logits[pairs[0], pairs[1], pairs[2]], labels[pairs[3]],
+                                         iou.detach())
+        return {"loss_dn_bbox": box["loss_bbox"], "loss_dn_giou": box["loss_giou"],
+                "loss_dn_ce": terms.view(len(boxes), -1).sum(1) / norm}
 
     def matched_class_terms(self, logits: Tensor, labels: Tensor, iou: Tensor) -> Tensor:
         """(M,) the class-loss terms of M matched queries, logits (M, C+1), labels (M,):

@@ -17,8 +17,9 @@ placed near an object instead of on the grid:
 Each object gets ``groups`` such queries, one per group.  In the decoder's self-attention
 the ordinary queries cannot see them, and a group cannot see the other groups, so the
 ordinary queries compute what they compute without the aid, and no query can copy its
-answer from another copy of its object.  Their losses (:func:`denoising_losses`) are the
-class and box losses of a matched query, against the object they were made from.  Nothing
+answer from another copy of its object.  Their losses are the class and box losses of a
+matched query, against the object they were made from (:func:`denoising_pairs` pairs them,
+the criterion scores them).  Nothing
 is added to the model: inference and the saved checkpoints are unchanged.
 """
 
@@ -95,23 +96,12 @@ def _blocked(num_queries: int, groups: int, n: int, padding: Tensor) -> Tensor:
     return blocked[None] | keys[:, None, :]
 
 
-def denoising_losses(outputs: dict, labels: Tensor, tgt_boxes: Tensor, num_boxes: Tensor,
-                     class_terms, box_losses) -> dict[str, Tensor]:
-    """The (L,) losses of every decoder layer's denoising queries against their objects:
-    ``loss_dn_ce`` (``class_terms`` of each query, the criterion's class loss of a matched
-    query), ``loss_dn_bbox`` and ``loss_dn_giou`` (``box_losses``, the criterion's), each
-    summed and divided by ``num_boxes`` times the groups (each group weighs as much as the
-    one-to-one matching).  outputs: ``pred_logits`` (L, B, N, C + 1), ``pred_boxes``
-    (L, B, N, 4), ``targets`` (B, N) and ``groups``; labels (T,), tgt_boxes (T, 4)."""
-    logits, boxes, index = outputs["pred_logits"], outputs["pred_boxes"], outputs["targets"]
-    L = len(boxes)
-    image, query = (index >= 0).nonzero(as_tuple=True)
-    target = index[image, query]
-    layer = torch.arange(L, device=index.device).repeat_interleave(len(target))
-    pairs = torch.stack([layer, image.repeat(L), query.repeat(L), target.repeat(L)])
-    norm = num_boxes * outputs["groups"]
-    losses, iou = box_losses(boxes, tgt_boxes, pairs, norm)
-    terms = class_terms(logits[pairs[0], pairs[1], pairs[2]], labels[pairs[3]], iou.detach())
-    losses = {"loss_dn_bbox": losses["loss_bbox"], "loss_dn_giou": losses["loss_giou"],
-              "loss_dn_ce": terms.view(L, -1).sum(1) / norm}
-    return losses
+def denoising_pairs(targets: Tensor, layers: int) -> Tensor:
+    """(4, L * M) int64 pairs of the M denoising queries that hold an object (``targets``
+    (B, N) of :class:`DenoisingQueries`, -1 on padding), for each of ``layers`` decoder
+    layers, rows as :func:`~detr_irpe.models.criterion.matched_pairs`: layer, image, query,
+    object (the criterion scores them as matched pairs)."""
+    image, query = (targets >= 0).nonzero(as_tuple=True)
+    target = targets[image, query]
+    layer = torch.arange(layers, device=targets.device).repeat_interleave(len(target))
+    return torch.stack([layer, image.repeat(layers), query.repeat(layers), target.repeat(layers)])
