@@ -43,6 +43,44 @@ def test_each_query_lies_near_its_object_with_the_nearest_grid_querys_position()
                                     "boxes": torch.zeros(0, 4)}], 9, 2) is None
 
 
+def test_negative_queries_lie_beside_their_object_and_outside_every_box():
+    torch.manual_seed(5)
+    targets = _targets()
+    dn = make_denoising_queries(targets, num_queries=9, groups=2, negatives=True)
+    # per group: the 3 positives of the fuller image, then its 3 negatives
+    assert dn.points.shape == (2, 12, 2)
+    assert dn.targets[0].tolist() == [0, 1, 2, -1, -1, -1, 0, 1, 2, -1, -1, -1]
+    cell = 1 / 3
+    for b, t in enumerate(targets):
+        for q in range(12):
+            if not dn.negative[b, q]:
+                continue
+            box = t["boxes"][q % 6 - 3]  # the object this negative was drawn for
+            reach = SHIFT * torch.clamp(box[2:], min=cell)
+            move = (dn.points[b, q] - box[:2]).abs()
+            clamped = (dn.points[b, q] < 2e-4) | (dn.points[b, q] > 1 - 2e-4)
+            assert (((move >= reach - 1e-6) & (move <= 2 * reach + 1e-6)) | clamped).all()
+            for other in t["boxes"]:
+                assert ((dn.points[b, q] - other[:2]).abs() >= other[2:] / 2 - 1e-6).any()
+    # padding objects have no negative: image 1 holds one object
+    assert dn.negative[1].tolist() == [False, False, False, True, False, False] * 2
+
+
+def test_a_negative_that_falls_inside_another_box_is_left_out():
+    # the small crown's negatives land 1/6 to 1/3 from the centre: always inside the big box,
+    # whose own negatives land outside it (0.45 to 0.9 from the centre)
+    targets = [{"labels": torch.tensor([0, 0]),
+                "boxes": torch.tensor([[.5, .5, .05, .05], [.5, .5, .9, .9]])}]
+    dn = make_denoising_queries(targets, num_queries=9, groups=1, negatives=True)
+    assert dn.negative.tolist() == [[False, False, False, True]]
+    assert dn.targets.tolist() == [[0, 1, -1, -1]]
+    o, x = False, True  # may attend, blocked
+    row = [o] * 9 + [o, o, x, o]  # the grid, the group's positives and the kept negative
+    assert dn.blocked[0, 9:].tolist() == [row] * 4
+    with pytest.raises(ValueError, match="--denoising_negatives .*--denoising_groups"):
+        tiny_model(query_anchors=True, anchor_content=True, denoising_negatives=True)
+
+
 def test_grid_queries_see_only_each_other_and_a_group_only_the_grid_and_itself():
     targets = _targets()
     dn = make_denoising_queries(targets, num_queries=2, groups=2)
@@ -96,11 +134,14 @@ def test_denoising_losses_against_hand_computed_values():
                                  anchor_content=True, denoising_groups=2, class_iou_target=True)
     targets = [{"labels": torch.tensor([1]), "boxes": torch.tensor([[.5, .5, .2, .2]])}]
     # one layer, one image, 2 groups x 1 object: query 0 hits the box, query 1 is moved
-    # right by 0.1 (IoU 1/3, L1 0.1)
-    boxes = torch.tensor([[[[.5, .5, .2, .2], [.6, .5, .2, .2]]]])
-    logits = torch.log(torch.tensor([[[[.2, .5, .3], [.2, .5, .3]]]]))
-    dn = {"pred_logits": logits, "pred_boxes": boxes, "targets": torch.tensor([[0, 0]]),
-          "groups": 2}
+    # right by 0.1 (IoU 1/3, L1 0.1); query 2 is a negative (target "no object", no box
+    # loss), query 3 padding (no loss at all)
+    boxes = torch.tensor([[[[.5, .5, .2, .2], [.6, .5, .2, .2], [.9, .9, .1, .1],
+                            [.1, .1, .1, .1]]]])
+    logits = torch.log(torch.tensor([[[[.2, .5, .3], [.2, .5, .3], [.1, .6, .3],
+                                       [.9, .05, .05]]]]))
+    dn = {"pred_logits": logits, "pred_boxes": boxes, "targets": torch.tensor([[0, 0, -1, -1]]),
+          "negative": torch.tensor([[False, False, True, False]]), "groups": 2}
     outputs = {"pred_logits": torch.zeros(1, 4, 3), "pred_boxes": torch.full((1, 4, 4), .5),
                "dn_outputs": dn}
     losses = criterion(outputs, targets)
@@ -111,6 +152,7 @@ def test_denoising_losses_against_hand_computed_values():
     eos = criterion.eos_coef
     expected = -torch.log(torch.tensor(.5)) + (-(1 / 3) * torch.log(torch.tensor(.5))
                                                - (2 / 3) * eos * torch.log(torch.tensor(.3)))
+    expected = expected - torch.log(torch.tensor(.3))  # the negative's "no object"
     torch.testing.assert_close(losses["loss_dn_ce"], expected / norm)
 
 

@@ -118,6 +118,10 @@ class DETRConfig(FromOptions):
         "decoder queries placed at random near its centre and built like the grid queries "
         "there, whose target is that object (no matching); needs --anchor_content; 0 = off",
         metavar="K")
+    denoising_negatives: bool = option(
+        False, "with --denoising_groups: each group also holds one negative query per object, "
+        "placed beside it (outside the positives' reach), whose target is \"no object\" "
+        "(contrastive denoising, after DINO)")
     dense_aux_coef: float = option(
         0.0, "training only: weight of a dense auxiliary head on the encoder output (each token "
         "near an object's centre predicts its class and box; speeds up training from "
@@ -151,6 +155,9 @@ class DETRConfig(FromOptions):
         if self.denoising_groups and not self.anchor_content:
             raise ValueError("--denoising_groups builds its queries as --anchor_content "
                              "builds the grid's; switch that on too (and --query_anchors)")
+        if self.denoising_negatives and not self.denoising_groups:
+            raise ValueError("--denoising_negatives adds negative queries to the groups of "
+                             "--denoising_groups; set that to 1 or more")
         if self.dilation and self.backbone_stride != 32:
             raise ValueError(f"--dilation dilates layer4, which --backbone_stride "
                              f"{self.backbone_stride} leaves out; "

@@ -155,18 +155,21 @@ class SetCriterion(nn.Module):
     def _denoising_losses(self, outputs: dict, labels: Tensor, tgt_boxes: Tensor,
                           num_boxes: Tensor) -> dict[str, Tensor]:
         """(L,) losses of every decoder layer's denoising queries against their objects,
-        those of a matched query (:meth:`matched_class_terms`, :func:`_box_losses`), summed
-        and divided by ``num_boxes`` times the groups (each group weighs as much as the
-        one-to-one matching).  outputs: ``pred_logits`` (L, B, N, C + 1), ``pred_boxes``
-        (L, B, N, 4), ``targets`` (B, N) and ``groups``; labels (T,), tgt_boxes (T, 4)."""
+        those of a matched query (:meth:`matched_class_terms`, :func:`_box_losses`), and of
+        each negative query -log p(no object), summed and divided by ``num_boxes`` times
+        the groups (each group weighs as much as the one-to-one matching).  outputs:
+        ``pred_logits`` (L, B, N, C + 1), ``pred_boxes`` (L, B, N, 4), ``targets`` (B, N),
+        ``negative`` (B, N) and ``groups``; labels (T,), tgt_boxes (T, 4)."""
         logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
         pairs = denoising_pairs(outputs["targets"], len(boxes))
         norm = num_boxes * outputs["groups"]
         box, iou = _box_losses(boxes, tgt_boxes, pairs, norm)
         terms = self.matched_class_terms(logits[pairs[0], pairs[1], pairs[2]], labels[pairs[3]],
                                          iou.detach())
+        negatives = -F.log_softmax(logits[:, outputs["negative"]].float(), -1)[..., -1]
+        class_loss = terms.view(len(boxes), -1).sum(1) + negatives.sum(1)
         return {"loss_dn_bbox": box["loss_bbox"], "loss_dn_giou": box["loss_giou"],
-                "loss_dn_ce": terms.view(len(boxes), -1).sum(1) / norm}
+                "loss_dn_ce": class_loss / norm}
 
     def matched_class_terms(self, logits: Tensor, labels: Tensor, iou: Tensor) -> Tensor:
         """(M,) the class-loss terms of M matched queries, logits (M, C+1), labels (M,):

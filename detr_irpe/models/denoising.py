@@ -19,7 +19,14 @@ the ordinary queries cannot see them, and a group cannot see the other groups, s
 ordinary queries compute what they compute without the aid, and no query can copy its
 answer from another copy of its object.  Their losses are the class and box losses of a
 matched query, against the object they were made from (:func:`denoising_pairs` pairs them,
-the criterion scores them).  Nothing
+the criterion scores them).
+
+With negatives (contrastive denoising, after DINO) each group also holds, for each object,
+one query whose point is moved 1 to 2 times that reach in both directions: outside the
+positives' square, often beside the object, where its target is "no object" (where the
+point lies inside another object's box the query is left out).  Seeing its group's
+positives, it learns what the one-to-one matching asks of a query next to a better one.
+Nothing
 is added to the model: inference and the saved checkpoints are unchanged.
 """
 
@@ -38,14 +45,16 @@ EDGE = 1e-4  # points are kept this far inside the image, where the logit is fin
 
 @dataclass(frozen=True)
 class DenoisingQueries:
-    """The denoising queries of one batch: ``N = groups * n`` per image, where ``n`` is the
+    """The denoising queries of one batch: ``N = groups * n`` per image (``2 * groups * n`` with
+    negatives: each group's positives, then its negatives), where ``n`` is the
     most objects in one image of the batch; images with fewer objects are padded.
 
     points:  (B, N, 2) anchor points (x, y) in [0, 1] of each image's own extent;
     anchors: (B, N, 4) the anchor boxes (point, a grid cell's size) in logit space;
     owners:  (B, N) int64 the grid query whose point is nearest (its position is used);
     targets: (B, N) int64 the object's index among the batch's concatenated targets, -1 on
-             padding;
+             padding and on negative queries;
+    negative: (B, N) bool the negative queries, whose target is "no object";
     blocked: (B, Q + N, Q + N) bool, True where a decoder query (row) may not attend a
              key (column): the grid queries come first, then the groups one after another.
     """
@@ -54,19 +63,21 @@ class DenoisingQueries:
     anchors: Tensor
     owners: Tensor
     targets: Tensor
+    negative: Tensor
     blocked: Tensor
 
 
-def make_denoising_queries(targets: list[dict], num_queries: int,
-                           groups: int) -> DenoisingQueries | None:
+def make_denoising_queries(targets: list[dict], num_queries: int, groups: int,
+                           negatives: bool = False) -> DenoisingQueries | None:
     """Draw the denoising queries of a batch (torch's global generator); None when the
-    batch has no object.  ``targets``: per image ``boxes`` (n, 4) normalised cxcywh."""
+    batch has no object.  ``targets``: per image ``boxes`` (n, 4) normalised cxcywh.
+    ``negatives``: each group also holds one negative query per object (see the module)."""
     counts = [len(t["boxes"]) for t in targets]
     n = max(counts, default=0)
     if n == 0 or groups == 0:
         return None
     device = targets[0]["boxes"].device
-    B, N = len(targets), groups * n
+    B = len(targets)
     boxes = torch.zeros(B, n, 4, device=device)
     index = torch.full((B, n), -1, dtype=torch.int64, device=device)
     start = 0
@@ -75,20 +86,47 @@ def make_denoising_queries(targets: list[dict], num_queries: int,
         index[b, :counts[b]] = torch.arange(start, start + counts[b], device=device)
         start += counts[b]
     cells = anchor_cells(num_queries).to(device)
-    reach = SHIFT * torch.maximum(boxes[..., 2:], cells[0, 2:])  # (B, n, 2)
-    move = (torch.rand(B, groups, n, 2, device=device) * 2 - 1) * reach[:, None]
-    points = (boxes[:, None, :, :2] + move).clamp(EDGE, 1 - EDGE).view(B, N, 2)
+    reach = SHIFT * torch.maximum(boxes[..., 2:], cells[0, 2:])[:, None]  # (B, 1, n, 2)
+    points = boxes[:, None, :, :2] + (torch.rand(B, groups, n, 2, device=device) * 2 - 1) * reach
+    slots = index[:, None].expand(B, groups, n)
+    negative = torch.zeros(B, groups, n, dtype=torch.bool, device=device)
+    if negatives:
+        far = _negative_points(boxes, reach, groups)
+        points, negative = torch.cat([points, far], 2), torch.cat(
+            [negative, (slots >= 0) & ~_inside_any(far, boxes, index >= 0)], 2)
+        slots = torch.cat([slots, torch.full_like(slots, -1)], 2)
+    size = points.shape[2]  # queries per group
+    points = points.clamp(EDGE, 1 - EDGE).view(B, groups * size, 2)
     owners = torch.cdist(points, anchor_points(num_queries).to(device)[None], p=1).argmin(-1)
-    anchors = torch.cat([points, cells[0, 2:].expand(B, N, 2)], dim=-1).logit()
-    targets_index = index.repeat(1, groups)  # (B, N), group after group
-    return DenoisingQueries(points, anchors, owners, targets_index,
-                            _blocked(num_queries, groups, n, targets_index < 0))
+    anchors = torch.cat([points, cells[0, 2:].expand(*points.shape[:2], 2)], dim=-1).logit()
+    slots, negative = slots.reshape(B, -1), negative.view(B, -1)
+    return DenoisingQueries(points, anchors, owners, slots, negative,
+                            _blocked(num_queries, groups, size, (slots < 0) & ~negative))
 
 
-def _blocked(num_queries: int, groups: int, n: int, padding: Tensor) -> Tensor:
+def _negative_points(boxes: Tensor, reach: Tensor, groups: int) -> Tensor:
+    """(B, groups, n, 2): each object's centre moved by 1 to 2 ``reach`` (B, 1, n, 2) in
+    each direction, the sign at random: outside the positives' square."""
+    B, n = boxes.shape[:2]
+    size = torch.rand(B, groups, n, 2, device=boxes.device) + 1
+    sign = torch.randint(0, 2, (B, groups, n, 2), device=boxes.device) * 2 - 1
+    return boxes[:, None, :, :2] + sign * size * reach
+
+
+def _inside_any(points: Tensor, boxes: Tensor, valid: Tensor) -> Tensor:
+    """(B, G, n) whether each point (B, G, n, 2) lies inside one of its image's boxes
+    (B, n, 4) cxcywh that are ``valid`` (B, n)."""
+    offset = (points[:, :, :, None] - boxes[:, None, None, :, :2]).abs()  # (B, G, n, n, 2)
+    inside = (offset < boxes[:, None, None, :, 2:] / 2).all(-1) & valid[:, None, None]
+    return inside.any(-1)
+
+
+def _blocked(num_queries: int, groups: int, size: int, padding: Tensor) -> Tensor:
     """(B, Q + N, Q + N) bool: the grid queries see only each other; a denoising query sees
-    the grid queries and its own group; no query sees a padding slot.  padding (B, N)."""
-    group = torch.cat([torch.full((num_queries,), -1), torch.arange(groups).repeat_interleave(n)])
+    the grid queries and its own group (``size`` slots); no query sees a padding slot.
+    padding (B, N)."""
+    group = torch.cat([torch.full((num_queries,), -1),
+                       torch.arange(groups).repeat_interleave(size)])
     group = group.to(padding.device)
     row, col = group[:, None], group[None, :]
     blocked = (col >= 0) & (row != col)  # (Q + N, Q + N)

@@ -47,7 +47,8 @@ class DETR(nn.Module):
     ``targets``, the training forward also runs that many denoising queries per object
     (:mod:`~detr_irpe.models.denoising`) and returns their layers' outputs as
     ``dn_outputs`` (``pred_logits`` (L, B, N, C + 1), ``pred_boxes`` (L, B, N, 4),
-    ``targets`` (B, N), ``groups``); the other outputs are those of the grid queries.
+    ``targets`` (B, N), ``negative`` (B, N), ``groups``); with ``denoising_negatives`` the
+    groups also hold negative queries.  The other outputs are those of the grid queries.
 
     ``per_image_backbone`` (off by default, as in DETR): run the ResNet on each image of a
     list separately and pad the feature maps instead of the images, which makes every
@@ -66,6 +67,7 @@ class DETR(nn.Module):
         query_anchors: bool = False,
         anchor_content: bool = False,
         denoising_groups: int = 0,
+        denoising_negatives: bool = False,
     ):
         super().__init__()
         hidden = transformer.d_model
@@ -83,6 +85,7 @@ class DETR(nn.Module):
         self.box_attention = box_attention
         self.query_anchors = query_anchors
         self.denoising_groups = denoising_groups
+        self.denoising_negatives = denoising_negatives
         if query_anchors:  # the cells in logit space, added to the box head's output; saved,
             # so that a state dict alone tells the model it belongs to
             self.register_buffer("anchor_logits", torch.logit(anchor_cells(num_queries)))
@@ -102,7 +105,8 @@ class DETR(nn.Module):
         weights = [] if self.training and self.box_attention else None
         denoising = None
         if self.training and self.denoising_groups and targets is not None:
-            denoising = make_denoising_queries(targets, self.num_queries, self.denoising_groups)
+            denoising = make_denoising_queries(targets, self.num_queries, self.denoising_groups,
+                                               self.denoising_negatives)
         hs, memory = self.transformer(self.input_proj(feats), mask, self.query_embed.weight, pos,
                                       weights, self.content_points, denoising)
         logits = self.class_embed(hs)  # (layers, B, Q [+ N], C + 1)
@@ -125,7 +129,8 @@ class DETR(nn.Module):
             out["dense_outputs"] = self.dense_head(memory, mask)
         if denoising is not None:
             out["dn_outputs"] = {"pred_logits": logits[:, :, Q:], "pred_boxes": boxes[:, :, Q:],
-                                 "targets": denoising.targets, "groups": self.denoising_groups}
+                                 "targets": denoising.targets, "negative": denoising.negative,
+                                 "groups": self.denoising_groups}
         return out
 
 
@@ -189,7 +194,8 @@ def build_detr(config: DETRConfig | None = None, **options) -> tuple[DETR, SetCr
     model = DETR(joiner, transformer, config.num_classes, config.num_queries, config.aux_loss,
                  dense, box_attention=config.attn_aux_coef > 0,
                  query_anchors=config.query_anchors, anchor_content=config.anchor_content,
-                 denoising_groups=config.denoising_groups)
+                 denoising_groups=config.denoising_groups,
+                 denoising_negatives=config.denoising_negatives)
     matcher = HungarianMatcher(config.set_cost_class, config.set_cost_bbox, config.set_cost_giou,
                                config.set_cost_anchor)
     criterion = SetCriterion(
