@@ -153,7 +153,8 @@ def _infer_options(state: dict) -> dict:
 
 
 def _infer_resnet(state: dict, body: str) -> dict:
-    """backbone, backbone_norm and backbone_stride, read off the ResNet's keys.  The last
+    """backbone, backbone_norm, backbone_stride and backbone_width (the stem's channels),
+    read off the ResNet's keys and shapes.  The last
     stage present gives the stride; the block count of layer3 (or, at stride 8, of layer2)
     the depth.  At stride 8 a ResNet-101 is a ResNet-50 (they differ in layer3 only)."""
     def blocks(stage: str) -> int:
@@ -170,7 +171,8 @@ def _infer_resnet(state: dict, body: str) -> dict:
     else:
         name = "resnet34" if blocks("layer3") == 6 else "resnet18"
     norm = "batch" if f"{body}bn1.num_batches_tracked" in state else "frozen"
-    return {"backbone": name, "backbone_norm": norm, "backbone_stride": stride}
+    return {"backbone": name, "backbone_norm": norm, "backbone_stride": stride,
+            "backbone_width": state[f"{body}conv1.weight"].shape[0]}
 
 
 def _infer_irpe(state: dict) -> str:

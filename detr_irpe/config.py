@@ -98,6 +98,10 @@ class DataConfig(FromOptions):
     val_size: int = option(
         EVAL_SIZE, "shorter side for evaluation (default: the checkpoint's with --resume/--eval, "
         f"else {EVAL_SIZE})")
+    image_zoom: float = option(
+        1.0, "custom data trained from scratch: the sizes that follow the data (--val_size, "
+        "--train_scales, --max_size when not given) are this many times the images' own; "
+        "above 1, small objects span more feature cells (docs/training.md)")
     num_workers: int = option(2, "data-loading processes")
     scale_per_batch: bool = option(
         False, "draw the training resize's scale once per batch instead of once per image, so "
@@ -110,6 +114,9 @@ class DataConfig(FromOptions):
     def __post_init__(self):
         check_choice("dataset_file", self.dataset_file, DATASETS)
         check_at_least(self, ("max_size", "val_size"), 1)
+        if not 0.25 <= self.image_zoom <= 4:
+            raise ValueError(f"--image_zoom {self.image_zoom}: must be in [0.25, 4] (1 = the "
+                             "images' own sizes)")
         check_at_least(self, ("num_workers", "size_buckets"), 0)
         if self.train_scales is not None and min(self.train_scales) < 1:
             raise ValueError(f"--train_scales {self.train_scales}: every size must be >= 1")

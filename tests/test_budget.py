@@ -221,6 +221,17 @@ def test_sizes_follow_the_training_set():
     assert "120-1000 px (90th percentile 200)" in reason
 
 
+def test_the_zoom_scales_the_sizes_that_follow_the_data():
+    images = [{"id": 0, "width": 200, "height": 240}, {"id": 1, "width": 300, "height": 200}]
+    options, reason = sizes_from_data(images, [{"image_id": 0}], zoom=1.4)
+    assert options["val_size"] == 280  # the percentile 200, times 1.4
+    # 0.8 .. 1.2 x 280 = 224, 252, 280, 308, 336; 252 and 308 round half up to 256 and 312
+    assert options["train_scales"] == [224, 256, 280, 312, 336]
+    assert options["max_size"] == 467  # 280 x 1333 / 800 = 466.6
+    assert options["num_queries"] == 10  # the objects do not zoom
+    assert "90th percentile 200, zoomed 1.4x" in reason
+
+
 def test_few_objects_still_get_ten_queries():
     options, _ = sizes_from_data([{"id": 0, "width": 64, "height": 64}], [{"image_id": 0}])
     assert options["num_queries"] == 10

@@ -59,6 +59,7 @@ def test_parsed_defaults_build_the_default_configurations(tmp_path):
     (OptimConfig, {"epochs": 0}, "--epochs 0"),
     (OptimConfig, {"ema": 1.5}, "--ema 1.5"),
     (DataConfig, {"val_size": 0}, "--val_size 0"),
+    (DataConfig, {"image_zoom": 0.0}, "--image_zoom 0.0"),
     (RunConfig, {"eval_every": 0}, "--eval_every 0"),
 ])
 def test_each_check_names_the_flag(config, options, flag):

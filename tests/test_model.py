@@ -410,3 +410,44 @@ def test_anchor_content_starts_each_query_as_the_encoder_output_at_its_cell_cent
     torch.testing.assert_close(seen["tgt"][:, 0], torch.stack(blocks))
     with pytest.raises(ValueError, match="--anchor_content .*--query_anchors"):
         tiny_model(anchor_content=True)
+
+
+@pytest.mark.parametrize("name,depths", [("resnet18", (2, 2, 2, 2)), ("resnet34", (3, 4, 6, 3))])
+def test_narrow_resnet_at_width_64_is_torchvisions(name, depths):
+    """The narrow builder is torchvision's basic-block ResNet with another width: at 64 it
+    takes torchvision's weights strictly and computes the same features."""
+    import torchvision
+
+    from detr_irpe.models.backbone import narrow_resnet
+    theirs = getattr(torchvision.models, name)().eval()
+    _randomise(theirs)
+    ours = narrow_resnet(depths, 64, torch.nn.BatchNorm2d).eval()
+    ours.load_state_dict({k: v for k, v in theirs.state_dict().items() if not k.startswith("fc.")})
+    x = torch.randn(2, 3, 64, 72)
+    stages = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
+    a = b = x
+    for stage in stages:
+        a, b = getattr(theirs, stage)(a), getattr(ours, stage)(b)
+    torch.testing.assert_close(b, a)
+
+
+def test_half_width_backbone_halves_every_stage_and_survives_a_bare_state_dict(tmp_path):
+    small = tiny_config(backbone_width=32, backbone_norm="batch", trainable_backbone_layers=5,
+                        backbone_stride=16)
+    model, _, _ = detr_irpe.build_detr(**small)
+    body = model.backbone[0].body
+    widths = [body.conv1.out_channels] + [getattr(body, f"layer{n}")[-1].conv2.out_channels
+                                          for n in (1, 2, 3)]
+    assert widths == [32, 32, 64, 128] and not hasattr(body, "layer4")  # stride 16: no layer4
+    assert model.backbone[0].num_channels == 128 == model.input_proj.in_channels
+    path = tmp_path / "narrow.pth"
+    torch.save({"model": model.state_dict()}, path)
+    ckpt = detr_irpe.load_checkpoint(str(path))
+    assert (ckpt.options["backbone_width"], ckpt.options["backbone_stride"]) == (32, 16)
+    rebuilt, _, _ = detr_irpe.build_detr(ckpt.config(nheads=2))
+    rebuilt.load_state_dict(ckpt.model, strict=True)
+    x = [torch.rand(3, 64, 80)]
+    torch.testing.assert_close(rebuilt.eval()(x)["pred_boxes"], model.eval()(x)["pred_boxes"])
+    for bad in ({"backbone": "resnet50"}, {"pretrained_backbone": "imagenet"}):
+        with pytest.raises(ValueError, match="--backbone_width 32 .*--backbone resnet18"):
+            detr_irpe.build_detr(**{**small, **bad})

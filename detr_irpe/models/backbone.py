@@ -16,9 +16,13 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 from torchvision.models._utils import IntermediateLayerGetter
+from torchvision.models.resnet import BasicBlock
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from .config import BASIC_RESNETS, LAST_STAGE
+
+# Blocks per stage of the basic-block ResNets (torchvision's resnet18 and resnet34).
+BASIC_DEPTHS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
 
 # Trainable parts of the ResNet, counted from the top, as torchvision's
 # ``trainable_backbone_layers``: 3 = layer2..layer4 (DETR), 5 = everything.
@@ -182,6 +186,32 @@ def _trainable_prefixes(layers: int) -> tuple[str, ...]:
     return prefixes + ("bn1",) if "conv1" in prefixes else prefixes
 
 
+def narrow_resnet(depths: Sequence[int], width: int, norm_layer) -> nn.Module:
+    """A basic-block ResNet as torchvision builds resnet18/34 (the same module names, hence
+    state-dict keys, and the same initialisation), with ``width`` channels in its first
+    stage instead of 64; each later stage doubles them.  No ``fc``: the backbone never
+    uses it."""
+    net = nn.Module()
+    net.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+    net.bn1 = norm_layer(width)
+    net.relu = nn.ReLU(inplace=True)
+    net.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+    channels = width
+    for n, blocks in enumerate(depths):
+        out, stride = width * 2 ** n, 1 if n == 0 else 2
+        down = None
+        if stride != 1 or channels != out:
+            down = nn.Sequential(nn.Conv2d(channels, out, 1, stride, bias=False), norm_layer(out))
+        layer = [BasicBlock(channels, out, stride, down, norm_layer=norm_layer)]
+        layer += [BasicBlock(out, out, norm_layer=norm_layer) for _ in range(blocks - 1)]
+        setattr(net, f"layer{n + 1}", nn.Sequential(*layer))
+        channels = out
+    for module in net.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+    return net
+
+
 class Backbone(nn.Module):
     """ResNet returning layer4 features (stride 32, or 16 with dilation), or, with
     ``stride=16``, layer3 features (C4: layer4 is left out of the model and its state dict;
@@ -205,14 +235,17 @@ class Backbone(nn.Module):
         norm: str,
         trainable_layers: int,
         stride: int,
+        width: int = 64,
     ):
         """The values are checked by :class:`~detr_irpe.models.config.DETRConfig`."""
         super().__init__()
-        net = getattr(torchvision.models, name)(
-            weights=None,
-            replace_stride_with_dilation=[False, False, dilation],
-            norm_layer=FrozenBatchNorm2d if norm == "frozen" else nn.BatchNorm2d,
-        )
+        norm_layer = FrozenBatchNorm2d if norm == "frozen" else nn.BatchNorm2d
+        if width == 64:
+            net = getattr(torchvision.models, name)(
+                weights=None, replace_stride_with_dilation=[False, False, dilation],
+                norm_layer=norm_layer)
+        else:
+            net = narrow_resnet(BASIC_DEPTHS[name], width, norm_layer)
         _load_backbone_weights(net, name, pretrained)
         if norm == "frozen":
             _fold_frozen_norms(net)
@@ -221,8 +254,8 @@ class Backbone(nn.Module):
             param.requires_grad_(train_backbone and pname.startswith(prefixes))
         last = LAST_STAGE[stride]  # the getter drops the stages after it
         self.body = IntermediateLayerGetter(net, return_layers={last: "0"})
-        width = 512 if name in BASIC_RESNETS else 2048  # channels of layer4
-        self.num_channels = width * stride // 32  # each stage below halves them
+        top = 8 * width if name in BASIC_RESNETS else 32 * width  # channels of layer4
+        self.num_channels = top * stride // 32  # each stage below halves them
 
     def forward(self, batch: ImageBatch) -> tuple[Tensor, Tensor]:
         """Returns features (B, C, h, w) and their mask (B, h, w), True on padding."""

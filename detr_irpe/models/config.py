@@ -27,7 +27,7 @@ POSITION_EMBEDDINGS = ("sine", "learned")
 ARCHITECTURE = ("num_classes", "enc_rpe2d", "backbone", "dilation", "position_embedding",
                 "hidden_dim", "nheads", "enc_layers", "dec_layers", "dim_feedforward",
                 "num_queries", "pre_norm", "backbone_norm", "trainable_backbone_layers",
-                "backbone_stride", "query_anchors", "anchor_content")
+                "backbone_stride", "backbone_width", "query_anchors", "anchor_content")
 _AT_LEAST_ONE = ("num_classes", "hidden_dim", "nheads", "enc_layers", "dec_layers",
                  "dim_feedforward", "num_queries")
 
@@ -82,6 +82,10 @@ class DETRConfig(FromOptions):
         "left out (C4: 4x the feature cells, for small images); 8: layer2 features, layer3 "
         "and layer4 left out (C3, for tiny images); official checkpoints need 32",
         choices=BACKBONE_STRIDES)
+    backbone_width: int = option(
+        64, "channels of the ResNet's first stage, doubled by each stage after it: 64 = "
+        "torchvision's ResNet (the only width with pretrained weights); with resnet18 or "
+        "resnet34 from random init, 32 halves every stage (a quarter of the arithmetic)")
     lr_backbone: float = option(1e-5, "learning rate of the backbone (0: the backbone is frozen)")
     # Matching and losses.
     aux_loss: bool = option(True, "no losses on the outputs of the intermediate decoder layers",
@@ -158,6 +162,13 @@ class DETRConfig(FromOptions):
         if self.denoising_negatives and not self.denoising_groups:
             raise ValueError("--denoising_negatives adds negative queries to the groups of "
                              "--denoising_groups; set that to 1 or more")
+        if self.backbone_width != 64:
+            check_at_least(self, ("backbone_width",), 8)
+            if self.backbone not in BASIC_RESNETS or self.pretrained_backbone != "none":
+                raise ValueError(f"--backbone_width {self.backbone_width} builds a narrow "
+                                 f"ResNet of basic blocks from random init: it needs --backbone "
+                                 f"resnet18 or resnet34 and --pretrained_backbone none (got "
+                                 f"{self.backbone}, {self.pretrained_backbone!r})")
         if self.dilation and self.backbone_stride != 32:
             raise ValueError(f"--dilation dilates layer4, which --backbone_stride "
                              f"{self.backbone_stride} leaves out; "

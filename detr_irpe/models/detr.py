@@ -177,6 +177,7 @@ def build_detr(config: DETRConfig | None = None, **options) -> tuple[DETR, SetCr
         norm=config.backbone_norm,
         trainable_layers=config.trainable_backbone_layers,
         stride=config.backbone_stride,
+        width=config.backbone_width,
     )
     joiner = Joiner(backbone, build_position_encoding(config.position_embedding, config.hidden_dim))
     transformer = Transformer(

@@ -130,7 +130,8 @@ def _plan(state: TrainState, cfg: Settings, steps_per_epoch: int, val_images: in
 
 
 def _describe(config, n_parameters: int, device: torch.device, info: DistInfo) -> None:
-    print(f"model: DETR {config.backbone} + iRPE {config.enc_rpe2d or 'off'}, num_classes "
+    width = "" if config.backbone_width == 64 else f" (width {config.backbone_width})"
+    print(f"model: DETR {config.backbone}{width} + iRPE {config.enc_rpe2d or 'off'}, num_classes "
           f"{config.num_classes}, {n_parameters:,} trainable parameters, device {device}, "
           f"{info.world_size} process(es)")
 
