@@ -19,10 +19,7 @@ from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.resnet import BasicBlock
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from .config import BASIC_RESNETS, LAST_STAGE
-
-# Blocks per stage of the basic-block ResNets (torchvision's resnet18 and resnet34).
-BASIC_DEPTHS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
+from .config import BASIC_DEPTHS, BASIC_RESNETS, LAST_STAGE
 
 # Trainable parts of the ResNet, counted from the top, as torchvision's
 # ``trainable_backbone_layers``: 3 = layer2..layer4 (DETR), 5 = everything.

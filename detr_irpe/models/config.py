@@ -16,7 +16,9 @@ from .irpe_config import IRPE_INITS, IRPEConfig, parse_irpe
 
 PAPER_IRPE = IRPEConfig().to_string()  # the paper's iRPE-K: "rpe-2.0-product-ctx-1-k"
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
-BASIC_RESNETS = ("resnet18", "resnet34")  # basic blocks: 512 channels, no DC5
+# Blocks per stage of the basic-block ResNets (512 channels in layer4, no DC5).
+BASIC_DEPTHS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
+BASIC_RESNETS = tuple(BASIC_DEPTHS)
 BACKBONE_NORMS = ("frozen", "batch")
 # The ResNet stage whose output the model takes at each --backbone_stride: 32 = layer4
 # (DETR), 16 = layer3 (C4), 8 = layer2 (C3); the stages after it are left out.

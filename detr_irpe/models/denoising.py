@@ -26,8 +26,7 @@ one query whose point is moved 1 to 2 times that reach in both directions: outsi
 positives' square, often beside the object, where its target is "no object" (where the
 point lies inside another object's box the query is left out).  Seeing its group's
 positives, it learns what the one-to-one matching asks of a query next to a better one.
-Nothing
-is added to the model: inference and the saved checkpoints are unchanged.
+Nothing is added to the model: inference and the saved checkpoints are unchanged.
 """
 
 from __future__ import annotations
