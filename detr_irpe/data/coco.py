@@ -60,7 +60,7 @@ def prepare_target(
     """Turn one image's COCO annotations into a target for the transforms.
 
     Crowd objects are dropped when ``drop_crowd``; boxes go from xywh to xyxy, are clipped to
-    the image and those with zero width or height are removed
+    the image and those with no width or height (at most a hundredth of a pixel) are removed
     (:func:`~detr_irpe.data.box_clipping.clip_boxes`, the repair that
     :func:`~detr_irpe.data.checker.checks.check_dataset` counts).
 

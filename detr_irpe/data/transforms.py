@@ -112,8 +112,9 @@ def crop(
 ) -> tuple[tv_tensors.Image, Target]:
     """Crop a (height, width) window at (top, left).
 
-    Boxes are shifted and clipped to the window; boxes left with zero width or height are
-    removed with their labels. ``area`` becomes the area of the clipped box, as in DETR.
+    Boxes are shifted and clipped to the window; boxes left with no width or height
+    (:data:`~detr_irpe.data.box_clipping.SLIVER`) are removed with their labels. ``area``
+    becomes the area of the clipped box, as in DETR.
     """
     image = F.crop(image, top, left, height, width)
     boxes = F.crop(target["boxes"], top, left, height, width)
