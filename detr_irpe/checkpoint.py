@@ -133,6 +133,9 @@ def _infer_options(state: dict) -> dict:
         opts["num_classes"] = state["class_embed.weight"].shape[0] - 1
     if "query_embed.weight" in state:
         opts["num_queries"], opts["hidden_dim"] = state["query_embed.weight"].shape
+    elif "anchor_logits" in state and "class_embed.weight" in state:  # --point_positions
+        opts["num_queries"] = state["anchor_logits"].shape[0]
+        opts["hidden_dim"] = state["class_embed.weight"].shape[1]
     enc = {int(m.group(1)) for k in state if (m := re.match(r"transformer\.encoder\.layers\.(\d+)\.", k))}
     dec = {int(m.group(1)) for k in state if (m := re.match(r"transformer\.decoder\.layers\.(\d+)\.", k))}
     if enc:
@@ -144,6 +147,7 @@ def _infer_options(state: dict) -> dict:
     opts["pre_norm"] = "transformer.encoder.norm.weight" in state
     opts["query_anchors"] = "anchor_logits" in state
     opts["anchor_content"] = "content_points" in state
+    opts["point_positions"] = "position_mlp.layers.0.weight" in state
     opts["position_embedding"] = "learned" if "backbone.1.row_embed.weight" in state else "sine"
     body = "backbone.0.body."
     if f"{body}layer1.0.conv1.weight" in state:

@@ -52,7 +52,8 @@ def _assert_same(expected, got):
 
 
 ANCHORS = {"off": {}, "cells": {"query_anchors": True},
-           "content": {"query_anchors": True, "anchor_content": True}}
+           "content": {"query_anchors": True, "anchor_content": True},
+           "points": {"query_anchors": True, "anchor_content": True, "point_positions": True}}
 
 
 @pytest.mark.parametrize("anchors", ANCHORS)

@@ -131,7 +131,7 @@ def test_fine_tuning_keeps_the_sources_query_anchors(custom_set, tmp_path):
     read the wrong inputs otherwise); the options are read off a bare state dict."""
     torch.manual_seed(0)
     anchored, _, _ = detr_irpe.build_detr(num_classes=91, query_anchors=True,
-                                          anchor_content=True, **SMALL)
+                                          anchor_content=True, point_positions=True, **SMALL)
     path = tmp_path / "anchored.pth"
     torch.save({"model": anchored.state_dict()}, path)
     main_module.main([*data_flags(custom_set), "--finetune_from", str(path),
@@ -140,3 +140,4 @@ def test_fine_tuning_keeps_the_sources_query_anchors(custom_set, tmp_path):
     state = torch.load(tmp_path / "run" / "checkpoint.pth", weights_only=True)["model"]
     torch.testing.assert_close(state["anchor_logits"], anchored.anchor_logits)
     torch.testing.assert_close(state["content_points"], anchored.content_points)
+    assert "position_mlp.layers.0.weight" in state and "query_embed.weight" not in state

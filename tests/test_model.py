@@ -366,12 +366,16 @@ def test_query_anchors_start_each_box_on_its_grid_cell_and_keep_the_state_dict()
 def test_query_anchors_are_read_off_a_bare_state_dict(tmp_path):
     from detr_irpe.checkpoint import load_checkpoint
 
-    for anchors, content in ((True, False), (False, False), (True, True)):
-        model, _, _ = tiny_model(num_queries=30, query_anchors=anchors, anchor_content=content)
+    for anchors, content, points in ((True, False, False), (False, False, False),
+                                     (True, True, False), (True, True, True)):
+        model, _, _ = tiny_model(num_queries=30, query_anchors=anchors, anchor_content=content,
+                                 point_positions=points)
         torch.save({"model": model.state_dict()}, tmp_path / "bare.pth")
         ckpt = load_checkpoint(str(tmp_path / "bare.pth"))
         assert ckpt.options["query_anchors"] is anchors
         assert ckpt.options["anchor_content"] is content
+        assert ckpt.options["point_positions"] is points
+        assert ckpt.options["num_queries"] == 30  # without query_embed: off the anchor grid
         rebuilt, _, _ = detr_irpe.build_detr(ckpt.config(nheads=2))  # heads: not in shapes
         rebuilt.load_state_dict(ckpt.model, strict=True)
 
@@ -410,6 +414,42 @@ def test_anchor_content_starts_each_query_as_the_encoder_output_at_its_cell_cent
     torch.testing.assert_close(seen["tgt"][:, 0], torch.stack(blocks))
     with pytest.raises(ValueError, match="--anchor_content .*--query_anchors"):
         tiny_model(anchor_content=True)
+
+
+def test_sine_of_points_is_the_feature_maps_embedding_at_a_cells_far_corner():
+    from detr_irpe.models.position_encoding import sine_of_points
+
+    mask = torch.zeros(1, 3, 4, dtype=torch.bool)
+    reference = sine_position_reference(mask, 8)[0]  # (16, 3, 4), float64
+    # The normalised cumulative sum puts cell (row r, column c) at ((c + 1) / 4, (r + 1) / 3).
+    points = torch.tensor([[(c + 1) / 4, (r + 1) / 3] for r in range(3) for c in range(4)])
+    got = sine_of_points(points, 16).T.reshape(16, 3, 4)
+    torch.testing.assert_close(got.double(), reference, rtol=1e-5, atol=1e-5)
+
+
+def test_point_positions_give_a_denoising_query_the_position_of_its_own_point():
+    from types import SimpleNamespace
+
+    from detr_irpe.models.matcher import anchor_points
+    from detr_irpe.models.position_encoding import sine_of_points
+
+    model, _, _ = tiny_model(num_queries=9, query_anchors=True, anchor_content=True,
+                             point_positions=True)
+    plain, _, _ = tiny_model(num_queries=9, query_anchors=True, anchor_content=True)
+    assert model.query_embed is None
+    assert (set(model.state_dict()) ^ set(plain.state_dict())
+            == {"query_embed.weight"} | {f"position_mlp.layers.{i}.{k}" for i in (0, 1)
+                                         for k in ("weight", "bias")})
+    grid = anchor_points(9)  # a 3 x 3 grid: centres at 1/6, 1/2, 5/6
+    # One denoising query on grid point 4 (the centre), one a sixth of a cell right of it.
+    points = torch.stack([grid[4], grid[4] + torch.tensor([1 / 18, 0.0])])[None]
+    grid_pos, dn_pos = model._positions(SimpleNamespace(points=points))
+    expected = model.position_mlp(sine_of_points(grid, model.transformer.d_model))
+    torch.testing.assert_close(grid_pos, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(dn_pos[0, 0], grid_pos[4], rtol=1e-5, atol=1e-6)
+    assert (dn_pos[0, 1] - grid_pos[4]).abs().max() > 1e-3  # its own point, not its owner's
+    with pytest.raises(ValueError, match="--point_positions .*--query_anchors"):
+        tiny_model(point_positions=True)
 
 
 @pytest.mark.parametrize("name,depths", [("resnet18", (2, 2, 2, 2)), ("resnet34", (3, 4, 6, 3))])

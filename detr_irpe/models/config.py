@@ -29,7 +29,8 @@ POSITION_EMBEDDINGS = ("sine", "learned")
 ARCHITECTURE = ("num_classes", "enc_rpe2d", "backbone", "dilation", "position_embedding",
                 "hidden_dim", "nheads", "enc_layers", "dec_layers", "dim_feedforward",
                 "num_queries", "pre_norm", "backbone_norm", "trainable_backbone_layers",
-                "backbone_stride", "backbone_width", "query_anchors", "anchor_content")
+                "backbone_stride", "backbone_width", "query_anchors", "anchor_content",
+                "point_positions")
 _AT_LEAST_ONE = ("num_classes", "hidden_dim", "nheads", "enc_layers", "dec_layers",
                  "dim_feedforward", "num_queries")
 
@@ -69,6 +70,10 @@ class DETRConfig(FromOptions):
     anchor_content: bool = option(
         False, "each query enters the decoder as the encoder's feature at its grid cell's "
         "centre instead of zeros (needs --query_anchors); off = DETR")
+    point_positions: bool = option(
+        False, "a query's position in the decoder's attention is an MLP of the sine embedding "
+        "of its grid cell's centre (a denoising query's: of its own point) instead of a "
+        "learned vector per query (needs --query_anchors); off = DETR")
     # Backbone.
     pretrained_backbone: str = option(
         "imagenet", "'imagenet' (torchvision IMAGENET1K_V1), 'none' (random init) or the path "
@@ -158,6 +163,9 @@ class DETRConfig(FromOptions):
         if self.anchor_content and not self.query_anchors:
             raise ValueError("--anchor_content reads the encoder at the grid cells of "
                              "--query_anchors; switch that on too")
+        if self.point_positions and not self.query_anchors:
+            raise ValueError("--point_positions embeds the grid points of --query_anchors; "
+                             "switch that on too")
         if self.denoising_groups and not self.anchor_content:
             raise ValueError("--denoising_groups builds its queries as --anchor_content "
                              "builds the grid's; switch that on too (and --query_anchors)")

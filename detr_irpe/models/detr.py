@@ -15,7 +15,7 @@ from .denoising import make_denoising_queries
 from .dense_head import DenseHead
 from .matcher import HungarianMatcher, anchor_cells
 from .mlp import MLP
-from .position_encoding import build_position_encoding
+from .position_encoding import build_position_encoding, sine_of_points
 from .transformer import Transformer
 
 
@@ -43,6 +43,10 @@ class DETR(nn.Module):
     ``anchor_content`` (off by default, as in DETR; needs ``query_anchors``): query *q*
     enters the decoder as the encoder output at its cell's centre instead of zeros; the
     centres are a saved buffer (``content_points``), so a state dict tells this model too.
+    ``point_positions`` (off by default, as in DETR; needs ``query_anchors``): a query's
+    position in the decoder's attention is an MLP (``position_mlp``, in place of
+    ``query_embed``) of the sine embedding of its cell's centre, so that a denoising query
+    gets the position of its own point, not that of the nearest grid query.
     ``denoising_groups`` (training aid, with ``anchor_content``; 0 = off): given
     ``targets``, the training forward also runs that many denoising queries per object
     (:mod:`~detr_irpe.models.denoising`) and returns their layers' outputs as
@@ -66,6 +70,7 @@ class DETR(nn.Module):
         box_attention: bool = False,
         query_anchors: bool = False,
         anchor_content: bool = False,
+        point_positions: bool = False,
         denoising_groups: int = 0,
         denoising_negatives: bool = False,
     ):
@@ -76,7 +81,9 @@ class DETR(nn.Module):
         self.transformer = transformer
         self.class_embed = nn.Linear(hidden, num_classes + 1)
         self.bbox_embed = MLP(hidden, hidden, 4, 3)
-        self.query_embed = nn.Embedding(num_queries, hidden)
+        # a query's position: its own learned vector (DETR), or a function of its point
+        self.query_embed = None if point_positions else nn.Embedding(num_queries, hidden)
+        self.position_mlp = MLP(hidden, hidden, hidden, 2) if point_positions else None
         self.input_proj = nn.Conv2d(backbone.num_channels, hidden, kernel_size=1)
         self.backbone = backbone
         self.aux_loss = aux_loss
@@ -107,8 +114,9 @@ class DETR(nn.Module):
         if self.training and self.denoising_groups and targets is not None:
             denoising = make_denoising_queries(targets, self.num_queries, self.denoising_groups,
                                                self.denoising_negatives)
-        hs, memory = self.transformer(self.input_proj(feats), mask, self.query_embed.weight, pos,
-                                      weights, self.content_points, denoising)
+        query_pos, denoising_pos = self._positions(denoising)
+        hs, memory = self.transformer(self.input_proj(feats), mask, query_pos, pos,
+                                      weights, self.content_points, denoising, denoising_pos)
         logits = self.class_embed(hs)  # (layers, B, Q [+ N], C + 1)
         boxes = self.bbox_embed(hs)  # (layers, B, Q [+ N], 4)
         if self.query_anchors:
@@ -132,6 +140,18 @@ class DETR(nn.Module):
                                  "targets": denoising.targets, "negative": denoising.negative,
                                  "groups": self.denoising_groups}
         return out
+
+
+    def _positions(self, denoising) -> tuple[Tensor, Tensor | None]:
+        """The grid queries' positions (Q, D), and the denoising queries' (B, N, D) with
+        ``point_positions`` (None without: the transformer takes their grid owners')."""
+        if self.position_mlp is None:
+            return self.query_embed.weight, None
+        dim = self.transformer.d_model
+        grid = self.position_mlp(sine_of_points(torch.sigmoid(self.anchor_logits[:, :2]), dim))
+        if denoising is None:
+            return grid, None
+        return grid, self.position_mlp(sine_of_points(denoising.points, dim))
 
 
 class PostProcess(nn.Module):
@@ -195,6 +215,7 @@ def build_detr(config: DETRConfig | None = None, **options) -> tuple[DETR, SetCr
     model = DETR(joiner, transformer, config.num_classes, config.num_queries, config.aux_loss,
                  dense, box_attention=config.attn_aux_coef > 0,
                  query_anchors=config.query_anchors, anchor_content=config.anchor_content,
+                 point_positions=config.point_positions,
                  denoising_groups=config.denoising_groups,
                  denoising_negatives=config.denoising_negatives)
     matcher = HungarianMatcher(config.set_cost_class, config.set_cost_bbox, config.set_cost_giou,

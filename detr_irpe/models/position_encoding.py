@@ -38,13 +38,27 @@ class PositionEmbeddingSine(nn.Module):
             eps = 1e-6
             y = y / (y[:, -1:, :] + eps) * self.scale
             x = x / (x[:, :, -1:] + eps) * self.scale
-        i = torch.arange(self.num_pos_feats, dtype=torch.float32, device=mask.device)
-        dim_t = self.temperature ** (2 * (i // 2) / self.num_pos_feats)
-        pos_x = x[..., None] / dim_t  # (B, H, W, F)
-        pos_y = y[..., None] / dim_t
-        pos_x = torch.stack((pos_x[..., 0::2].sin(), pos_x[..., 1::2].cos()), dim=4).flatten(3)
-        pos_y = torch.stack((pos_y[..., 0::2].sin(), pos_y[..., 1::2].cos()), dim=4).flatten(3)
+        pos_x = sine_channels(x, self.num_pos_feats, self.temperature)  # (B, H, W, F)
+        pos_y = sine_channels(y, self.num_pos_feats, self.temperature)
         return torch.cat((pos_y, pos_x), dim=3).permute(0, 3, 1, 2)
+
+
+def sine_channels(coords: Tensor, num_feats: int, temperature: float = 10000) -> Tensor:
+    """coords (...) -> (..., num_feats): sin (even channels) and cos (odd) of ``coords``
+    over DETR's geometric series of ``temperature`` wavelengths."""
+    i = torch.arange(num_feats, dtype=torch.float32, device=coords.device)
+    dim_t = temperature ** (2 * (i // 2) / num_feats)
+    angles = coords[..., None] / dim_t
+    return torch.stack((angles[..., 0::2].sin(), angles[..., 1::2].cos()), dim=-1).flatten(-2)
+
+
+def sine_of_points(points: Tensor, dim: int) -> Tensor:
+    """(..., 2) points (x, y) in [0, 1] of the image -> (..., dim): the channels that
+    :class:`PositionEmbeddingSine` (``dim // 2`` features, normalised) gives a feature cell
+    whose far corner lies at that point, [pos_y, pos_x]."""
+    scaled = points.to(torch.float32) * (2 * math.pi)
+    return torch.cat((sine_channels(scaled[..., 1], dim // 2),
+                      sine_channels(scaled[..., 0], dim // 2)), dim=-1)
 
 
 class PositionEmbeddingLearned(nn.Module):

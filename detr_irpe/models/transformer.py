@@ -161,7 +161,8 @@ class Transformer(nn.Module):
                 nn.init.zeros_(p)
 
     def forward(self, src, mask, query_embed, pos_embed, weights=None,
-                content_points=None, denoising=None) -> tuple[Tensor, Tensor]:
+                content_points=None, denoising=None,
+                denoising_pos=None) -> tuple[Tensor, Tensor]:
         """src: (B, D, h, w); mask: bool (B, h, w); query_embed: (Q, D); pos: (B, D, h, w);
         ``weights``: a list that receives each decoder layer's head-mean cross-attention,
         (B, Q, h * w) (training aid; None computes none); ``content_points``: (Q, 2) points
@@ -169,7 +170,8 @@ class Transformer(nn.Module):
         read off the encoder output (:func:`sample_at_points`); None: zeros, as DETR;
         ``denoising``: a :class:`~detr_irpe.models.denoising.DenoisingQueries` (training
         aid, with ``content_points``): its N queries follow the Q, read off the encoder
-        output at their points, with the positions of their ``owners``.
+        output at their points, with the positions ``denoising_pos`` (B, N, D), or where
+        that is None those of their ``owners``.
 
         Returns decoder outputs (num_dec_layers, B, Q [+ N], D) and memory (B, D, h, w).
         """
@@ -185,7 +187,8 @@ class Transformer(nn.Module):
         blocked = None
         if denoising is not None:
             tgt = torch.cat([tgt, sample_at_points(grid, mask.view(B, h, w), denoising.points)])
-            query_pos = torch.cat([query_pos, query_embed[denoising.owners].transpose(0, 1)])
+            extra = query_embed[denoising.owners] if denoising_pos is None else denoising_pos
+            query_pos = torch.cat([query_pos, extra.transpose(0, 1)])
             blocked = denoising.blocked
         hs = self.decoder(tgt, memory, mask, pos, query_pos, weights, blocked)
         return hs.transpose(1, 2), grid

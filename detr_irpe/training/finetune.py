@@ -9,9 +9,9 @@ import torch
 def finetune_state(model: torch.nn.Module, source: dict, reset_queries: bool) -> dict:
     """Copy from ``source`` every tensor whose name and shape fit ``model``, except the
     class head (always re-initialised: the classes differ) and, optionally, the query
-    embeddings.  Returns a report: kept / reinitialised / mismatched / unused names."""
+    embeddings (or the position MLP of ``--point_positions``).  Returns a report: kept / reinitialised / mismatched / unused names."""
     target = model.state_dict()
-    fresh = ("class_embed.",) + (("query_embed.",) if reset_queries else ())
+    fresh = ("class_embed.",) + (("query_embed.", "position_mlp.") if reset_queries else ())
     kept, mismatched = [], []
     for name, tensor in source.items():
         if name not in target or name.startswith(fresh):

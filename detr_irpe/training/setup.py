@@ -92,11 +92,11 @@ def checkpoint_options(options: dict, given: dict, ckpt: Checkpoint, path: str,
 
 
 def finetune_options(options: dict, given: dict, source: Checkpoint, verbose: bool) -> dict:
-    """``enc_rpe2d``, ``query_anchors`` and ``anchor_content`` from the ``--finetune_from``
-    checkpoint unless given; an error for what cannot carry over."""
+    """``enc_rpe2d``, ``query_anchors``, ``anchor_content`` and ``point_positions`` from the
+    ``--finetune_from`` checkpoint unless given; an error for what cannot carry over."""
     path, theirs = options["finetune_from"], source.options.get("enc_rpe2d", "")
     adopted = {}
-    for name in ("query_anchors", "anchor_content"):  # how its queries start and predict
+    for name in ("query_anchors", "anchor_content", "point_positions"):  # its queries' design
         if name not in given:
             adopted[name] = source.options.get(name, False)
     if "enc_rpe2d" not in given:
