@@ -9,7 +9,8 @@ import torch
 def finetune_state(model: torch.nn.Module, source: dict, reset_queries: bool) -> dict:
     """Copy from ``source`` every tensor whose name and shape fit ``model``, except the
     class head (always re-initialised: the classes differ) and, optionally, the query
-    embeddings (or the position MLP of ``--point_positions``).  Returns a report: kept / reinitialised / mismatched / unused names."""
+    embeddings (or the position MLP of ``--point_positions``).  Returns a report: kept /
+    reinitialised / mismatched / unused names."""
     target = model.state_dict()
     fresh = ("class_embed.",) + (("query_embed.", "position_mlp.") if reset_queries else ())
     kept, mismatched = [], []
