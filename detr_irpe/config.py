@@ -110,6 +110,10 @@ class DataConfig(FromOptions):
         0, "pad every training batch to the smallest of N fixed sizes (multiples of 32 "
         "derived from --max_size and --train_scales) that covers it, so the step has a few "
         "static shapes (for --compile); 0 = off: pad to the batch's largest image, as DETR")
+    round_batches: bool = option(
+        False, "pad every training batch up to a multiple of 32 pixels on each side: a few "
+        "dozen shapes instead of a new one per batch, so oneDNN's kernels for them stay "
+        "cached on a CPU (off: pad to the batch's largest image, as DETR)")
 
     def __post_init__(self):
         check_choice("dataset_file", self.dataset_file, DATASETS)
@@ -118,6 +122,9 @@ class DataConfig(FromOptions):
             raise ValueError(f"--image_zoom {self.image_zoom}: must be in [0.25, 4] (1 = the "
                              "images' own sizes)")
         check_at_least(self, ("num_workers", "size_buckets"), 0)
+        if self.round_batches and self.size_buckets:
+            raise ValueError("--round_batches and --size_buckets both choose the padded size "
+                             "of a batch; use one of them")
         if self.train_scales is not None and min(self.train_scales) < 1:
             raise ValueError(f"--train_scales {self.train_scales}: every size must be >= 1")
 

@@ -64,6 +64,21 @@ def test_the_loader_uses_buckets_only_when_asked():
         DataConfig(size_buckets=-1)
 
 
+def test_round_batches_pads_each_batch_to_the_next_multiples_of_32():
+    collate = train_collate(DataConfig(round_batches=True))
+    a, b = torch.rand(3, 280, 283), torch.rand(3, 250, 300)
+    images, _ = collate([(a, {}), (b, {})])
+    assert images.tensors.shape == (2, 3, 288, 320)  # 280 -> 288, 300 -> 320 (by hand)
+    own = ImageBatch.from_images([a, b])
+    assert torch.equal(images.tensors[..., :280, :300], own.tensors)
+    assert torch.equal(images.mask[..., :280, :300], own.mask)
+    assert images.mask[..., 280:, :].all() and images.mask[..., 300:].all()
+    exact, _ = collate([(torch.rand(3, 256, 320), {})])  # already multiples: no padding
+    assert exact.tensors.shape == (1, 3, 256, 320) and not exact.mask.any()
+    with pytest.raises(ValueError, match="--round_batches and --size_buckets"):
+        DataConfig(round_batches=True, size_buckets=2)
+
+
 def _heads(model, feats, mask, pos):
     hs, _ = model.transformer(model.input_proj(feats), mask, model.query_embed.weight, pos, None)
     return model.class_embed(hs[-1]), model.bbox_embed(hs[-1]).sigmoid()

@@ -75,7 +75,10 @@ def val_loader(val: CocoDetection, batch_size: int, data: DataConfig, distribute
 
 def train_collate(data: DataConfig):
     """The training batches' collate: a list of images (the model pads them to the batch's
-    largest), or, with ``--size_buckets N``, an ImageBatch padded to its bucket."""
+    largest), or an ImageBatch padded to its bucket (``--size_buckets N``) or to multiples
+    of 32 (``--round_batches``: no buckets, so every batch takes the rounding rule)."""
+    if data.round_batches:
+        return BucketCollate(())
     if data.size_buckets == 0:
         return collate_fn
     return BucketCollate(size_buckets(data.size_buckets, data.max_size, data.train_scales))
