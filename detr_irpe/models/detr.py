@@ -141,7 +141,6 @@ class DETR(nn.Module):
                                  "groups": self.denoising_groups}
         return out
 
-
     def _positions(self, denoising) -> tuple[Tensor, Tensor | None]:
         """The grid queries' positions (Q, D), and the denoising queries' (B, N, D) with
         ``point_positions`` (None without: the transformer takes their grid owners')."""
