@@ -14,7 +14,8 @@ stride of the ResNet's output):
 A batch wider than tall takes the first bucket (h, w) that covers it; a taller one the
 first transposed bucket (w, h); so at most 2N - 1 shapes occur.  A batch that no bucket
 covers (larger than ``max_size``, which the training resize never produces) is padded to
-its own size rounded up to 32.
+its own size rounded up to 32; with no buckets at all that is every batch
+(``--round_batches``).
 
 Padding only adds masked pixels; what that changes (and what not) is in
 ``docs/compile_and_buckets.md``.
