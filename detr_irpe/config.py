@@ -106,6 +106,10 @@ class DataConfig(FromOptions):
     scale_per_batch: bool = option(
         False, "draw the training resize's scale once per batch instead of once per image, so "
         "a batch's images share their shorter side and carry less padding (off: one per image, as DETR)")
+    mosaic: float = option(
+        0.0, "training augmentation: the probability that an image is a mosaic, a window of "
+        "its own size onto it and three random training images meeting at a point; objects "
+        "keep their scale (0 = off, as DETR; docs/training.md)")
     size_buckets: int = option(
         0, "pad every training batch to the smallest of N fixed sizes (multiples of 32 "
         "derived from --max_size and --train_scales) that covers it, so the step has a few "
@@ -122,6 +126,8 @@ class DataConfig(FromOptions):
             raise ValueError(f"--image_zoom {self.image_zoom}: must be in [0.25, 4] (1 = the "
                              "images' own sizes)")
         check_at_least(self, ("num_workers", "size_buckets"), 0)
+        if not 0 <= self.mosaic <= 1:
+            raise ValueError(f"--mosaic {self.mosaic}: must be a probability in [0, 1]")
         if self.round_batches and self.size_buckets:
             raise ValueError("--round_batches and --size_buckets both choose the padded size "
                              "of a batch; use one of them")

@@ -29,6 +29,7 @@ from detr_irpe.data.box_clipping import clip_boxes
 from detr_irpe.data.checker.checks import check_dataset
 from detr_irpe.data.checker.report import DatasetError, DatasetReport
 from detr_irpe.data.image_source import make_image_source
+from detr_irpe.data.mosaic import mosaic, random_corner
 from detr_irpe.data.transforms import make_transforms, to_model_format
 
 
@@ -160,6 +161,7 @@ class CocoDetection(Dataset):
     ):
         self.source = make_image_source(images)
         self.transforms = transforms
+        self.mosaic_probability = 0.0  # training augmentation (:mod:`~detr_irpe.data.mosaic`)
         self.train = train
         self.drop_crowd = train if drop_crowd is None else drop_crowd
         self.report: DatasetReport | None = None
@@ -208,8 +210,23 @@ class CocoDetection(Dataset):
 
     def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, dict]:
         """Item ``index``; an ``(index, scale)`` pair (``--scale_per_batch``) resizes it to
-        the batch's scale (:mod:`detr_irpe.data.batch_scale`)."""
+        the batch's scale (:mod:`detr_irpe.data.batch_scale`).  With
+        ``mosaic_probability`` above 0 (training), an item is a mosaic with that probability
+        (:mod:`detr_irpe.data.mosaic`)."""
         index, scale = index if isinstance(index, tuple) else (index, None)
+        if self.mosaic_probability > 0 and float(torch.rand(())) < self.mosaic_probability:
+            tiles = [self.load(i) for i in [index, *torch.randint(len(self), (3,)).tolist()]]
+            image, target = mosaic(tiles, random_corner(*tiles[0][0].shape[-2:]))
+        else:
+            image, target = self.load(index)
+        if self.transforms is not None:
+            with using_scale(scale):
+                image, target = self.transforms(image, target)
+        return to_model_format(image, target)
+
+    def load(self, index: int) -> tuple[tv_tensors.Image, dict]:
+        """Item ``index`` before the transforms: the uint8 (3, h, w) image and its target
+        with absolute XYXY boxes (:func:`prepare_target`)."""
         image_id = self.ids[index]
         pil_image = self.source.open(self.coco.imgs[image_id]["file_name"])
         annotations = self.coco.imgToAnns.get(image_id, [])
@@ -220,11 +237,7 @@ class CocoDetection(Dataset):
             self.category_to_label,
             self.drop_crowd,
         )
-        image = F.to_image(pil_image)
-        if self.transforms is not None:
-            with using_scale(scale):
-                image, target = self.transforms(image, target)
-        return to_model_format(image, target)
+        return F.to_image(pil_image), target
 
     def __repr__(self) -> str:
         return (

@@ -24,6 +24,7 @@ def set_transforms(train: CocoDetection | None, val: CocoDetection, data: DataCo
     if train is not None:
         train.transforms = make_transforms("train", scales=data.train_scales,
                                            max_size=data.max_size)
+        train.mosaic_probability = data.mosaic
     val.transforms = make_transforms("val", max_size=data.max_size, val_size=data.val_size)
 
 
