@@ -23,13 +23,12 @@ from torchvision import tv_tensors
 from torchvision.ops import box_area
 
 from detr_irpe.data.box_clipping import clip_to_image
+from detr_irpe.data.transforms import PER_BOX_KEYS, filter_boxes
 
 # A box stays a target while at least this fraction of its area lies inside the window.
 KEEP_FRACTION = 0.25
 # The canvas where no image reaches (uint8 grey).
 FILL = 114
-# Per-box keys that follow the boxes (as in the transforms).
-_PER_BOX = ("labels", "iscrowd")
 
 
 def mosaic(tiles: Sequence[tuple[torch.Tensor, dict]],
@@ -43,7 +42,7 @@ def mosaic(tiles: Sequence[tuple[torch.Tensor, dict]],
         raise ValueError(f"a mosaic takes 4 images, got {len(tiles)}")
     H, W = tiles[0][0].shape[-2:]
     canvas = torch.full((3, 2 * H, 2 * W), FILL, dtype=torch.uint8)
-    boxes, kept = [], {key: [] for key in _PER_BOX}
+    boxes = []
     for k, (image, target) in enumerate(tiles):
         h, w = min(image.shape[-2], H), min(image.shape[-1], W)
         above, left_side = k // 2 == 0, k % 2 == 0
@@ -53,8 +52,6 @@ def mosaic(tiles: Sequence[tuple[torch.Tensor, dict]],
         canvas[:, y0:y0 + h, x0:x0 + w] = image[:, sy:sy + h, sx:sx + w]
         shift = torch.tensor([x0 - sx, y0 - sy] * 2, dtype=torch.float32)
         boxes.append(target["boxes"].as_subclass(torch.Tensor).float() + shift)
-        for key in _PER_BOX:
-            kept[key].append(target[key])
     top, left = corner
     window = tv_tensors.Image(canvas[:, top:top + H, left:left + W].clone())
     shifted = torch.cat(boxes) - torch.tensor([left, top] * 2, dtype=torch.float32)
@@ -62,10 +59,11 @@ def mosaic(tiles: Sequence[tuple[torch.Tensor, dict]],
     area = box_area(clipped)
     keep &= area >= KEEP_FRACTION * box_area(shifted)
     first = tiles[0][1]
-    target = {key: torch.cat(values)[keep] for key, values in kept.items()}
-    target.update(boxes=tv_tensors.BoundingBoxes(clipped[keep], format="XYXY", canvas_size=(H, W)),
-                  area=area[keep], image_id=first["image_id"], orig_size=first["orig_size"])
-    return window, target
+    target = {key: torch.cat([t[key] for _, t in tiles])  # boxes and area: from the window
+              for key in PER_BOX_KEYS if key not in ("boxes", "area")}
+    target.update(boxes=tv_tensors.BoundingBoxes(clipped, format="XYXY", canvas_size=(H, W)),
+                  area=area, image_id=first["image_id"], orig_size=first["orig_size"])
+    return window, filter_boxes(target, keep)
 
 
 def random_corner(height: int, width: int) -> tuple[int, int]:
@@ -74,4 +72,3 @@ def random_corner(height: int, width: int) -> tuple[int, int]:
     top = int(torch.randint(height // 4, 3 * height // 4 + 1, ()))
     left = int(torch.randint(width // 4, 3 * width // 4 + 1, ()))
     return top, left
-
