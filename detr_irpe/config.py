@@ -110,6 +110,9 @@ class DataConfig(FromOptions):
         0.0, "training augmentation: the probability that an image is a mosaic, a window of "
         "its own size onto it and three random training images meeting at a point; objects "
         "keep their scale (0 = off, as DETR; docs/training.md)")
+    mosaic_until: float = option(
+        1.0, "the share of the planned epochs, from the first, that use --mosaic; the rest "
+        "train on plain images (YOLOv8's close_mosaic; 1 = every epoch)")
     size_buckets: int = option(
         0, "pad every training batch to the smallest of N fixed sizes (multiples of 32 "
         "derived from --max_size and --train_scales) that covers it, so the step has a few "
@@ -128,6 +131,9 @@ class DataConfig(FromOptions):
         check_at_least(self, ("num_workers", "size_buckets"), 0)
         if not 0 <= self.mosaic <= 1:
             raise ValueError(f"--mosaic {self.mosaic}: must be a probability in [0, 1]")
+        if not 0 <= self.mosaic_until <= 1:
+            raise ValueError(f"--mosaic_until {self.mosaic_until}: must be a share of the "
+                             "epochs in [0, 1]")
         if self.round_batches and self.size_buckets:
             raise ValueError("--round_batches and --size_buckets both choose the padded size "
                              "of a batch; use one of them")

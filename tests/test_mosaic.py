@@ -7,10 +7,10 @@ from helpers import data_flags, shapes_dataset
 from torchvision import tv_tensors
 
 from detr_irpe.config import DataConfig
-from detr_irpe.data.mosaic import FILL, mosaic, random_corner
+from detr_irpe.data.mosaic import FILL, mosaic, mosaic_epochs, random_corner
 from detr_irpe.data.transforms import to_model_format
 from detr_irpe.options import parse_args
-from detr_irpe.training.loaders import read_datasets, set_transforms
+from detr_irpe.training.loaders import TrainLoader, read_datasets, set_transforms
 
 
 def _tile(pixels: torch.Tensor, boxes: list[list[float]], label: int, image_id: int = 0):
@@ -94,7 +94,35 @@ def test_the_flag_makes_training_items_mosaics(tmp_path):
     assert not torch.equal(image, plain)
 
 
-@pytest.mark.parametrize("value", [-0.1, 1.5])
-def test_mosaic_outside_0_1_is_refused(value):
-    with pytest.raises(ValueError, match="--mosaic"):
-        DataConfig(mosaic=value)
+@pytest.mark.parametrize(("epochs", "until", "expected"),
+                         [(24, 0.75, 18), (23, 0.75, 17), (22, 0.75, 16), (10, 1.0, 10), (10, 0.0, 0)])
+def test_the_mosaic_keeps_the_first_share_of_the_epochs(epochs, until, expected):
+    # 23 * 0.75 = 17.25 -> 17; 22 * 0.75 = 16.5 -> 16 (half to even).
+    assert mosaic_epochs(epochs, until) == expected
+
+
+def test_the_last_epochs_train_on_plain_images(tmp_path):
+    root = shapes_dataset(tmp_path, num_train=8, num_val=2, image_size=48)
+    args = parse_args([*data_flags(root), "--mosaic", "1", "--mosaic_until", "0.5",
+                       "--num_workers", "0", "--output_dir", str(tmp_path / "out")])
+    data = DataConfig.from_options(vars(args))
+    train, val = read_datasets(data, evaluate_only=False)
+    set_transforms(train, val, data)
+    train.transforms = None
+    loader = TrainLoader(train, 4, data, seed=0, distributed=False, device=torch.device("cpu"))
+
+    def plain_items(epoch: int, epochs: int | None) -> set[bool]:
+        return {torch.equal(image, to_model_format(*train.load(train.ids.index(t["image_id"])))[0])
+                for images, targets in loader.epoch(epoch, epochs=epochs)
+                for image, t in zip(images, targets)}
+
+    # Of 4 planned epochs the first 2 are mosaics only, the last 2 plain images only.
+    assert [plain_items(epoch, 4) for epoch in range(4)] == [{False}, {False}, {True}, {True}]
+    assert plain_items(3, None) == {False}  # no plan given: the mosaic is back
+
+
+@pytest.mark.parametrize(("flag", "value"), [("mosaic", -0.1), ("mosaic", 1.5),
+                                             ("mosaic_until", -0.5), ("mosaic_until", 1.2)])
+def test_shares_outside_0_1_are_refused(flag, value):
+    with pytest.raises(ValueError, match=f"--{flag} "):
+        DataConfig(**{flag: value})

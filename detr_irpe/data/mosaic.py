@@ -12,6 +12,9 @@ canvas; DETR's flip, resize and crop follow as for any image.
 Boxes move with their image and are clipped to the window; a box keeps its target while at
 least :data:`KEEP_FRACTION` of its area shows, so that a crown cut down to a sliver of
 leaves does not ask the model to box the sliver.
+
+``--mosaic_until S`` keeps the mosaic for the first share S of the planned epochs
+(:func:`mosaic_epochs`); the last ones see the images as the evaluation does, without seams.
 """
 
 from __future__ import annotations
@@ -72,3 +75,10 @@ def random_corner(height: int, width: int) -> tuple[int, int]:
     top = int(torch.randint(height // 4, 3 * height // 4 + 1, ()))
     left = int(torch.randint(width // 4, 3 * width // 4 + 1, ()))
     return top, left
+
+
+def mosaic_epochs(epochs: int, until: float) -> int:
+    """How many of a run's ``epochs``, from the first, use the mosaic (``--mosaic_until``):
+    the share ``until`` of them, rounded to the nearest (halves to even); the rest train on
+    plain images, as YOLOv8's ``close_mosaic`` ends its runs."""
+    return round(until * epochs)

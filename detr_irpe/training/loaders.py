@@ -15,6 +15,7 @@ from detr_irpe.config import DataConfig
 from detr_irpe.data import CocoDetection, build_coco, collate_fn, make_transforms
 from detr_irpe.data.batch_scale import ScalePerBatch
 from detr_irpe.data.buckets import BucketCollate, size_buckets
+from detr_irpe.data.mosaic import mosaic_epochs
 from detr_irpe.data.transforms import training_scales
 from detr_irpe.machine.signals import kill_workers_left, leave_signals_to_main, stop_signals_blocked
 
@@ -87,11 +88,13 @@ def train_collate(data: DataConfig):
 
 class TrainLoader:
     """The training loader and its samplers: :meth:`epoch` sets the order of an epoch
-    (reproducible from the seed, also after a resume) and the batches to skip."""
+    (reproducible from the seed, also after a resume), the batches to skip and whether the
+    epoch uses the mosaic."""
 
     def __init__(self, train: CocoDetection, batch_size: int, data: DataConfig, seed: int,
                  distributed: bool, device: torch.device):
         self.seed, self.distributed = seed, distributed
+        self.train, self.mosaic, self.mosaic_until = train, data.mosaic, data.mosaic_until
         self.sampler = (DistributedSampler(train, shuffle=True, seed=seed) if distributed
                         else RandomSampler(train, generator=torch.Generator().manual_seed(seed)))
         batches = BatchSampler(self.sampler, batch_size, drop_last=True)
@@ -105,9 +108,15 @@ class TrainLoader:
         self.loader = DataLoader(train, batch_sampler=self.batches, collate_fn=train_collate(data),
                                  num_workers=data.num_workers, pin_memory=device.type == "cuda")
 
-    def epoch(self, epoch: int, skip: int = 0, stop: int | None = None) -> DataLoader:
-        """The loader of ``epoch``: its batches from ``skip`` up to ``stop`` (None: all)."""
+    def epoch(self, epoch: int, skip: int = 0, stop: int | None = None,
+              epochs: int | None = None) -> DataLoader:
+        """The loader of ``epoch``: its batches from ``skip`` up to ``stop`` (None: all);
+        ``epochs``: the run's planned epochs, of which the first ``--mosaic_until`` share
+        use the mosaic (None: every epoch does).  The workers start anew each epoch, so
+        they take the dataset's setting."""
         epoch_seed = self.seed * 100003 + epoch
+        closed = epochs is not None and epoch >= mosaic_epochs(epochs, self.mosaic_until)
+        self.train.mosaic_probability = 0.0 if closed else self.mosaic
         if self.distributed:
             self.sampler.set_epoch(epoch)
         else:

@@ -227,7 +227,7 @@ def _train(model, criterion, state: TrainState, loader: TrainLoader, validation:
             skip = state.resume_step if epoch == state.next_epoch else 0
             cut = plan.cut_at(epoch)  # optimiser steps -> batches
             stop_batch = None if cut is None else cut * validation.loop.optim.accum_steps
-            batches = loader.epoch(epoch, skip, stop_batch)
+            batches = loader.epoch(epoch, skip, stop_batch, plan.epochs)
             try:
                 train_stats = train_one_epoch(model, criterion, batches,
                                               state.optimizer, epoch, validation.loop,
