@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from detr_irpe.models.config import DETRConfig
-from detr_irpe.models.fields import FromOptions, check_at_least, check_choice, option
+from detr_irpe.models.fields import FromOptions, check_at_least, check_choice, check_within, option
 
 # DETR's evaluation resize: shorter side 800, longer side at most 1333.
 EVAL_SIZE, EVAL_MAX_SIZE = 800, 1333
@@ -129,11 +129,7 @@ class DataConfig(FromOptions):
             raise ValueError(f"--image_zoom {self.image_zoom}: must be in [0.25, 4] (1 = the "
                              "images' own sizes)")
         check_at_least(self, ("num_workers", "size_buckets"), 0)
-        if not 0 <= self.mosaic <= 1:
-            raise ValueError(f"--mosaic {self.mosaic}: must be a probability in [0, 1]")
-        if not 0 <= self.mosaic_until <= 1:
-            raise ValueError(f"--mosaic_until {self.mosaic_until}: must be a share of the "
-                             "epochs in [0, 1]")
+        check_within(self, ("mosaic", "mosaic_until"), 0, 1)  # a probability, a share
         if self.round_batches and self.size_buckets:
             raise ValueError("--round_batches and --size_buckets both choose the padded size "
                              "of a batch; use one of them")

@@ -47,3 +47,10 @@ def check_at_least(config, names, low: int) -> None:
     for name in names:
         if getattr(config, name) < low:
             raise ValueError(f"--{name} {getattr(config, name)}: must be >= {low}")
+
+
+def check_within(config, names, low: float, high: float) -> None:
+    """Each option in ``names`` lies in [low, high] (NaN does not)."""
+    for name in names:
+        if not low <= getattr(config, name) <= high:
+            raise ValueError(f"--{name} {getattr(config, name)}: must be in [{low}, {high}]")
