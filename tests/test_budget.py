@@ -9,6 +9,7 @@ from detr_irpe.data.sizing import sizes_from_data
 from detr_irpe.training.budget import (
     CALIBRATION_STEPS,
     EVALUATIONS,
+    FIT_SECONDS,
     MARGIN,
     REPORT_SECONDS,
     SETTLE_STEPS,
@@ -70,6 +71,21 @@ def test_first_plan_fills_the_budget_at_the_measured_speed():
     assert factor.total == steps
     assert b.plan.eval_every == math.ceil(epochs / 4)
     assert b.plan.evaluates(epochs - 1)
+
+
+def test_the_box_quality_fit_is_kept_free_in_the_plan():
+    totals = {}
+    for fit_images in (0, 240):
+        clock = Clock()
+        factor = LrFactor(total=1, warmup=0)
+        b = TimeBudget(10.0, start=1000.0, steps_per_epoch=1, batch_size=4, eval_images=0,
+                       factor=factor, verbose=False, clock=clock, fit_images=fit_images)
+        _steps(b, clock, SETTLE_STEPS + CALIBRATION_STEPS, 0.5)
+        totals[fit_images] = factor.total
+    # the fit: inference on 240 images at a third of a 0.5 s step per 4 images, then
+    # FIT_SECONDS; both in steps of 0.5 s (the floor may take one step more)
+    fit_steps = (240 * 0.5 / 4 / 3 + FIT_SECONDS) / 0.5
+    assert totals[0] - totals[240] in (math.floor(fit_steps), math.ceil(fit_steps))
 
 
 def _run(budget, clock, step_seconds) -> list[int]:

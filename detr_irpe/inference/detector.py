@@ -32,7 +32,7 @@ from detr_irpe.inference.categories import COCO_CATEGORY_NAMES, COCO_NUM_CLASSES
 from detr_irpe.inference.image_input import EXIF_TRANSPOSE, ImageInput, ImageReadError, to_image_tensor
 from detr_irpe.inference.settings import BATCH_SIZE, THRESHOLD, check_prediction
 from detr_irpe.machine.device import available_device
-from detr_irpe.models.detr import DETR, PostProcess, build_detr
+from detr_irpe.models.detr import DETR, PREDICTION_KEYS, PostProcess, build_detr
 
 
 def preprocess(image: Tensor, size: int, max_size: int | None) -> Tensor:
@@ -216,7 +216,8 @@ class Detector:
         inputs = [preprocess(img, self.size, self.max_size).to(self.device) for img in images]
         self.model.per_image_backbone = True
         outputs = self.model(inputs)
-        outputs = {k: outputs[k].float() for k in ("pred_logits", "pred_boxes")}
+        outputs = {k: v.float() if torch.is_tensor(v) else v
+                   for k, v in outputs.items() if k in PREDICTION_KEYS}
         dets = self.postprocess(outputs, sizes.to(self.device))
         return [self._select(d, hw, threshold) for d, hw in zip(dets, sizes.tolist())]
 

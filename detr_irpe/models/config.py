@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from .fields import FromOptions, check_at_least, check_choice, option
+from .fields import FromOptions, check_at_least, check_choice, check_within, option
 from .irpe_config import IRPE_INITS, IRPEConfig, parse_irpe
 
 PAPER_IRPE = IRPEConfig().to_string()  # the paper's iRPE-K: "rpe-2.0-product-ctx-1-k"
@@ -137,6 +137,15 @@ class DETRConfig(FromOptions):
         0.0, "training only: weight of a dense auxiliary head on the encoder output (each token "
         "near an object's centre predicts its class and box; speeds up training from "
         "scratch); 0 = off.  Saved checkpoints are plain DETR (docs/training.md, 'Training aids')")
+    quality_weight: float = option(
+        0.0, "a box-quality head, fitted after training on the training images, estimates "
+        "each box's IoU (q) from its query; the score is p^(1-a) q^a with a this weight and "
+        "p the class probability; 0 = no head (DETR's score).  The head is part of the saved "
+        "model (docs/training.md, 'Box quality')",
+        metavar="A")
+    clip_boxes: bool = option(
+        False, "the evaluation clips each detected box to its image, as prediction does; off "
+        "= DETR's evaluation, whose boxes may reach past the image")
     attn_aux_coef: float = option(
         0.0, "training only: weight of a loss that pulls each matched query's decoder "
         "cross-attention into its object's box (gets DETR's decoder off its plateau from "
@@ -160,6 +169,7 @@ class DETRConfig(FromOptions):
                      "class_loss_images", "o2m_box_queries", "o2m_box_coef", "denoising_groups"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name} {getattr(self, name)}: must be >= 0 (0 = off)")
+        check_within(self, ("quality_weight",), 0, 1)
         if self.anchor_content and not self.query_anchors:
             raise ValueError("--anchor_content reads the encoder at the grid cells of "
                              "--query_anchors; switch that on too")

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from torchvision.ops import box_convert
 
 from .backbone import Backbone, ImageBatch, Joiner
+from .box_quality import BoxQualityHead, blended_scores
 from .config import DETRConfig
 from .criterion import SetCriterion
 from .denoising import make_denoising_queries
@@ -33,6 +34,11 @@ class DETR(nn.Module):
     - ``dense_outputs``: in training mode with a ``dense_head`` only, its output
       (:class:`~detr_irpe.models.dense_head.DenseHead`).  The head is a training aid:
       in eval mode it is not run, and saved checkpoints leave it out of ``model``;
+    - ``query_features`` (B, Q, D): with a box-quality head (``quality_weight`` > 0) only,
+      the last decoder layer's query vectors; ``pred_quality`` (B, Q) and
+      ``quality_weight``: once that head is fitted, its IoU logits and the weight that
+      :class:`PostProcess` blends them into the scores with
+      (:mod:`~detr_irpe.models.box_quality`);
     - ``attention`` (B, Q, h * w) and ``attention_mask`` (B, h, w), in each output dict: in
       training mode with ``box_attention`` only, the layer's head-mean cross-attention and
       the feature mask, for :mod:`~detr_irpe.models.box_attention` (a training aid).
@@ -73,6 +79,7 @@ class DETR(nn.Module):
         point_positions: bool = False,
         denoising_groups: int = 0,
         denoising_negatives: bool = False,
+        quality_weight: float = 0.0,
     ):
         super().__init__()
         hidden = transformer.d_model
@@ -99,6 +106,9 @@ class DETR(nn.Module):
         # None: a buffer slot that the state dict leaves out
         self.register_buffer("content_points",
                              anchor_cells(num_queries)[:, :2].clone() if anchor_content else None)
+        # last: its initialisation leaves the random draws of the rest as they were
+        self.quality_weight = quality_weight
+        self.quality_embed = BoxQualityHead(hidden) if quality_weight > 0 else None
 
     def forward(self, images: Sequence[Tensor] | ImageBatch | Tensor,
                 targets: list[dict] | None = None) -> dict:
@@ -131,6 +141,11 @@ class DETR(nn.Module):
             for layer, w in zip(layers, weights):
                 layer.update(attention=w[:, :Q], attention_mask=mask)
         out = layers[-1]
+        if self.quality_embed is not None:
+            out["query_features"] = hs[-1, :, :Q]
+            if self.quality_embed.fitted:
+                out["pred_quality"] = self.quality_embed(out["query_features"], out["pred_boxes"])
+                out["quality_weight"] = self.quality_weight
         if self.aux_loss:
             out["aux_outputs"] = layers[:-1]
         if self.training and self.dense_head is not None:
@@ -153,12 +168,24 @@ class DETR(nn.Module):
         return grid, self.position_mlp(sine_of_points(denoising.points, dim))
 
 
+# The outputs that PostProcess reads.
+PREDICTION_KEYS = ("pred_logits", "pred_boxes", "pred_quality", "quality_weight")
+
+
 class PostProcess(nn.Module):
     """Model output -> per image detections in absolute xyxy pixels of a given size.
 
     Every query is a detection: score = max probability over real classes, label = its
-    argmax (a model label; map it to dataset ids outside).
+    argmax (a model label; map it to dataset ids outside).  With a box-quality head
+    (``pred_quality`` in the outputs) the score blends in its IoU estimate
+    (:mod:`~detr_irpe.models.box_quality`).  ``clip_boxes`` clips each box to its image,
+    as :class:`~detr_irpe.inference.detector.Detector` does (off: DETR's evaluation, whose
+    boxes may reach past the image).
     """
+
+    def __init__(self, clip_boxes: bool = False):
+        super().__init__()
+        self.clip_boxes = clip_boxes
 
     @torch.no_grad()
     def forward(self, outputs: dict, target_sizes: Tensor) -> list[dict[str, Tensor]]:
@@ -167,17 +194,24 @@ class PostProcess(nn.Module):
             raise ValueError(
                 f"{len(target_sizes)} target sizes for a batch of {len(outputs['pred_logits'])} images"
             )
-        scores, labels, xyxy = self.batched(outputs, target_sizes)
+        scores, labels, xyxy = self.batched(outputs, target_sizes, self.clip_boxes)
         return [{"scores": s, "labels": lab, "boxes": b} for s, lab, b in zip(scores, labels, xyxy)]
 
     @staticmethod
-    def batched(outputs: dict, target_sizes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def batched(outputs: dict, target_sizes: Tensor,
+                clip: bool = False) -> tuple[Tensor, Tensor, Tensor]:
         """The same as tensors: scores (B, Q), labels (B, Q) int64, boxes (B, Q, 4) xyxy."""
         logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
         scores, labels = logits.softmax(-1)[..., :-1].max(-1)
+        if "pred_quality" in outputs:
+            scores = blended_scores(scores, outputs["pred_quality"], outputs["quality_weight"])
         xyxy = box_convert(boxes, "cxcywh", "xyxy")
         h, w = target_sizes.to(xyxy).unbind(1)
-        return scores, labels, xyxy * torch.stack([w, h, w, h], dim=1)[:, None, :]
+        scale = torch.stack([w, h, w, h], dim=1)[:, None, :]
+        xyxy = xyxy * scale
+        if clip:
+            xyxy = torch.minimum(xyxy.clamp(min=0), scale)
+        return scores, labels, xyxy
 
 
 def build_detr(config: DETRConfig | None = None, **options) -> tuple[DETR, SetCriterion, dict]:
@@ -216,7 +250,8 @@ def build_detr(config: DETRConfig | None = None, **options) -> tuple[DETR, SetCr
                  query_anchors=config.query_anchors, anchor_content=config.anchor_content,
                  point_positions=config.point_positions,
                  denoising_groups=config.denoising_groups,
-                 denoising_negatives=config.denoising_negatives)
+                 denoising_negatives=config.denoising_negatives,
+                 quality_weight=config.quality_weight)
     matcher = HungarianMatcher(config.set_cost_class, config.set_cost_bbox, config.set_cost_giou,
                                config.set_cost_anchor)
     criterion = SetCriterion(
@@ -234,4 +269,4 @@ def build_detr(config: DETRConfig | None = None, **options) -> tuple[DETR, SetCr
         o2m_box_coef=config.o2m_box_coef,
         denoising=config.denoising_groups > 0,
     )
-    return model, criterion, {"bbox": PostProcess()}
+    return model, criterion, {"bbox": PostProcess(config.clip_boxes)}

@@ -24,6 +24,7 @@ SETTLE_STEPS = 5  # first steps left out of the measurement (allocations, worker
 CALIBRATION_STEPS = 20  # steps timed before the first plan
 EVALUATIONS = 4  # evaluations in a planned run, the last one after the last epoch
 REPORT_SECONDS = 15.0  # the end: best checkpoint reloaded, curves and prediction pictures
+FIT_SECONDS = 5.0  # the box-quality head's passes over its boxes, after their inference
 MARGIN = 0.03  # of the budget, kept free against the machine's ups and downs
 SHORTEST_LAST_EPOCH = 0.25  # the shortest last epoch, as a share of a whole one
 
@@ -98,16 +99,18 @@ class TimeBudget:
     evaluated when the run has just been given another; one that changes only the last
     epoch's steps moves no evaluation.  ``eval_images``: validation images, for the first
     estimate of an evaluation's time (``inference_share`` of a training step's time per
-    image, measured later).
+    image, measured later).  ``fit_images``: the images a box-quality head is fitted on
+    after the last epoch (0: none), whose time is kept free the same way.
     """
 
     def __init__(self, minutes: float, start: float, steps_per_epoch: int, batch_size: int,
                  eval_images: int, factor, verbose: bool, agree=lambda epochs: epochs,
-                 clock=time.time):
+                 clock=time.time, fit_images: int = 0):
         self.deadline = start + 60 * minutes
         self.minutes, self.start = minutes, start
         self.steps_per_epoch, self.batch_size = steps_per_epoch, batch_size
         self.eval_images, self.factor, self.verbose = eval_images, factor, verbose
+        self.fit_images = fit_images
         self.agree = agree  # several processes: the main process's plan for all
         self.clock = clock
         self.plan = Plan(epochs=1, eval_every=1, eval_epochs=[0])
@@ -149,7 +152,16 @@ class TimeBudget:
         if self.eval_seconds is not None:
             return self.eval_seconds
         # an image's inference costs about a third of its training step, plus COCOeval
-        return 2.0 + self.eval_images * self.step_seconds / self.batch_size / 3
+        return 2.0 + self._inference_seconds(self.eval_images)
+
+    def _inference_seconds(self, images: int) -> float:
+        # an image's inference costs about a third of its training step
+        return images * self.step_seconds / self.batch_size / 3
+
+    def _fit_estimate(self) -> float:
+        """The box-quality head's fit at the end: inference on its images, then
+        ``FIT_SECONDS`` for the head's own passes."""
+        return FIT_SECONDS + self._inference_seconds(self.fit_images) if self.fit_images else 0.0
 
     def _replan(self, steps_done: int, at_least: int, now: float, first: bool) -> None:
         """``steps_done``: optimiser steps trained; ``at_least``: the steps the plan must
@@ -157,7 +169,7 @@ class TimeBudget:
         spe = self.steps_per_epoch
         evals_left = max(1, EVALUATIONS - self.evaluations)
         left = (self.deadline - now - MARGIN * 60 * self.minutes - REPORT_SECONDS
-                - evals_left * self._eval_estimate())
+                - evals_left * self._eval_estimate() - self._fit_estimate())
         fits = steps_done + max(left, 0) / self.step_seconds
         total = math.floor(fits)
         if total % spe < SHORTEST_LAST_EPOCH * spe:  # too short a last epoch: left out

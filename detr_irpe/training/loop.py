@@ -373,6 +373,7 @@ def evaluate(
 
 def _float_outputs(outputs: dict) -> dict:
     out = {k: v.float() for k, v in outputs.items() if torch.is_tensor(v)}
+    out.update({k: v for k, v in outputs.items() if isinstance(v, float)})
     if "aux_outputs" in outputs:
         out["aux_outputs"] = [{k: v.float() for k, v in a.items()} for a in outputs["aux_outputs"]]
     return out

@@ -7,6 +7,7 @@ once, in docs/training.md ("What ``--output_dir`` holds").
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from detr_irpe.training.finetune import finetune_state, print_finetune
 from detr_irpe.training.loaders import TrainLoader, val_loader
 from detr_irpe.training.loop import LoopSettings, TrainingInterrupted, evaluate, train_one_epoch
 from detr_irpe.training.optimizer import build_optimizer, per_step
+from detr_irpe.training.quality_fit import fit_quality_head, fitting_set
 from detr_irpe.training.report import finish_report
 from detr_irpe.training.resume import TrainState
 from detr_irpe.training.run_folder import claim_run_folder
@@ -93,7 +95,14 @@ def _run(args, info: DistInfo, held: contextlib.ExitStack) -> dict:
     if ckpt is not None:
         lr_drop = cfg.optim.lr_drop if "lr_drop" in setup.given else None
         state.restore(ckpt, setup.resume, lr_drop, info)
-    budget = _plan(state, cfg, steps_per_epoch, len(val), info)
+    fit = None
+    if config.quality_weight > 0:
+        fit = functools.partial(fit_quality_head,
+                                dataset=fitting_set(setup.train_set, cfg.data, cfg.run.seed),
+                                batch_size=cfg.optim.batch_size, device=device, amp=loop.amp,
+                                seed=cfg.run.seed, verbose=info.is_main)
+    budget = _plan(state, cfg, steps_per_epoch, len(val),
+                   0 if fit is None else len(fit.keywords["dataset"]), info)
     if ckpt is not None and state.next_epoch >= state.plan.epochs:
         if info.is_main:
             print(f"{setup.resume}: {ckpt.progress()} of {state.plan.epochs} epochs (counted "
@@ -109,14 +118,15 @@ def _run(args, info: DistInfo, held: contextlib.ExitStack) -> dict:
     if info.is_main:  # written once the run has started for good
         write_json(output_dir / "args.json", record["args"])
     return _train(model, criterion, state, loader, validation, budget, record, n_parameters,
-                  info)
+                  info, fit)
 
 
 def _plan(state: TrainState, cfg: Settings, steps_per_epoch: int, val_images: int,
-          info: DistInfo) -> TimeBudget | None:
+          fit_images: int, info: DistInfo) -> TimeBudget | None:
     """Fix ``state.plan``: the checkpoint's (a resumed budgeted run keeps its plan), the
     epochs and evaluations of the options, or a :class:`TimeBudget`'s (returned: it plans
-    as the run goes)."""
+    as the run goes; ``fit_images``: the images the box-quality head is fitted on at the
+    end)."""
     if state.plan is not None:
         return None
     minutes = cfg.optim.time_budget
@@ -124,7 +134,8 @@ def _plan(state: TrainState, cfg: Settings, steps_per_epoch: int, val_images: in
         state.plan = Plan(cfg.optim.epochs, cfg.run.eval_every)
         return None
     budget = TimeBudget(minutes, process_start(), steps_per_epoch, cfg.optim.batch_size,
-                        val_images, state.scheduler.lr_lambdas[0], info.is_main, from_main)
+                        val_images, state.scheduler.lr_lambdas[0], info.is_main, from_main,
+                        fit_images=fit_images)
     state.plan, state.budgeted = budget.plan, True
     return budget
 
@@ -209,9 +220,12 @@ def _evaluate_checkpoint(model, setup: RunSetup, validation: Validation,
 
 
 def _train(model, criterion, state: TrainState, loader: TrainLoader, validation: Validation,
-           budget: TimeBudget | None, record: dict, n_parameters: int, info: DistInfo) -> dict:
+           budget: TimeBudget | None, record: dict, n_parameters: int, info: DistInfo,
+           fit=None) -> dict:
     """The epoch loop: train, step the schedule, evaluate when due, save, log.  The number
-    of epochs is ``state.plan``'s, which a time budget updates as the run goes."""
+    of epochs is ``state.plan``'s, which a time budget updates as the run goes.  ``fit``
+    (with a box-quality head) fits that head of the evaluated model after the last epoch,
+    before its evaluation and checkpoint."""
     output_dir, epoch, plan = validation.output_dir, state.next_epoch, state.plan
     log = EpochLog(output_dir, epoch, plan) if info.is_main else None
     last_stats = None
@@ -241,6 +255,8 @@ def _train(model, criterion, state: TrainState, loader: TrainLoader, validation:
             summary = None
             if budget is not None:  # re-planned before the evaluation: it may move
                 budget.epoch_done(epoch)
+            if fit is not None and epoch == plan.epochs - 1:
+                fit(state.model if state.ema is None else state.ema.module)
             if plan.evaluates(epoch):
                 started = time.time()
                 test_stats, summary = validation(model if state.ema is None else state.ema.module,
