@@ -56,7 +56,8 @@ def _collect(model, dataset: Dataset, batch_size: int, device: torch.device,
     before, model.per_image_backbone = model.per_image_backbone, True
     try:
         for images, targets in loader:
-            with autocast(device, amp):
+            # eagerly, as evaluation runs a --compile'd model: the sizes vary
+            with autocast(device, amp), torch.compiler.set_stance("force_eager"):
                 out = model([image.to(device) for image in images])
             boxes = out["pred_boxes"].float()
             inputs.append(torch.cat([out["query_features"].float(), boxes], -1).flatten(0, 1))

@@ -95,14 +95,14 @@ def _run(args, info: DistInfo, held: contextlib.ExitStack) -> dict:
     if ckpt is not None:
         lr_drop = cfg.optim.lr_drop if "lr_drop" in setup.given else None
         state.restore(ckpt, setup.resume, lr_drop, info)
-    fit = None
+    fit, fit_images = None, 0
     if config.quality_weight > 0:
-        fit = functools.partial(fit_quality_head,
-                                dataset=fitting_set(setup.train_set, cfg.data, cfg.run.seed),
+        fit_set = fitting_set(setup.train_set, cfg.data, cfg.run.seed)
+        fit = functools.partial(fit_quality_head, dataset=fit_set,
                                 batch_size=cfg.optim.batch_size, device=device, amp=loop.amp,
                                 seed=cfg.run.seed, verbose=info.is_main)
-    budget = _plan(state, cfg, steps_per_epoch, len(val),
-                   0 if fit is None else len(fit.keywords["dataset"]), info)
+        fit_images = len(fit_set)
+    budget = _plan(state, cfg, steps_per_epoch, len(val), fit_images, info)
     if ckpt is not None and state.next_epoch >= state.plan.epochs:
         if info.is_main:
             print(f"{setup.resume}: {ckpt.progress()} of {state.plan.epochs} epochs (counted "
