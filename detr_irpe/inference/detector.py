@@ -23,7 +23,6 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 from torchvision import tv_tensors
-from torchvision.ops import clip_boxes_to_image
 
 from detr_irpe.checkpoint import load_checkpoint
 from detr_irpe.config import EVAL_MAX_SIZE, EVAL_SIZE
@@ -83,7 +82,7 @@ class Detector:
         self.device = available_device(device, "device")
         self.model = model.to(self.device).eval()
         self.model.per_image_backbone = True
-        self.postprocess = PostProcess()
+        self.postprocess = PostProcess(clip_boxes=True)  # boxes inside the image
         self.size = size
         self.max_size = max_size
         self.exif_transpose = exif_transpose
@@ -219,15 +218,14 @@ class Detector:
         outputs = {k: v.float() if torch.is_tensor(v) else v
                    for k, v in outputs.items() if k in PREDICTION_KEYS}
         dets = self.postprocess(outputs, sizes.to(self.device))
-        return [self._select(d, hw, threshold) for d, hw in zip(dets, sizes.tolist())]
+        return [self._select(d, threshold) for d in dets]
 
-    def _select(self, det: dict, hw: list[int], threshold: float) -> dict:
+    def _select(self, det: dict, threshold: float) -> dict:
         scores, labels, boxes = (det[k].cpu() for k in ("scores", "labels", "boxes"))
         keep = scores >= threshold
         scores, labels, boxes = scores[keep], labels[keep], boxes[keep]
         order = torch.argsort(scores, descending=True, stable=True)
-        scores, labels = scores[order], labels[order]
-        boxes = clip_boxes_to_image(boxes[order], tuple(hw))
+        scores, labels, boxes = scores[order], labels[order], boxes[order]
         ids = self._ids[labels]
         return {
             "boxes": boxes,

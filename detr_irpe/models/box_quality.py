@@ -33,8 +33,13 @@ class BoxQualityHead(nn.Module):
         self.mlp.requires_grad_(False)
         self.register_buffer("fitted", torch.tensor(False))
 
+    @staticmethod
+    def inputs(queries: Tensor, boxes: Tensor) -> Tensor:
+        """What the MLP reads: each query's vector and its box, side by side."""
+        return torch.cat([queries, boxes.to(queries.dtype)], -1)
+
     def forward(self, queries: Tensor, boxes: Tensor) -> Tensor:
-        return self.mlp(torch.cat([queries, boxes.to(queries.dtype)], -1))[..., 0]
+        return self.mlp(self.inputs(queries, boxes))[..., 0]
 
 
 def blended_scores(probs: Tensor, quality_logits: Tensor, weight: float) -> Tensor:

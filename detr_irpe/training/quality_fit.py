@@ -60,7 +60,8 @@ def _collect(model, dataset: Dataset, batch_size: int, device: torch.device,
             with autocast(device, amp), torch.compiler.set_stance("force_eager"):
                 out = model([image.to(device) for image in images])
             boxes = out["pred_boxes"].float()
-            inputs.append(torch.cat([out["query_features"].float(), boxes], -1).flatten(0, 1))
+            inputs.append(model.quality_embed.inputs(out["query_features"].float(), boxes)
+                          .flatten(0, 1))
             ious.append(best_iou(boxes, [t["boxes"].to(device) for t in targets]).flatten())
     finally:
         model.per_image_backbone = before
