@@ -52,6 +52,11 @@ TINY_FLAGS = [*tiny_flags(num_queries=6), "--train_scales", "64", "80", "--max_s
               "--print_freq", "100", "--lr", "1e-3", "--enc_rpe2d", "rpe-2.0-product-ctx-1-k",
               "--threads", "2"]
 
+# TINY_FLAGS's run options alone, with no model or size flag: for runs that take them from a
+# checkpoint.
+RUN_ONLY = ["--batch_size", "2", "--num_workers", "0", "--device", "cpu", "--print_freq", "100",
+            "--threads", "2"]
+
 
 def shapes_dataset(root, layout: str = "custom", **generate) -> Path:
     """The generated shapes set (``generate``: generate_shapes_dataset's arguments) under

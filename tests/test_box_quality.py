@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import TINY_FLAGS, data_flags, shapes_dataset, tiny_model
+from helpers import RUN_ONLY, TINY_FLAGS, data_flags, shapes_dataset, tiny_model
 
 import main as main_module
 from detr_irpe.config import DataConfig
@@ -122,7 +122,7 @@ def test_weight_outside_zero_one_is_refused(value):
 def test_a_run_fits_the_head_and_evaluates_with_the_blended_score(data, tmp_path, capsys):
     out = tmp_path / "run"
     main_module.main(["--output_dir", str(out), "--epochs", "1", "--quality_weight", "0.5",
-                      *data_flags(data), *TINY_FLAGS])
+                      "--clip_boxes", *data_flags(data), *TINY_FLAGS])
     assert "box-quality head fitted on the 36 boxes of 6 training images" in capsys.readouterr().out
     written = json.loads((out / "eval" / "detections_0000.json").read_text())
     detector = Detector.from_checkpoint(out / "checkpoint.pth")
@@ -132,6 +132,28 @@ def test_a_run_fits_the_head_and_evaluates_with_the_blended_score(data, tmp_path
         mine = sorted((d["score"] for d in written if d["image_id"] == image["id"]), reverse=True)
         got = detector.predict(data / "val" / image["file_name"], threshold=0.0)
         assert got["scores"].tolist() == pytest.approx(mine, abs=1e-5)
+    # --eval --resume with no model flag scores and clips as the run did.
+    main_module.main(["--output_dir", str(tmp_path / "again"), "--eval", "--resume",
+                      str(out / "checkpoint.pth"), *data_flags(data), *RUN_ONLY])
+    again = json.loads((tmp_path / "again" / "eval" / "detections_eval.json").read_text())
+    assert [(d["score"], d["bbox"]) for d in again] == pytest.approx(
+        [(d["score"], d["bbox"]) for d in written], abs=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trained,given,says", [("0.5", "0", "which holds a box-quality head"),
+                                                ("0", "0.5", "which has no box-quality head")])
+def test_an_eval_weight_that_does_not_fit_the_checkpoints_head_is_one_clear_error(
+        data, tmp_path, trained, given, says):
+    out = tmp_path / "run"
+    main_module.main(["--output_dir", str(out), "--epochs", "1", "--quality_weight", trained,
+                      *data_flags(data), *TINY_FLAGS])
+    with pytest.raises(ValueError, match=f"--quality_weight {float(given)} .*{says}; leave "
+                                         f"--quality_weight out or give the checkpoint's "
+                                         f"{float(trained)}"):
+        main_module.main(["--output_dir", str(tmp_path / "eval"), "--eval", "--resume",
+                          str(out / "checkpoint.pth"), "--quality_weight", given,
+                          *data_flags(data), *RUN_ONLY])
 
 
 def test_onnx_export_scores_with_the_fitted_head(tmp_path):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import ROOT, TINY_FLAGS, data_flags, shapes_dataset
+from helpers import ROOT, RUN_ONLY, TINY_FLAGS, data_flags, shapes_dataset
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -102,12 +102,13 @@ def test_eval_resume_reproduces_ap_for_any_batch_size(trained, coco_root, tmp_pa
 
 @pytest.mark.slow
 def test_batch_norm_backbone_run_evaluates_from_its_checkpoint_alone(coco_root, tmp_path, capsys):
-    """A from-scratch run with a trainable batch-norm backbone (the CPU demo's setting):
-    its running statistics are saved, and --eval --resume without the backbone flags
-    rebuilds that backbone from the checkpoint and reproduces the AP."""
+    """A from-scratch run with a narrow trainable batch-norm backbone (the CPU presets'
+    setting): its running statistics are saved, and --eval --resume with no model flag at
+    all (not even --pretrained_backbone none, which a narrow trunk needs) rebuilds that
+    backbone from the checkpoint and reproduces the AP."""
     out = tmp_path / "bn"
     main_module.main(["--coco_path", str(coco_root), "--output_dir", str(out), "--epochs", "1",
-                      "--lr_drop", "1", "--backbone_norm", "batch",
+                      "--lr_drop", "1", "--backbone_norm", "batch", "--backbone_width", "16",
                       "--trainable_backbone_layers", "5", *TINY_FLAGS])
     ckpt = torch.load(out / "checkpoint.pth", weights_only=True)
     assert ckpt["model"]["backbone.0.body.bn1.num_batches_tracked"] > 0
@@ -116,8 +117,9 @@ def test_batch_norm_backbone_run_evaluates_from_its_checkpoint_alone(coco_root, 
     log = json.loads((out / "log.txt").read_text().splitlines()[0])
     ev_out = tmp_path / "bn_eval"
     main_module.main(["--coco_path", str(coco_root), "--output_dir", str(ev_out), "--eval",
-                      "--resume", str(out / "checkpoint.pth"), *TINY_FLAGS])
-    assert "backbone_norm='batch'" in capsys.readouterr().out
+                      "--resume", str(out / "checkpoint.pth"), *RUN_ONLY])
+    printed = capsys.readouterr().out
+    assert "backbone_norm='batch'" in printed and "pretrained_backbone='none'" in printed
     ev = json.loads((ev_out / "eval" / "eval.json").read_text())
     assert [ev["bbox"][k] for k in ev["bbox"]] == pytest.approx(log["test_coco_eval_bbox"], abs=1e-9)
 
@@ -411,10 +413,6 @@ def test_sigterm_then_sigint_to_the_process_group_save_and_exit_75(coco_root, tm
 
 # ---------------------------------------------------------------------------------------
 # After training: the checkpoint alone evaluates and predicts.
-
-RUN_ONLY = ["--batch_size", "2", "--num_workers", "0", "--device", "cpu", "--print_freq", "100",
-            "--threads", "2"]  # no model or size flags
-
 
 @pytest.mark.slow
 def test_eval_takes_every_model_option_and_size_from_the_checkpoint(trained, coco_root, tmp_path,

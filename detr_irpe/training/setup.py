@@ -67,8 +67,8 @@ def checkpoint_options(options: dict, given: dict, ckpt: Checkpoint, path: str,
                        verbose: bool) -> dict:
     """The options that make the run describe the model in ``ckpt``: every architecture
     option it records (``ARCHITECTURE``) and, unless given, its ``val_size`` / ``max_size`` /
-    ``amp``.  An option set on purpose that contradicts the checkpoint is an error naming both
-    values."""
+    ``amp`` / ``pretrained_backbone`` and its scoring (``quality_weight``, ``clip_boxes``).
+    An option set on purpose that contradicts the checkpoint is an error naming both values."""
     adopted = {}
     for key in ARCHITECTURE:
         if key not in ckpt.options:
@@ -80,15 +80,34 @@ def checkpoint_options(options: dict, given: dict, ckpt: Checkpoint, path: str,
                 f"with {key} {stored!r}; leave --{key} out (the checkpoint's value is used)")
         if stored != ours:
             adopted[key] = stored
-    # The evaluation resize and precision it ran with, so that --eval reproduces its AP.
+    # The evaluation resize and precision it ran with, so that --eval reproduces its AP, and
+    # how its backbone began (its weights are in the checkpoint; a narrow trunk from random
+    # init is valid only with pretrained_backbone "none").
     stored = ckpt.eval_sizes()
-    if ckpt.args.get("amp"):
-        stored["amp"] = ckpt.args["amp"]
+    for key in ("amp", "pretrained_backbone"):
+        if ckpt.args.get(key):
+            stored[key] = ckpt.args[key]
+    stored.update(_scoring_options(options, given, ckpt, path))
     adopted.update({k: v for k, v in stored.items() if k not in given and options[k] != v})
     if verbose and adopted:
         shown = ", ".join(f"{k}={v!r}" for k, v in adopted.items())
         print(f"note: using the settings of {path}: {shown}")
     return adopted
+
+
+def _scoring_options(options: dict, given: dict, ckpt: Checkpoint, path: str) -> dict:
+    """How ``ckpt`` scores and clips its boxes (``quality_weight``, ``clip_boxes``), where it
+    records them.  A given weight re-blends the checkpoint's own box-quality head; a weight
+    that would build a head the checkpoint lacks, or drop the one it holds, is an error."""
+    stored = {k: ckpt.options[k] for k in ("quality_weight", "clip_boxes") if k in ckpt.options}
+    has_head = any(k.startswith("quality_embed.") for k in ckpt.model)
+    if "quality_weight" in given and (options["quality_weight"] > 0) != has_head:
+        holds = "holds a box-quality head" if has_head else "has no box-quality head"
+        raise ValueError(
+            f"--quality_weight {options['quality_weight']} (from {given['quality_weight']}) "
+            f"does not fit {path}, which {holds}; leave --quality_weight out or give the "
+            f"checkpoint's {stored.get('quality_weight', 0.0)}")
+    return stored
 
 
 def finetune_options(options: dict, given: dict, source: Checkpoint, verbose: bool) -> dict:
