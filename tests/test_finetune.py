@@ -62,6 +62,21 @@ def test_finetune_state_keeps_fitting_tensors_and_resets_head():
         assert torch.equal(dst.state_dict()[name], src.state_dict()[name])
 
 
+def test_finetune_starts_an_unfitted_box_quality_head():
+    """The source's fitted head describes the source's queries: fine-tuning starts the new
+    model's head afresh and unfitted, so its evaluations score as DETR does until the refit."""
+    options = dict(enc_rpe2d="", quality_weight=0.5, **SMALL)
+    src, _, _ = detr_irpe.build_detr(num_classes=91, **options)
+    src.quality_embed.fitted.fill_(True)
+    torch.nn.init.constant_(src.quality_embed.mlp.layers[0].weight, 0.5)
+    dst, _, _ = detr_irpe.build_detr(num_classes=3, **options)
+    before = dst.quality_embed.mlp.layers[0].weight.clone()
+    report = finetune_state(dst, src.state_dict(), reset_queries=False)
+    assert {"quality_embed.fitted", "quality_embed.mlp.layers.0.weight"} <= set(report["reinitialised"])
+    assert not bool(dst.quality_embed.fitted)
+    assert torch.equal(dst.quality_embed.mlp.layers[0].weight, before)
+
+
 @pytest.mark.slow
 def test_finetune_end_to_end_with_arbitrary_ids(custom_set, coco_checkpoint, tmp_path, capsys):
     out = tmp_path / "ft"

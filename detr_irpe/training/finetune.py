@@ -8,11 +8,14 @@ import torch
 
 def finetune_state(model: torch.nn.Module, source: dict, reset_queries: bool) -> dict:
     """Copy from ``source`` every tensor whose name and shape fit ``model``, except the
-    class head (always re-initialised: the classes differ) and, optionally, the query
-    embeddings (or the position MLP of ``--point_positions``).  Returns a report: kept /
-    reinitialised / mismatched / unused names."""
+    class head (always re-initialised: the classes differ), the box-quality head (always:
+    fitted to the source model's queries, it is fitted again after the last epoch, and until
+    then changes no score) and, optionally, the query embeddings (or the position MLP of
+    ``--point_positions``).  Returns a report: kept / reinitialised / mismatched / unused
+    names."""
     target = model.state_dict()
-    fresh = ("class_embed.",) + (("query_embed.", "position_mlp.") if reset_queries else ())
+    fresh = ("class_embed.", "quality_embed.")
+    fresh += ("query_embed.", "position_mlp.") if reset_queries else ()
     kept, mismatched = [], []
     for name, tensor in source.items():
         if name not in target or name.startswith(fresh):
