@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import sys
 from collections import defaultdict
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -337,21 +337,15 @@ def evaluate(
     model.eval()
     criterion.eval()
     core = model.module if hasattr(model, "module") else model
-    before = core.per_image_backbone
-    core.per_image_backbone = per_image
     weights = criterion.weight_dict
     stats = Averages()
     progress = Progress("Test", len(loader), settings.run.print_freq, _quiet_seconds(),
                         enabled=settings.verbose)
     device = settings.device
-    try:
+    with backbone_per_image(core, per_image):
         for step, (images, targets) in enumerate(loader):
             images, targets = _to_device(images, targets, device)
-            # A --compile'd model is evaluated eagerly: evaluation images come in many
-            # sizes, each of which would be compiled anew.
-            with autocast(device, settings.amp), torch.compiler.set_stance("force_eager"):
-                outputs = core(images)
-            outputs = _float_outputs(outputs)
+            outputs = eval_outputs(core, images, device, settings.amp)
             # Test losses follow DETR: crowd objects are not targets.
             loss_targets = [_without_crowd(t) for t in targets]
             num_boxes = _step_num_boxes([(step, images, loss_targets)], device)
@@ -366,9 +360,24 @@ def evaluate(
             results = postprocess(outputs, sizes)
             evaluator.update({int(t["image_id"]): r for t, r in zip(targets, results)})
             progress.update(step + 1, lambda: {"loss": stats.means().get("loss", float("nan"))})
+    return all_reduce_mean(stats.means(), device)
+
+
+@contextmanager
+def backbone_per_image(core: nn.Module, on: bool):
+    """``core.per_image_backbone`` set to ``on`` for the block, restored after."""
+    before, core.per_image_backbone = core.per_image_backbone, on
+    try:
+        yield
     finally:
         core.per_image_backbone = before
-    return all_reduce_mean(stats.means(), device)
+
+
+def eval_outputs(core: nn.Module, images, device: torch.device, amp: str) -> dict:
+    """``core``'s outputs for ``images`` in float32.  A --compile'd model runs eagerly here:
+    evaluation images come in many sizes, each of which would be compiled anew."""
+    with autocast(device, amp), torch.compiler.set_stance("force_eager"):
+        return _float_outputs(core(images))
 
 
 def _float_outputs(outputs: dict) -> dict:

@@ -25,7 +25,7 @@ from detr_irpe.config import DataConfig
 from detr_irpe.data import CocoDetection, collate_fn, make_transforms
 from detr_irpe.models.box_quality import best_iou
 
-from .loop import autocast
+from .loop import backbone_per_image, eval_outputs
 
 STEPS = 3000
 MAX_IMAGES = 2000
@@ -53,18 +53,12 @@ def _collect(model, dataset: Dataset, batch_size: int, device: torch.device,
     loader = DataLoader(dataset, batch_size, shuffle=False, collate_fn=collate_fn)
     inputs, ious = [], []
     model.eval()
-    before, model.per_image_backbone = model.per_image_backbone, True
-    try:
+    with backbone_per_image(model, True):
         for images, targets in loader:
-            # eagerly, as evaluation runs a --compile'd model: the sizes vary
-            with autocast(device, amp), torch.compiler.set_stance("force_eager"):
-                out = model([image.to(device) for image in images])
-            boxes = out["pred_boxes"].float()
-            inputs.append(model.quality_embed.inputs(out["query_features"].float(), boxes)
-                          .flatten(0, 1))
+            out = eval_outputs(model, [image.to(device) for image in images], device, amp)
+            boxes = out["pred_boxes"]
+            inputs.append(model.quality_embed.inputs(out["query_features"], boxes).flatten(0, 1))
             ious.append(best_iou(boxes, [t["boxes"].to(device) for t in targets]).flatten())
-    finally:
-        model.per_image_backbone = before
     return torch.cat(inputs), torch.cat(ious)
 
 
