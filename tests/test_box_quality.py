@@ -1,4 +1,4 @@
-"""The box-quality head (--quality_weight): its IoU targets and blend by hand, DETR's scores
+"""The box-quality head (--quality_weight): its targets and blend by hand, DETR's scores
 until it is fitted, the fit itself, and the blended score in every path that scores
 (PostProcess, evaluation, Detector, ONNX); its option check."""
 
@@ -16,19 +16,28 @@ from detr_irpe.config import DataConfig
 from detr_irpe.data import CocoDetection
 from detr_irpe.inference.detector import Detector, preprocess
 from detr_irpe.inference.export import export_onnx
-from detr_irpe.models.box_quality import best_iou, blended_scores
+from detr_irpe.models.box_quality import DUPLICATE_SHARPNESS, blended_scores, quality_targets
 from detr_irpe.training import quality_fit
 from detr_irpe.training.optimizer import param_groups
 from detr_irpe.training.quality_fit import fit_quality_head, fitting_set
 
 
-def test_best_iou_by_hand():
-    boxes = torch.tensor([[[0.5, 0.5, 0.2, 0.2],    # the target itself
-                           [0.6, 0.5, 0.2, 0.2],    # half of it in x: 0.02 / 0.06
-                           [0.1, 0.1, 0.1, 0.1]]])  # far away
+def test_quality_targets_by_hand():
+    boxes = torch.tensor([[[0.5, 0.5, 0.2, 0.2],      # the first target itself: IoU 1
+                           [0.6, 0.5, 0.2, 0.2],      # half of it in x: IoU 1/3, a duplicate
+                           [0.9, 0.875, 0.1, 0.05],   # half of the second: IoU 1/2, its best
+                           [0.1, 0.1, 0.1, 0.1]]])    # far away
     targets = [torch.tensor([[0.5, 0.5, 0.2, 0.2], [0.9, 0.9, 0.1, 0.1]])]
-    torch.testing.assert_close(best_iou(boxes, targets), torch.tensor([[1.0, 1 / 3, 0.0]]))
-    torch.testing.assert_close(best_iou(boxes, [torch.zeros(0, 4)]), torch.zeros(1, 3))
+    duplicate = 1 / 3 * (1 / 3) ** DUPLICATE_SHARPNESS  # behind the first box's IoU of 1
+    torch.testing.assert_close(quality_targets(boxes, targets),
+                               torch.tensor([[1.0, duplicate, 0.5, 0.0]]))
+    torch.testing.assert_close(quality_targets(boxes, [torch.zeros(0, 4)]), torch.zeros(1, 4))
+
+
+def test_boxes_that_tie_on_an_object_both_keep_their_iou():
+    boxes = torch.tensor([[[0.6, 0.5, 0.2, 0.2], [0.4, 0.5, 0.2, 0.2]]])  # 1/3 each side
+    targets = [torch.tensor([[0.5, 0.5, 0.2, 0.2]])]
+    torch.testing.assert_close(quality_targets(boxes, targets), torch.tensor([[1 / 3, 1 / 3]]))
 
 
 def test_blended_score_by_hand():
@@ -103,7 +112,7 @@ def test_the_fit_beats_the_best_constant_and_marks_the_head(data):
             image, target = fit[n]
             out = model.eval()([image])
             logits.append(model.quality_embed(out["query_features"], out["pred_boxes"]).flatten())
-            ious.append(best_iou(out["pred_boxes"], [target["boxes"]]).flatten())
+            ious.append(quality_targets(out["pred_boxes"], [target["boxes"]]).flatten())
     y = torch.cat(ious)
     assert float(y.max()) > 0
     by_hand = F.binary_cross_entropy_with_logits(torch.cat(logits), y)

@@ -3,7 +3,8 @@
 The finished model runs, as in evaluation, over the training images read with the
 evaluation transform (no augmentation, no mosaic); over ``MAX_IMAGES`` of them, drawn from
 the run's seed, when the set is larger (COCO).  Each query's vector and box are kept
-with the box's best IoU with its image's objects, and the head alone is fitted to them:
+with its target (:func:`~detr_irpe.models.box_quality.quality_targets`: its IoU with its
+object, discounted for a duplicate), and the head alone is fitted to them:
 binary cross-entropy, AdamW, ``STEPS`` steps on batches of ``BATCH`` boxes, in passes over
 them in an order drawn from the run's seed (about 60 passes over the 12,000 boxes of 297
 tiles with 40 queries; many more over a tiny set).  On those 297 tiles of 200 px the fit
@@ -23,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from detr_irpe.config import DataConfig
 from detr_irpe.data import CocoDetection, collate_fn, make_transforms
-from detr_irpe.models.box_quality import best_iou
+from detr_irpe.models.box_quality import quality_targets
 
 from .loop import backbone_per_image, eval_outputs
 
@@ -49,7 +50,7 @@ def fitting_set(train: CocoDetection, data: DataConfig, seed: int) -> Dataset:
 @torch.no_grad()
 def _collect(model, dataset: Dataset, batch_size: int, device: torch.device,
              amp: str) -> tuple[Tensor, Tensor]:
-    """(N, D + 4) query vectors and boxes, (N,) their best IoUs, over all queries."""
+    """(N, D + 4) query vectors and boxes, (N,) their targets, over all queries."""
     loader = DataLoader(dataset, batch_size, shuffle=False, collate_fn=collate_fn)
     inputs, ious = [], []
     model.eval()
@@ -58,7 +59,7 @@ def _collect(model, dataset: Dataset, batch_size: int, device: torch.device,
             out = eval_outputs(model, [image.to(device) for image in images], device, amp)
             boxes = out["pred_boxes"]
             inputs.append(model.quality_embed.inputs(out["query_features"], boxes).flatten(0, 1))
-            ious.append(best_iou(boxes, [t["boxes"].to(device) for t in targets]).flatten())
+            ious.append(quality_targets(boxes, [t["boxes"].to(device) for t in targets]).flatten())
     return torch.cat(inputs), torch.cat(ious)
 
 
@@ -92,6 +93,6 @@ def fit_quality_head(model, dataset: Dataset, batch_size: int, device: torch.dev
         final = float(F.binary_cross_entropy_with_logits(mlp(x)[:, 0], y))
     if verbose:
         print(f"box-quality head fitted on the {len(x)} boxes of {len(dataset)} training "
-              f"images in {time.time() - started:.0f} s (loss {final:.3f}; mean IoU "
+              f"images in {time.time() - started:.0f} s (loss {final:.3f}; mean target "
               f"{float(y.mean()):.3f})", flush=True)
     return final
