@@ -32,7 +32,7 @@ class LoopSettings:
     """How :func:`train_one_epoch` and :func:`evaluate` run: the run's
     :class:`~detr_irpe.config.OptimConfig` and :class:`~detr_irpe.config.RunConfig`
     themselves, the device, and the precision that runs there (``--amp``, or float32 on a
-    CPU without bf16 kernels)."""
+    CPU without native bf16 arithmetic)."""
 
     optim: OptimConfig
     run: RunConfig
