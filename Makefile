@@ -45,3 +45,21 @@ clean-venv:
 .PHONY: test-fast
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow and not sweep and not inductor"
+
+# The peer a user would pick instead: Ultralytics YOLOv8n from scratch for MINUTES on
+# DATASET (as tools/make_trees_dataset.py writes it), in a venv of its own (not a
+# dependency of this project); its detections land in PEER_OUT/detections.json, to be
+# scored with tools/score.py.  Its venv is a CUDA build of torch too: about 6 GB.
+PEER_VENV := .peer-venv
+DATASET ?= datasets/trees_dev
+MINUTES ?= 10
+PEER_OUT ?= output/peer
+$(PEER_VENV)/.installed:
+	test -x $(PEER_VENV)/bin/python || $(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/pip install --quiet ultralytics==8.4.190
+	touch $@
+
+.PHONY: peer
+peer: $(PEER_VENV)/.installed $(STAMP)
+	$(PEER_VENV)/bin/python tools/peer_yolov8n.py --dataset $(DATASET) --minutes $(MINUTES) --out $(PEER_OUT)
+	$(PY) tools/score.py --json $(DATASET)/annotations/val.json --detections $(PEER_OUT)/detections.json

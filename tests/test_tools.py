@@ -72,3 +72,27 @@ def test_compare_official_names_a_folder_that_is_not_the_official_code(tmp_path)
         compare_official.main(["--official", str(tmp_path), "--serve", "official",
                                "--outputs", str(tmp_path / "o.pt")])
     assert str(tmp_path) in str(exc.value) and "DETR-with-iRPE" in str(exc.value)
+
+
+def test_peer_labels_are_the_coco_boxes_normalised(tmp_path):
+    """tools/peer_yolov8n.py hands YOLOv8n the COCO boxes as `class cx cy w h` over the
+    image size, with contiguous class indices; crowd boxes are left out."""
+    from tools.peer_yolov8n import yolo_split
+
+    images = tmp_path / "img"
+    images.mkdir()
+    (images / "a.png").write_bytes(b"")
+    (images / "b.png").write_bytes(b"")
+    coco = {"images": [{"id": 3, "file_name": "a.png", "width": 200, "height": 100},
+                       {"id": 4, "file_name": "b.png", "width": 50, "height": 50}],
+            "annotations": [{"id": 1, "image_id": 3, "category_id": 7, "bbox": [20, 10, 40, 30]},
+                            {"id": 2, "image_id": 3, "category_id": 9, "bbox": [0, 0, 200, 100],
+                             "iscrowd": 1}],
+            "categories": [{"id": 7, "name": "tree"}, {"id": 9, "name": "bush"}]}
+    (tmp_path / "a.json").write_text(__import__("json").dumps(coco))
+    folder = yolo_split(tmp_path / "a.json", images, tmp_path / "yolo", {7: 0, 9: 1})
+    assert (folder / "a.png").resolve() == (images / "a.png").resolve()
+    values = (tmp_path / "yolo" / "labels" / "a.txt").read_text().split()
+    assert values[0] == "0"
+    assert [float(v) for v in values[1:]] == pytest.approx([0.2, 0.25, 0.2, 0.3])
+    assert (tmp_path / "yolo" / "labels" / "b.txt").read_text() == ""  # no boxes: no lines
