@@ -233,9 +233,11 @@ class Backbone(nn.Module):
         trainable_layers: int,
         stride: int,
         width: int = 64,
+        channels_last_training: bool = False,
     ):
         """The values are checked by :class:`~detr_irpe.models.config.DETRConfig`."""
         super().__init__()
+        self.channels_last_training = channels_last_training
         norm_layer = FrozenBatchNorm2d if norm == "frozen" else nn.BatchNorm2d
         if width == 64:
             net = getattr(torchvision.models, name)(
@@ -257,11 +259,12 @@ class Backbone(nn.Module):
     def forward(self, batch: ImageBatch) -> tuple[Tensor, Tensor]:
         """Returns features (B, C, h, w) and their mask (B, h, w), True on padding."""
         x = batch.tensors
-        if x.device.type == "cpu" and (not torch.is_grad_enabled()
+        if x.device.type == "cpu" and (not torch.is_grad_enabled() or self.channels_last_training
                                        or torch.is_autocast_enabled("cpu")):
             # oneDNN picks faster convolutions (and max-pooling) for channels-last input in
-            # inference and in bf16 training, not in float32 training (docs/benchmarks.md,
-            # "CPU settings applied by the project").
+            # inference and in bf16 training; in float32 training for small trunks on small
+            # images, not for DETR-R50 at COCO's sizes (docs/benchmarks.md, "CPU settings
+            # applied by the project").
             x = x.contiguous(memory_format=torch.channels_last)
         feats = self.body(x)["0"]
         mask = F.interpolate(batch.mask[None].float(), size=feats.shape[-2:])[0].to(torch.bool)

@@ -231,6 +231,7 @@ def build_detr(config: DETRConfig | None = None, **options) -> tuple[DETR, SetCr
         trainable_layers=config.trainable_backbone_layers,
         stride=config.backbone_stride,
         width=config.backbone_width,
+        channels_last_training=config.channels_last_training,
     )
     joiner = Joiner(backbone, build_position_encoding(config.position_embedding, config.hidden_dim))
     transformer = Transformer(
