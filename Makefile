@@ -47,7 +47,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow and not sweep and not inductor"
 
 # The peer a user would pick instead: Ultralytics YOLOv8n from scratch for MINUTES on
-# DATASET (as tools/make_trees_dataset.py writes it), in a venv of its own (not a
+# DATASET (laid out as tools/make_trees_dataset.py writes it), in a venv of its own (not a
 # dependency of this project); its detections land in PEER_OUT/detections.json, to be
 # scored with tools/score.py.  Its venv is a CUDA build of torch too: about 6 GB.
 PEER_VENV := .peer-venv

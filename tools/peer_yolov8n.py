@@ -10,9 +10,10 @@ of this project and this file imports nothing of it.  The settings are those of 
 side runs (docs/scratch_training.md): ``yolov8n.yaml`` from random init, 256-px images,
 batches of 16, the CPU, no validation during training, the last weights; at prediction a
 score threshold of 0.001, its NMS at IoU 0.7 and at most 100 boxes per image (COCO's
-``maxDets``).  The dataset is read as ``tools/make_trees_dataset.py`` and
-``tools/make_shapes_dataset.py`` write it: ``annotations/{train,val}.json`` and the images
-in ``train/`` and ``val/`` (``--train_json`` and the like for another layout).
+``maxDets``).  The dataset is read as ``tools/make_trees_dataset.py`` writes it:
+``annotations/{train,val}.json`` and the images in ``train/`` and ``val/``; for another
+layout (the shapes' ``annotations/instances_train.json``, say) give ``--train_json``,
+``--train_images``, ``--val_json`` and ``--val_images`` and run this file directly.
 """
 
 from __future__ import annotations

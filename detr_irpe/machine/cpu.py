@@ -18,7 +18,8 @@
   falls to reference code, about 8x slower. There :func:`amp_on` runs float32 instead;
 - channels-last for the backbone only where it helps: on the CPU the ResNet gets a
   channels-last input in inference (no autograd) and in training under bf16 autocast;
-  float32 training is slower in channels-last and keeps the contiguous format.
+  float32 training keeps the contiguous format (DETR-R50 trained slower in channels-last)
+  unless ``--channels_last_training`` asks for it (the CPU presets do).
 
 The figures: docs/benchmarks.md, "CPU settings applied by the project".
 """
