@@ -89,8 +89,7 @@ def test_peer_labels_are_the_coco_boxes_normalised(tmp_path):
                             {"id": 2, "image_id": 3, "category_id": 9, "bbox": [0, 0, 200, 100],
                              "iscrowd": 1}],
             "categories": [{"id": 7, "name": "tree"}, {"id": 9, "name": "bush"}]}
-    (tmp_path / "a.json").write_text(__import__("json").dumps(coco))
-    folder = yolo_split(tmp_path / "a.json", images, tmp_path / "yolo", {7: 0, 9: 1})
+    folder = yolo_split(coco, images, tmp_path / "yolo", {7: 0, 9: 1})
     assert (folder / "a.png").resolve() == (images / "a.png").resolve()
     values = (tmp_path / "yolo" / "labels" / "a.txt").read_text().split()
     assert values[0] == "0"

@@ -44,10 +44,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def yolo_split(coco_json: Path, images: Path, out: Path, index: dict[int, int]) -> Path:
+def yolo_split(coco: dict, images: Path, out: Path, index: dict[int, int]) -> Path:
     """Write ``out/images/*`` (links to the images) and ``out/labels/*.txt`` (one line
-    ``class cx cy w h`` per box, normalised) for one COCO split; returns the images folder."""
-    coco = json.loads(coco_json.read_text())
+    ``class cx cy w h`` per box, normalised) for one COCO split (its parsed JSON); returns
+    the images folder."""
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "labels").mkdir(parents=True, exist_ok=True)
     boxes: dict[int, list[str]] = {img["id"]: [] for img in coco["images"]}
@@ -69,9 +69,8 @@ def yolo_split(coco_json: Path, images: Path, out: Path, index: dict[int, int]) 
     return out / "images"
 
 
-def detections(model, coco_json: Path, images: Path, imgsz: int, classes: list[int]) -> list:
-    """The model's boxes on every image of a COCO split, as COCO results."""
-    coco = json.loads(coco_json.read_text())
+def detections(model, coco: dict, images: Path, imgsz: int, classes: list[int]) -> list:
+    """The model's boxes on every image of a COCO split (its parsed JSON), as COCO results."""
     results = []
     for img in coco["images"]:
         pred = model.predict(str(images / img["file_name"]), imgsz=imgsz, conf=0.001, iou=0.7,
@@ -89,16 +88,18 @@ def main(argv=None) -> int:
     os.environ.setdefault("YOLO_OFFLINE", "1")
     from ultralytics import YOLO  # the peer's venv only
 
-    paths = {split: (getattr(args, f"{split}_json") or args.dataset / "annotations" / f"{split}.json",
-                     getattr(args, f"{split}_images") or args.dataset / split)
-             for split in ("train", "val")}
-    categories = json.loads(paths["train"][0].read_text())["categories"]
+    splits = {}  # split: (its parsed COCO JSON, its images folder)
+    for split in ("train", "val"):
+        path = getattr(args, f"{split}_json") or args.dataset / "annotations" / f"{split}.json"
+        splits[split] = (json.loads(path.read_text()),
+                         getattr(args, f"{split}_images") or args.dataset / split)
+    categories = splits["train"][0]["categories"]
     classes = sorted(c["id"] for c in categories)
     index = {c: i for i, c in enumerate(classes)}
     names = {c["id"]: c["name"] for c in categories}
     args.out.mkdir(parents=True, exist_ok=True)
-    folders = {split: yolo_split(*paths[split], args.out / "yolo" / split, index)
-               for split in paths}
+    folders = {split: yolo_split(*splits[split], args.out / "yolo" / split, index)
+               for split in splits}
     data = args.out / "data.yaml"
     data.write_text(f"train: {folders['train'].resolve()}\nval: {folders['val'].resolve()}\n"
                     f"names:\n" + "".join(f"  {i}: {names[c]}\n" for i, c in enumerate(classes)))
@@ -107,10 +108,10 @@ def main(argv=None) -> int:
                 device="cpu", pretrained=False, val=False, workers=2, seed=args.seed,
                 project=str(args.out.resolve()), name="run", exist_ok=True, plots=False)
     trained = YOLO(str(args.out / "run" / "weights" / "last.pt"))
-    found = detections(trained, *paths["val"], args.imgsz, classes)
+    found = detections(trained, *splits["val"], args.imgsz, classes)
     (args.out / "detections.json").write_text(json.dumps(found))
-    print(f"{len(found)} detections on {len(json.loads(paths['val'][0].read_text())['images'])} "
-          f"images -> {args.out / 'detections.json'}")
+    print(f"{len(found)} detections on {len(splits['val'][0]['images'])} images -> "
+          f"{args.out / 'detections.json'}")
     return 0
 
 
