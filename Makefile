@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint clean-venv
+.PHONY: run test lint clean-venv bytecode
 
 # The venv's bytecode is written once, here, on both cores: where PYTHONDONTWRITEBYTECODE
 # is set (as on our development machines) Python never caches it, and each process compiled
@@ -20,11 +20,17 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m compileall -q -j 0 $(VENV)/lib > /dev/null || true
 	touch $(STAMP)
 
-run: $(STAMP)
+# The project's own bytecode, for the same reason, before each job: the tests start many
+# processes that import it (a second each without it).  Python checks each file's time
+# stamp, so an edited module is compiled again, never read stale.
+bytecode: $(STAMP)
+	$(PY) -m compileall -q detr_irpe tools benchmarks main.py > /dev/null
+
+run: bytecode
 	$(PY) tools/make_shapes_dataset.py --out datasets/shapes --num_train 1000 --num_val 100 --image_size 128
 	$(PY) main.py --config configs/cpu_demo.toml --overwrite
 
-test: $(STAMP)
+test: bytecode
 	$(PY) -m pytest -q -m "not sweep and not inductor"
 
 # The long checks: the hostile sweep (tests marked sweep: kill -9 at random instants of
@@ -34,7 +40,7 @@ test: $(STAMP)
 # compiled step against the eager one and the compile benchmark (marked inductor).  A few
 # minutes; CI runs them after `make test`.
 .PHONY: sweep
-sweep: $(STAMP)
+sweep: bytecode
 	$(PY) -m pytest -q -m "sweep or inductor"
 
 lint: $(STAMP)
