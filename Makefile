@@ -11,9 +11,8 @@ STAMP := $(VENV)/.installed
 # is set (as on our development machines) Python never caches it, and each process compiled
 # torch again at import (11 s for torch and torchvision instead of 3.6 s; make test took
 # 5 min 35 s before, 3 min 53 s to 4 min 29 s after).  About 20 s on 2 cores; pip's own
-# --compile is serial.
-# Its status is ignored: torch ships one test module in Python 3.12 syntax that stays
-# uncompiled and unused.
+# --compile is serial.  Its status is ignored: torch ships one test module in Python 3.12
+# syntax that stays uncompiled and unused.
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --no-compile -r requirements.txt
