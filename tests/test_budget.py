@@ -248,6 +248,22 @@ def test_the_zoom_scales_the_sizes_that_follow_the_data():
     assert "90th percentile 200, zoomed 1.4x" in reason
 
 
+def test_the_evaluation_size_is_one_of_the_training_scales():
+    # the generated shapes' 90th percentile, 118 px, zoomed 1.4x: 165.2 -> 168, a multiple
+    # of 8 as the training scales are, so that evaluation meets a size it was trained at
+    images = [{"id": 0, "width": 118, "height": 125}]
+    options, _ = sizes_from_data(images, [{"image_id": 0}], zoom=1.4)
+    assert options["val_size"] == 168
+    assert options["train_scales"] == [136, 152, 168, 184, 200]
+    assert options["max_size"] == 280  # 168 x 1333 / 800
+    for side in range(40, 400, 7):
+        for zoom in (1.0, 1.15, 1.4):
+            options, _ = sizes_from_data([{"id": 0, "width": side, "height": 999}],
+                                         [{"image_id": 0}], zoom=zoom)
+            assert options["val_size"] % 8 == 0, (side, zoom)
+            assert options["val_size"] in options["train_scales"], (side, zoom)
+
+
 def test_few_objects_still_get_ten_queries():
     options, _ = sizes_from_data([{"id": 0, "width": 64, "height": 64}], [{"image_id": 0}])
     assert options["num_queries"] == 10
