@@ -79,8 +79,10 @@ class Checkpoint:
         return ema if isinstance(ema, dict) and ema else self.model
 
     def eval_sizes(self) -> dict:
-        """``val_size`` / ``max_size`` the checkpoint was evaluated with, where stored."""
-        return {k: self.args[k] for k in ("val_size", "max_size") if self.args.get(k)}
+        """``val_size`` / ``max_size`` / ``size_multiple`` the checkpoint was evaluated with,
+        where stored."""
+        return {k: self.args[k] for k in ("val_size", "max_size", "size_multiple")
+                if self.args.get(k)}
 
     def config(self, **overrides) -> DETRConfig:
         """A :class:`DETRConfig` for rebuilding the model (no backbone download: the

@@ -98,6 +98,10 @@ class DataConfig(FromOptions):
     val_size: int = option(
         EVAL_SIZE, "shorter side for evaluation (default: the checkpoint's with --resume/--eval, "
         f"else {EVAL_SIZE})")
+    size_multiple: int = option(
+        1, "round each resized image's height and width to a multiple of N pixels, in "
+        "training, evaluation and prediction (1 = off, as DETR; the CPU presets: 16, the "
+        "backbone's stride, so that every feature cell lies inside its image: docs/training.md)")
     image_zoom: float = option(
         1.0, "custom data trained from scratch: the sizes that follow the data (--val_size, "
         "--train_scales, --max_size when not given) are this many times the images' own; "
@@ -126,7 +130,7 @@ class DataConfig(FromOptions):
 
     def __post_init__(self):
         check_choice("dataset_file", self.dataset_file, DATASETS)
-        check_at_least(self, ("max_size", "val_size"), 1)
+        check_at_least(self, ("max_size", "val_size", "size_multiple"), 1)
         if not 0.25 <= self.image_zoom <= 4:
             raise ValueError(f"--image_zoom {self.image_zoom}: must be in [0.25, 4] (1 = the "
                              "images' own sizes)")

@@ -60,6 +60,7 @@ def test_parsed_defaults_build_the_default_configurations(tmp_path):
     (OptimConfig, {"ema": 1.5}, "--ema 1.5"),
     (DataConfig, {"val_size": 0}, "--val_size 0"),
     (DataConfig, {"image_zoom": 0.0}, "--image_zoom 0.0"),
+    (DataConfig, {"size_multiple": 0}, "--size_multiple 0"),
     (RunConfig, {"eval_every": 0}, "--eval_every 0"),
 ])
 def test_each_check_names_the_flag(config, options, flag):
@@ -74,3 +75,24 @@ def test_the_irpe_string_is_parsed_once_into_a_typed_value():
     assert canonical_irpe("rpe-2-product-contextual-1-k") == PAPER_IRPE
     assert canonical_irpe("") == ""
     assert DETRConfig(enc_rpe2d="").irpe is None
+
+
+def test_evaluating_a_checkpoint_takes_its_rounding_of_the_sides(tmp_path):
+    import torch
+
+    from detr_irpe.checkpoint import load_checkpoint
+    from detr_irpe.training.setup import checkpoint_options
+
+    path = tmp_path / "c.pth"
+    torch.save({"model": {}, "args": {"val_size": 168, "max_size": 280, "size_multiple": 16}},
+               path)
+    (tmp_path / "annotations").mkdir()
+    for split in ("train", "val"):
+        (tmp_path / "annotations" / f"instances_{split}2017.json").write_text("{}")
+    options = vars(parse_args(["--coco_path", str(tmp_path), "--output_dir", "out"]))
+    ckpt = load_checkpoint(str(path))
+    adopted = checkpoint_options(options, {}, ckpt, str(path), verbose=False)
+    assert (adopted["val_size"], adopted["max_size"], adopted["size_multiple"]) == (168, 280, 16)
+    given = checkpoint_options({**options, "size_multiple": 32}, {"size_multiple": "command line"},
+                               ckpt, str(path), verbose=False)
+    assert "size_multiple" not in given  # a value given on purpose wins

@@ -23,7 +23,7 @@ from detr_irpe.data import (
     resize_size,
 )
 from detr_irpe.data.image_source import ZipImageSource
-from detr_irpe.data.transforms import crop, resize
+from detr_irpe.data.transforms import crop, resize, to_multiple
 
 # Image 1 is 40 wide, 30 high. Its annotations, in COCO xywh:
 #   1: cat 7, [4, 6, 10, 8]     -> xyxy (4, 6, 14, 14)      kept
@@ -303,6 +303,39 @@ def test_train_transforms_keep_boxes_on_the_object():
         box = out["boxes"][0].tolist()
         assert np.allclose(_bright_box(out_image), box, atol=1.5), (box, _bright_box(out_image))
     assert shorter_sides == {48, 64, 80}
+
+
+@pytest.mark.parametrize("image_hw, multiple, expected", [
+    ((128, 164), 16, (128, 160)),  # 164 / 16 = 10.25 -> 10 cells
+    ((24, 40), 16, (32, 48)),      # 1.5 and 2.5 cells: halves round up
+    ((5, 3), 16, (16, 16)),        # at least one multiple
+    ((127, 201), 1, (127, 201)),   # 1: DETR, unchanged
+])
+def test_to_multiple_rounds_each_side_to_the_nearest_multiple(image_hw, multiple, expected):
+    assert to_multiple(image_hw, multiple) == expected
+
+
+def test_resize_to_a_multiple_scales_each_axis_by_its_own_ratio():
+    # 100 x 130 -> shorter side 128: 128 x 166, then 128 x 160 (166 / 16 = 10.4 cells)
+    image, target = _box_image(100, 130, (13, 10, 52, 60))
+    resized, out = resize(image, target, 128, max_size=1000, multiple=16)
+    assert resized.shape[-2:] == (128, 160)
+    assert out["boxes"].canvas_size == (128, 160)
+    torch.testing.assert_close(out["boxes"].as_subclass(torch.Tensor),
+                               torch.tensor([[13 * 160 / 130, 10 * 1.28, 52 * 160 / 130, 60 * 1.28]]))
+    assert out["area"].item() == pytest.approx(39 * 50 * 1.28 * 160 / 130)
+
+
+def test_size_multiple_reaches_training_and_evaluation_sizes():
+    val = make_transforms("val", val_size=60, max_size=200, size_multiple=16)
+    image, target = _box_image(45, 70, (20, 16, 40, 30))
+    assert val(image, target)[0].shape[-2:] == (64, 96)  # 60 x 93 rounded
+    train = make_transforms("train", scales=(48, 56, 72), max_size=200, size_multiple=16)
+    torch.manual_seed(0)
+    for _ in range(30):
+        image, target = _box_image(45, 70, (20, 16, 40, 30))
+        h, w = train(image, target)[0].shape[-2:]
+        assert h % 16 == 0 and w % 16 == 0, (h, w)
 
 
 def test_make_transforms_rejects_unknown_split():

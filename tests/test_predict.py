@@ -109,6 +109,26 @@ def test_preprocess_is_the_evaluation_transform(image_dir, n):
         assert ours.shape == (3, 64, 85)  # 60 x 80 -> shorter side 64, 64 * 80 / 60 truncated
 
 
+def test_the_detector_rounds_sides_as_its_checkpoints_evaluation_did(tmp_path, image_dir):
+    model, cfg = _tiny_state(0, num_classes=4)
+    path = tmp_path / "rounded.pth"
+    torch.save({"model": model.state_dict(), "config": cfg.to_dict(),
+                "args": {**cfg.to_dict(), "val_size": SIZE, "max_size": MAX_SIZE,
+                         "size_multiple": 16}}, path)
+    detector = Detector.from_checkpoint(path)
+    assert detector.size_multiple == 16
+    pil = Image.open(image_dir / "img0.png").convert("RGB")  # 60 x 80 -> 64 x 85 -> 64 x 80
+    assert preprocess(to_image_tensor(pil), SIZE, MAX_SIZE, 16).shape == (3, 64, 80)
+    seen = []
+    hook = detector.model.backbone[0].register_forward_pre_hook(
+        lambda module, args: seen.append(tuple(args[0].tensors.shape[-2:])))
+    try:
+        detector.predict([pil])
+    finally:
+        hook.remove()
+    assert seen == [(64, 80)]
+
+
 def test_16_bit_images_reach_the_model_as_the_evaluation_dataset_reads_them(detector, tmp_path):
     """A 16-bit greyscale PNG is scaled to 8 bits, not clipped to white: the detector and the
     folder job give the model the very tensor the evaluation dataset makes of the file."""

@@ -16,6 +16,7 @@ normalised image and normalised cxcywh boxes, the format the model and criterion
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -71,6 +72,15 @@ def resize_size(
     return size, int(size * w / h)
 
 
+def to_multiple(image_hw: tuple[int, int], multiple: int) -> tuple[int, int]:
+    """(h, w) with each side rounded to the nearest multiple of ``multiple`` (halves up; at
+    least one multiple).  ``multiple`` 1 leaves them as they are (DETR)."""
+    if multiple <= 1:
+        return image_hw
+    return tuple(max(multiple, math.floor(side / multiple + 0.5) * multiple)
+                 for side in image_hw)
+
+
 def resizes_to_nothing(image_hw: tuple[int, int], max_size: int | None) -> bool:
     """Whether :func:`resize_size` squeezes the shorter side of an (h, w) image to 0 pixels
     (at any ``size``: a strip more than about ``2 * max_size`` times longer than wide)."""
@@ -94,11 +104,13 @@ def filter_boxes(target: Target, keep: torch.Tensor) -> Target:
 
 
 def resize(
-    image: tv_tensors.Image, target: Target, size: int, max_size: int | None = None
+    image: tv_tensors.Image, target: Target, size: int, max_size: int | None = None,
+    multiple: int = 1,
 ) -> tuple[tv_tensors.Image, Target]:
-    """Resize the shorter side to ``size`` (see :func:`resize_size`); boxes and area follow."""
+    """Resize the shorter side to ``size`` (see :func:`resize_size`), then each side to a
+    multiple of ``multiple`` (:func:`to_multiple`); boxes and area follow."""
     old_h, old_w = image.shape[-2:]
-    new_h, new_w = resize_size((old_h, old_w), size, max_size)
+    new_h, new_w = to_multiple(resize_size((old_h, old_w), size, max_size), multiple)
     image = F.resize(image, [new_h, new_w])
     target = dict(target)
     target["boxes"] = F.resize(target["boxes"], [new_h, new_w])
@@ -132,17 +144,19 @@ def _randint(low: int, high: int) -> int:
 
 
 class Resize:
-    """Resize the shorter side to ``size`` with the longer side capped at ``max_size``."""
+    """Resize the shorter side to ``size`` with the longer side capped at ``max_size``, each
+    side then rounded to a multiple of ``multiple``."""
 
-    def __init__(self, size: int, max_size: int | None = None):
+    def __init__(self, size: int, max_size: int | None = None, multiple: int = 1):
         self.size = size
         self.max_size = max_size
+        self.multiple = multiple
 
     def __call__(self, image, target):
-        return resize(image, target, self.size, self.max_size)
+        return resize(image, target, self.size, self.max_size, self.multiple)
 
     def __repr__(self) -> str:
-        return f"Resize(size={self.size}, max_size={self.max_size})"
+        return f"Resize(size={self.size}, max_size={self.max_size}, multiple={self.multiple})"
 
 
 class RandomResize:
@@ -152,20 +166,22 @@ class RandomResize:
     batch's (``--scale_per_batch``) instead of a draw of its own."""
 
     def __init__(self, sizes: Sequence[int], max_size: int | None = None,
-                 per_batch: bool = False):
+                 per_batch: bool = False, multiple: int = 1):
         self.sizes = tuple(sizes)
         self.max_size = max_size
         self.per_batch = per_batch
+        self.multiple = multiple
 
     def __call__(self, image, target):
         chosen = batch_scale() if self.per_batch else None
         if chosen is None:
             chosen = _randint(0, len(self.sizes) - 1)
-        return resize(image, target, self.sizes[chosen % len(self.sizes)], self.max_size)
+        return resize(image, target, self.sizes[chosen % len(self.sizes)], self.max_size,
+                      self.multiple)
 
     def __repr__(self) -> str:
         return (f"RandomResize(sizes={self.sizes}, max_size={self.max_size}, "
-                f"per_batch={self.per_batch})")
+                f"per_batch={self.per_batch}, multiple={self.multiple})")
 
 
 class RandomSizeCrop:
@@ -198,6 +214,7 @@ def make_transforms(
     val_size: int = EVAL_SIZE,
     crop_scales: Sequence[int] | None = None,
     crop_size: tuple[int, int] | None = None,
+    size_multiple: int = 1,
 ) -> Transform:
     """DETR's augmentation for ``split`` ("train" or "val").
 
@@ -206,7 +223,8 @@ def make_transforms(
     ``crop_scales``, a crop with sides uniform in ``crop_size`` and the ``scales`` resize.
     val: shorter side ``val_size``, longer side at most ``max_size``.
     The final resize of either branch follows the batch's scale where one is set
-    (:mod:`detr_irpe.data.batch_scale`).
+    (:mod:`detr_irpe.data.batch_scale`), and rounds each side to a multiple of
+    ``size_multiple`` (``--size_multiple``; 1, no rounding, is DETR's).
 
     The defaults are the DETR recipe (scales 480..800 step 32, 400/500/600, crop 384..600).
     When ``scales`` is given but the crop settings are not, the crop settings are the DETR
@@ -214,7 +232,7 @@ def make_transforms(
     (e.g. scales 160..224 give crop scales 112/140/168 and crop sides 108..168).
     """
     if split == "val":
-        return Resize(val_size, max_size)
+        return Resize(val_size, max_size, size_multiple)
     if split != "train":
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
 
@@ -230,12 +248,12 @@ def make_transforms(
             T.RandomHorizontalFlip(p=0.5),
             T.RandomChoice(
                 [
-                    RandomResize(scales, max_size, per_batch=True),
+                    RandomResize(scales, max_size, per_batch=True, multiple=size_multiple),
                     T.Compose(
                         [
                             RandomResize(crop_scales),
                             RandomSizeCrop(*crop_size),
-                            RandomResize(scales, max_size, per_batch=True),
+                            RandomResize(scales, max_size, per_batch=True, multiple=size_multiple),
                         ]
                     ),
                 ],

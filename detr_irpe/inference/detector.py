@@ -34,10 +34,10 @@ from detr_irpe.machine.device import available_device
 from detr_irpe.models.detr import DETR, PREDICTION_KEYS, PostProcess, build_detr
 
 
-def preprocess(image: Tensor, size: int, max_size: int | None) -> Tensor:
+def preprocess(image: Tensor, size: int, max_size: int | None, multiple: int = 1) -> Tensor:
     """The evaluation transform itself, ``make_transforms("val", ...)`` then
     ``to_model_format``: (3, h, w) uint8/float image -> normalised float32 (3, H, W), with
-    (H, W) = ``resize_size((h, w), size, max_size)``.
+    (H, W) = ``to_multiple(resize_size((h, w), size, max_size), multiple)``.
 
     Float images (values 0-1) are first rounded to 8 bits: evaluation resizes the uint8
     pixels of image files, and this keeps a float copy of a file's pixels bit-identical
@@ -47,7 +47,7 @@ def preprocess(image: Tensor, size: int, max_size: int | None) -> Tensor:
         image = image.mul(255).round_().clamp_(0, 255).to(torch.uint8)
     no_boxes = {"boxes": tv_tensors.BoundingBoxes(torch.zeros(0, 4), format="XYXY",
                                                   canvas_size=tuple(image.shape[-2:]))}
-    evaluation = make_transforms("val", max_size=max_size, val_size=size)
+    evaluation = make_transforms("val", max_size=max_size, val_size=size, size_multiple=multiple)
     pixels, _ = to_model_format(*evaluation(tv_tensors.Image(image), no_boxes))
     return pixels
 
@@ -64,7 +64,8 @@ class Detector:
     model: a :class:`~detr_irpe.DETR`;  label_to_category_id: model label -> original
     category id (``None``: labels are the ids, as in COCO checkpoints);  category_names:
     original id -> name (``None``: the COCO names when the model has 91 classes, else the
-    id as text);  size / max_size: shorter-side target and longer-side cap of the resize.
+    id as text);  size / max_size: shorter-side target and longer-side cap of the resize;
+    size_multiple: each side then rounded to a multiple of it (``--size_multiple``).
     """
 
     def __init__(
@@ -76,15 +77,19 @@ class Detector:
         size: int = EVAL_SIZE,
         max_size: int | None = EVAL_MAX_SIZE,
         exif_transpose: bool = EXIF_TRANSPOSE,
+        size_multiple: int = 1,
     ):
         if size < 1 or (max_size is not None and max_size < size):
             raise ValueError(f"size={size}, max_size={max_size}: need 1 <= size <= max_size")
+        if size_multiple < 1:
+            raise ValueError(f"size_multiple={size_multiple}: must be >= 1")
         self.device = available_device(device, "device")
         self.model = model.to(self.device).eval()
         self.model.per_image_backbone = True
         self.postprocess = PostProcess(clip_boxes=True)  # boxes inside the image
         self.size = size
         self.max_size = max_size
+        self.size_multiple = size_multiple
         self.exif_transpose = exif_transpose
         mapping = _as_int_dict(label_to_category_id)
         names = _as_int_dict(category_names)
@@ -135,13 +140,15 @@ class Detector:
 
         ``size`` / ``max_size`` default to the evaluation resize stored in the checkpoint
         (``val_size`` / ``max_size`` of its run; DETR's 800 / 1333 for files that store
-        none), so detections equal the ones its evaluation wrote.  A value that differs
+        none), and so does the rounding of the sides (``size_multiple``; 1 where none is
+        stored), so detections equal the ones its evaluation wrote.  A value that differs
         from the stored one is used and printed as an override."""
         ckpt = load_checkpoint(str(path), trust=trust)
         model, _, _ = build_detr(ckpt.config())
         model.load_state_dict(ckpt.inference_model, strict=True)
         stored = ckpt.eval_sizes()
         chosen = {"size": size, "max_size": max_size}
+        chosen["size_multiple"] = stored.get("size_multiple", 1)
         for name, key, default in (("size", "val_size", EVAL_SIZE),
                                    ("max_size", "max_size", EVAL_MAX_SIZE)):
             if chosen[name] is None:
@@ -212,7 +219,8 @@ class Detector:
 
     def _predict_tensors(self, images: list[Tensor], threshold: float) -> list[dict]:
         sizes = torch.tensor([list(img.shape[-2:]) for img in images], dtype=torch.int64)
-        inputs = [preprocess(img, self.size, self.max_size).to(self.device) for img in images]
+        inputs = [preprocess(img, self.size, self.max_size, self.size_multiple).to(self.device)
+                  for img in images]
         self.model.per_image_backbone = True
         outputs = self.model(inputs)
         outputs = {k: v.float() if torch.is_tensor(v) else v

@@ -24,9 +24,16 @@ def set_transforms(train: CocoDetection | None, val: CocoDetection, data: DataCo
     """Give both sets the resizes (and the training augmentation) of ``data``."""
     if train is not None:
         train.transforms = make_transforms("train", scales=data.train_scales,
-                                           max_size=data.max_size)
+                                           max_size=data.max_size,
+                                           size_multiple=data.size_multiple)
         train.mosaic_probability = data.mosaic
-    val.transforms = make_transforms("val", max_size=data.max_size, val_size=data.val_size)
+    val.transforms = evaluation_transform(data)
+
+
+def evaluation_transform(data: DataConfig):
+    """The evaluation resize of ``data``."""
+    return make_transforms("val", max_size=data.max_size, val_size=data.val_size,
+                           size_multiple=data.size_multiple)
 
 
 def read_datasets(data: DataConfig, evaluate_only: bool) -> tuple[CocoDetection | None,

@@ -23,9 +23,10 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from detr_irpe.config import DataConfig
-from detr_irpe.data import CocoDetection, collate_fn, make_transforms
+from detr_irpe.data import CocoDetection, collate_fn
 from detr_irpe.models.box_quality import quality_targets
 
+from .loaders import evaluation_transform
 from .loop import backbone_per_image, eval_outputs
 
 STEPS = 3000
@@ -39,7 +40,7 @@ def fitting_set(train: CocoDetection, data: DataConfig, seed: int) -> Dataset:
     """The training set as the evaluation reads images (its resize, no augmentation), or
     ``MAX_IMAGES`` of its images drawn from ``seed``."""
     fit = copy.copy(train)
-    fit.transforms = make_transforms("val", max_size=data.max_size, val_size=data.val_size)
+    fit.transforms = evaluation_transform(data)
     fit.mosaic_probability = 0.0
     if len(fit) <= MAX_IMAGES:
         return fit
