@@ -68,7 +68,8 @@ def checkpoint_options(options: dict, given: dict, ckpt: Checkpoint, path: str,
     """The options that make the run describe the model in ``ckpt``: every architecture
     option it records (``ARCHITECTURE``) and, unless given, its ``val_size`` / ``max_size`` /
     ``size_multiple`` / ``amp`` / ``pretrained_backbone`` and its scoring
-    (``quality_weight``, ``clip_boxes``).  An option set on purpose that contradicts the checkpoint is an error naming both values."""
+    (``quality_weight``, ``clip_boxes``).  An option set on purpose that contradicts the
+    checkpoint is an error naming both values."""
     adopted = {}
     for key in ARCHITECTURE:
         if key not in ckpt.options:
