@@ -258,10 +258,20 @@ def test_the_evaluation_size_is_one_of_the_training_scales():
     assert options["max_size"] == 280  # 168 x 1333 / 800
     for side in range(40, 400, 7):
         for zoom in (1.0, 1.15, 1.4):
-            options, _ = sizes_from_data([{"id": 0, "width": side, "height": 999}],
-                                         [{"image_id": 0}], zoom=zoom)
-            assert options["val_size"] % 8 == 0, (side, zoom)
-            assert options["val_size"] in options["train_scales"], (side, zoom)
+            for multiple, step in ((1, 8), (16, 16), (12, 24)):  # 24: a multiple of 8 and 12
+                options, _ = sizes_from_data([{"id": 0, "width": side, "height": 999}],
+                                             [{"image_id": 0}], zoom=zoom, multiple=multiple)
+                sizes = [options["val_size"], *options["train_scales"]]
+                assert all(size % step == 0 for size in sizes), (side, zoom, multiple, sizes)
+                assert options["val_size"] in options["train_scales"], (side, zoom, multiple)
+
+
+def test_sizes_for_a_size_multiple_are_the_sizes_the_resize_makes():
+    # 165.2 px is 10.3 cells of 16: 160, and the training scales 0.8-1.2 x 160 in cells
+    images = [{"id": 0, "width": 118, "height": 125}]
+    options, _ = sizes_from_data(images, [{"image_id": 0}], zoom=1.4, multiple=16)
+    assert options["val_size"] == 160
+    assert options["train_scales"] == [128, 144, 160, 176, 192]
 
 
 def test_few_objects_still_get_ten_queries():

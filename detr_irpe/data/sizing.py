@@ -13,7 +13,8 @@ of 200-pixel tiles they would blow every image up 4x.  Here they follow the trai
   docs/scratch_training.md);
 - ``train_scales``: ``val_size`` times 0.8, 0.9, 1.0, 1.1 and 1.2 (DETR trains from 0.6 to
   1.0 of its evaluation size; a small set keeps its objects nearer their own size),
-  rounded to multiples of 8 pixels, so that ``val_size`` is one of them.  Where an image
+  rounded to multiples of 8 pixels (and of ``--size_multiple``), so that ``val_size`` is
+  one of them.  Where an image
   ends inside its last feature cell shifts the cells' positions (they are normalised by
   the cells the image covers, as in DETR), and a model learns the shifts of the sizes it
   was trained at: the generated shapes trained at 136-200 px, all 8 past a multiple of 16,
@@ -42,19 +43,22 @@ def _round_to(value: float, step: int) -> int:
 
 
 def sizes_from_data(images: list[dict], annotations: list[dict],
-                    zoom: float = 1.0) -> tuple[dict, str]:
+                    zoom: float = 1.0, multiple: int = 1) -> tuple[dict, str]:
     """``(options, reason)``: the values of :data:`SIZED_OPTIONS` for a training set given as
     its COCO ``images`` (with ``width`` and ``height``) and ``annotations``; ``reason`` says
     what they were derived from, for the log.  ``zoom``: the evaluation size is that many
-    times the percentile (rounded), and the other sizes follow it."""
+    times the percentile (rounded), and the other sizes follow it.  ``multiple``
+    (``--size_multiple``): the sizes are multiples of it as well as of 8 pixels, so that the
+    printed sizes are the ones the resize makes."""
     shorter = sorted(min(int(im["width"]), int(im["height"])) for im in images)
     percentile = shorter[math.ceil(VAL_PERCENTILE * len(shorter)) - 1]
-    val_size = _round_to(percentile * zoom, SIZE_STEP)
+    step = math.lcm(SIZE_STEP, multiple)
+    val_size = _round_to(percentile * zoom, step)
     per_image = Counter(a["image_id"] for a in annotations)
     most = max(per_image.values(), default=0)
     queries = max(MIN_QUERIES, math.ceil(2 * most / 5) * 5)
     options = {
-        "train_scales": sorted({_round_to(val_size * f, SIZE_STEP) for f in SCALE_FACTORS}),
+        "train_scales": sorted({_round_to(val_size * f, step) for f in SCALE_FACTORS}),
         "val_size": val_size,
         "max_size": int(round(val_size * MAX_TO_VAL)),
         "num_queries": queries,

@@ -55,7 +55,8 @@ def resolve_run(args, run: RunConfig, verbose: bool) -> RunSetup:
         options.update(finetune_options(options, given, source, verbose))
     train_set, val = read_datasets(DataConfig.from_options(options), options["eval"])
     if train_set is not None and options["dataset_file"] == "custom" and not (ckpt or source):
-        options.update(sizes_from_training_set(given, train_set, options["image_zoom"], verbose))
+        options.update(sizes_from_training_set(given, train_set, options["image_zoom"],
+                                               options["size_multiple"], verbose))
     options.update(num_classes_from_data(options, given, val, resume))
     settings = Settings(DETRConfig.from_options(options), OptimConfig.from_options(options),
                         DataConfig.from_options(options), run)
@@ -138,12 +139,13 @@ def finetune_options(options: dict, given: dict, source: Checkpoint, verbose: bo
     return adopted
 
 
-def sizes_from_training_set(given: dict, train_set: CocoDetection, zoom: float,
+def sizes_from_training_set(given: dict, train_set: CocoDetection, zoom: float, multiple: int,
                             verbose: bool) -> dict:
     """Custom data trained from scratch: the image sizes and queries that were not given
-    follow the training set, the sizes times ``zoom`` (:mod:`detr_irpe.data.sizing`)."""
+    follow the training set, the sizes times ``zoom``, multiples of ``--size_multiple`` too
+    (:mod:`detr_irpe.data.sizing`)."""
     derived, reason = sizes_from_data(list(train_set.coco.imgs.values()),
-                                      list(train_set.coco.anns.values()), zoom)
+                                      list(train_set.coco.anns.values()), zoom, multiple)
     derived = {k: v for k, v in derived.items() if k not in given}
     if verbose and derived:
         shown = " ".join(f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}"
