@@ -534,9 +534,12 @@ def test_scratch_preset_on_custom_data_fits_its_time_budget_and_sizes_itself(tmp
     sizes = json.loads((out / "args.json").read_text())
     images = json.loads((root / "annotations" / "instances_train.json").read_text())["images"]
     shorter = sorted(min(im["width"], im["height"]) for im in images)
-    zoom = tomllib.loads((ROOT / "configs" / "scratch_cpu.toml").read_text())["image_zoom"]
-    # the 90th percentile of the shorter sides, times the preset's zoom, to the nearest 8 px
-    assert sizes["val_size"] == 8 * math.floor(shorter[math.ceil(0.9 * len(shorter)) - 1] * zoom / 8 + 0.5)
+    preset = tomllib.loads((ROOT / "configs" / "scratch_cpu.toml").read_text())
+    zoom, step = preset["image_zoom"], math.lcm(8, preset.get("size_multiple", 1))
+    # the 90th percentile of the shorter sides, times the preset's zoom, to the nearest
+    # multiple of 8 px and of the preset's size multiple
+    percentile = shorter[math.ceil(0.9 * len(shorter)) - 1]
+    assert sizes["val_size"] == step * math.floor(percentile * zoom / step + 0.5)
     assert f"--val_size {sizes['val_size']}" in run.stdout
     log = [json.loads(line) for line in (out / "log.txt").read_text().splitlines()]
     # How many epochs fit depends on the machine's speed of the moment (one on a loaded
