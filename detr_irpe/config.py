@@ -100,7 +100,7 @@ class DataConfig(FromOptions):
         f"else {EVAL_SIZE})")
     size_multiple: int = option(
         1, "round each resized image's height and width to a multiple of N pixels, in "
-        "training, evaluation and prediction (1 = off, as DETR; the CPU presets: 16, the "
+        "training, evaluation and prediction (1 = off, as DETR; the CPU demo: 16, the "
         "backbone's stride, so that every feature cell lies inside its image: docs/training.md)")
     image_zoom: float = option(
         1.0, "custom data trained from scratch: the sizes that follow the data (--val_size, "

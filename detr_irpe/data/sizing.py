@@ -14,11 +14,11 @@ of 200-pixel tiles they would blow every image up 4x.  Here they follow the trai
 - ``train_scales``: ``val_size`` times 0.8, 0.9, 1.0, 1.1 and 1.2 (DETR trains from 0.6 to
   1.0 of its evaluation size; a small set keeps its objects nearer their own size),
   rounded to multiples of 8 pixels (and of ``--size_multiple``), so that ``val_size`` is
-  one of them.  Where an image
-  ends inside its last feature cell shifts the cells' positions (they are normalised by
-  the cells the image covers, as in DETR), and a model learns the shifts of the sizes it
-  was trained at: the generated shapes trained at 136-200 px, all 8 past a multiple of 16,
-  scored 0.02-0.04 AP less at 165 px than at 168 (docs/scratch_training.md);
+  one of them.  Where an image ends inside its last feature cell shifts the cells'
+  positions (they are normalised by the cells the image covers, as in DETR), and a model
+  learns the shifts of the sizes it was trained at: the generated shapes trained at
+  136-200 px, all 8 past a multiple of 16, scored 0.01-0.04 AP less at 165 px than at 168
+  (docs/scratch_training.md);
 - ``max_size``: ``val_size`` times DETR's 1333 / 800, so elongated images stay bounded;
 - ``num_queries``: twice the most objects in one training image, at least 10, rounded up
   to a multiple of 5 ("no object" must stay the common answer, and Hungarian matching

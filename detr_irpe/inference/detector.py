@@ -81,8 +81,6 @@ class Detector:
     ):
         if size < 1 or (max_size is not None and max_size < size):
             raise ValueError(f"size={size}, max_size={max_size}: need 1 <= size <= max_size")
-        if size_multiple < 1:
-            raise ValueError(f"size_multiple={size_multiple}: must be >= 1")
         self.device = available_device(device, "device")
         self.model = model.to(self.device).eval()
         self.model.per_image_backbone = True
@@ -147,8 +145,8 @@ class Detector:
         model, _, _ = build_detr(ckpt.config())
         model.load_state_dict(ckpt.inference_model, strict=True)
         stored = ckpt.eval_sizes()
-        chosen = {"size": size, "max_size": max_size}
-        chosen["size_multiple"] = stored.get("size_multiple", 1)
+        chosen = {"size": size, "max_size": max_size,
+                  "size_multiple": stored.get("size_multiple", 1)}
         for name, key, default in (("size", "val_size", EVAL_SIZE),
                                    ("max_size", "max_size", EVAL_MAX_SIZE)):
             if chosen[name] is None:
