@@ -38,7 +38,8 @@ MIN_QUERIES = 10
 SIZED_OPTIONS = ("train_scales", "val_size", "max_size", "num_queries")
 
 
-def _round_to(value: float, step: int) -> int:
+def round_to_multiple(value: float, step: int) -> int:
+    """``value`` to the nearest multiple of ``step`` (halves up), at least ``step``."""
     return max(step, math.floor(value / step + 0.5) * step)
 
 
@@ -53,12 +54,12 @@ def sizes_from_data(images: list[dict], annotations: list[dict],
     shorter = sorted(min(int(im["width"]), int(im["height"])) for im in images)
     percentile = shorter[math.ceil(VAL_PERCENTILE * len(shorter)) - 1]
     step = math.lcm(SIZE_STEP, multiple)
-    val_size = _round_to(percentile * zoom, step)
+    val_size = round_to_multiple(percentile * zoom, step)
     per_image = Counter(a["image_id"] for a in annotations)
     most = max(per_image.values(), default=0)
     queries = max(MIN_QUERIES, math.ceil(2 * most / 5) * 5)
     options = {
-        "train_scales": sorted({_round_to(val_size * f, step) for f in SCALE_FACTORS}),
+        "train_scales": sorted({round_to_multiple(val_size * f, step) for f in SCALE_FACTORS}),
         "val_size": val_size,
         "max_size": int(round(val_size * MAX_TO_VAL)),
         "num_queries": queries,

@@ -16,7 +16,6 @@ normalised image and normalised cxcywh boxes, the format the model and criterion
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -28,6 +27,7 @@ from torchvision.ops import box_convert
 from detr_irpe.config import EVAL_MAX_SIZE, EVAL_SIZE
 from detr_irpe.data.batch_scale import batch_scale
 from detr_irpe.data.box_clipping import clip_to_image
+from detr_irpe.data.sizing import round_to_multiple
 
 Target = dict
 Transform = Callable[[tv_tensors.Image, Target], tuple[tv_tensors.Image, Target]]
@@ -77,8 +77,7 @@ def to_multiple(image_hw: tuple[int, int], multiple: int) -> tuple[int, int]:
     least one multiple).  ``multiple`` 1 leaves them as they are (DETR)."""
     if multiple <= 1:
         return image_hw
-    return tuple(max(multiple, math.floor(side / multiple + 0.5) * multiple)
-                 for side in image_hw)
+    return tuple(round_to_multiple(side, multiple) for side in image_hw)
 
 
 def resizes_to_nothing(image_hw: tuple[int, int], max_size: int | None) -> bool:
